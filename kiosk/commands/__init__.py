@@ -1,0 +1,1 @@
+"""One module per ``kiosk`` verb: ``configure(parser)`` and ``run(args, config) -> int``."""

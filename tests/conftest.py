@@ -1,0 +1,32 @@
+"""Shared fixtures: where the real data lives, a fresh configuration, a fresh data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kiosk.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    """A path in ../shared/data, skipping the calling test with a reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real clinical images folder (skips the test when absent)."""
+    return shared()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """A configuration whose data folder is a fresh temporary directory."""
+    return load_config(env={}, data_dir=tmp_path / "data", engine_cache_dir=tmp_path / "engines")
