@@ -1,0 +1,1 @@
+"""Image quality (gradability): pure functions from pixels to a QualityReport."""
