@@ -64,7 +64,9 @@ class Config:
     camera_uri: str = setting("", "Camera to capture from: v4l2:///dev/video0, file://..., http://...")
     dicom_ae_title: str = setting("KIOSK", "AE title of the kiosk's DICOM listener.")
     dicom_port: int = setting(11112, "Port of the DICOM listener (C-STORE/C-ECHO); 0 disables it.")
-    dicom_allowed_aes: str = setting("", "Calling AE titles allowed to send (comma-separated); empty allows any.")
+    dicom_allowed_aes: str = setting(
+        "", "Calling AE titles allowed to send (comma-separated); empty allows any."
+    )
     # sync destinations (empty disables)
     fhir_url: str = setting("", "FHIR R4 base URL of the EHR.")
     hl7_address: str = setting("", "HL7 v2 MLLP peer as host:port.")

@@ -36,7 +36,7 @@ def retina_mask(rgb: np.ndarray, threshold: int | None = None) -> np.ndarray:
     if threshold is None:
         # The frame is near-black but JPEG noise lifts it; the retina's red channel is far above.
         threshold = max(12, int(np.percentile(grey, 2)) + 10)
-    mask = (grey > threshold).astype(np.uint8)
+    mask: np.ndarray = (grey > threshold).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
