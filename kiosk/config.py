@@ -48,6 +48,9 @@ class Config:
     # intake limits
     max_upload_mb: int = setting(64, "Largest file accepted for screening, in MiB.")
     max_pixels: int = setting(60_000_000, "Largest image accepted (rows x columns); larger is refused.")
+    sandbox_workers: int = setting(2, "Decode worker processes for untrusted files; 0 decodes in-process.")
+    sandbox_memory_mb: int = setting(1024, "Memory a decode worker may allocate beyond its libraries, MiB.")
+    sandbox_timeout_s: float = setting(10.0, "Seconds a decode may take before its worker is killed.")
     # clinic
     clinic_name: str = setting("Rural Health Clinic", "Name printed on referral slips.")
     prevalence_fundus_dr: float = setting(0.10, "Expected share of referable DR among screened patients.")
