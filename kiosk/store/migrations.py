@@ -1,0 +1,83 @@
+"""Schema changes, in order: the store's ``PRAGMA user_version`` says how many are applied.
+
+Never edit a released migration; append a new one. Each is a list of single SQL statements run
+in one transaction with the version bump.
+"""
+
+from __future__ import annotations
+
+_V1 = [
+    """CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'clinician', 'admin')),
+        created TEXT NOT NULL)""",
+    """CREATE TABLE patients (
+        id INTEGER PRIMARY KEY,
+        identifier TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        birth_date TEXT,
+        sex TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL)""",
+    """CREATE TABLE screenings (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        patient_id INTEGER NOT NULL REFERENCES patients (id),
+        created TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        actor TEXT NOT NULL)""",
+    "CREATE INDEX screenings_created ON screenings (created)",
+    """CREATE TABLE results (
+        screening_id INTEGER NOT NULL REFERENCES screenings (id),
+        position INTEGER NOT NULL,
+        result_json TEXT NOT NULL,
+        image_sha TEXT NOT NULL,
+        heatmap_sha TEXT,
+        PRIMARY KEY (screening_id, position))""",
+    """CREATE TABLE sign_offs (
+        screening_id INTEGER PRIMARY KEY REFERENCES screenings (id),
+        clinician TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('confirm', 'overrule')),
+        verdict TEXT NOT NULL,
+        note TEXT NOT NULL,
+        signed TEXT NOT NULL)""",
+    """CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        actor TEXT NOT NULL)""",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        patient_id INTEGER,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL)""",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        screening_id INTEGER NOT NULL REFERENCES screenings (id),
+        destination TEXT NOT NULL,
+        report_status TEXT NOT NULL CHECK (report_status IN ('preliminary', 'final')),
+        idempotency_key TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'sent', 'parked')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        failed_at REAL NOT NULL DEFAULT 0,
+        created TEXT NOT NULL,
+        sent TEXT)""",
+    "CREATE INDEX outbox_due ON outbox (state, next_attempt)",
+]
+
+#: Every migration, oldest first; index + 1 is the schema version it brings the store to.
+MIGRATIONS: list[list[str]] = [_V1]

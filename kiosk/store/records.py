@@ -1,0 +1,192 @@
+"""Users, patients, screenings and sign-offs: reads and writes on an open connection."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+
+from kiosk.errors import KioskError, NotFoundError, StoreError
+from kiosk.store.db import from_text, to_text, utc_now
+from kiosk.store.models import Patient, Screening, SignOff, User
+
+ROLES = ("operator", "clinician", "admin")
+DECISIONS = ("confirm", "overrule")
+
+
+def user_from_row(row: sqlite3.Row | None) -> User | None:
+    """A User from its row, or None."""
+    if row is None:
+        return None
+    return User(id=row["id"], username=row["username"], role=row["role"],
+                password_hash=row["password_hash"])
+
+
+def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, role: str) -> int:
+    """Add a user; refuses an unknown role or a taken username."""
+    if role not in ROLES:
+        raise StoreError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}",
+                         code="bad_role")
+    try:
+        cursor = conn.execute(
+            "INSERT INTO users (username, password_hash, role, created) VALUES (?, ?, ?, ?)",
+            (username, password_hash, role, to_text(utc_now())),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise StoreError(f"the user name {username!r} is taken", code="user_exists") from exc
+    return int(cursor.lastrowid or 0)
+
+
+def patient_from_row(row: sqlite3.Row) -> Patient:
+    """A Patient from its row."""
+    return Patient(id=row["id"], identifier=row["identifier"], name=row["name"],
+                   birth_date=row["birth_date"], sex=row["sex"], created=from_text(row["created"]))
+
+
+def upsert_patient(conn: sqlite3.Connection, identifier: str, name: str,
+                   birth_date: str | None, sex: str | None) -> tuple[int, bool]:
+    """Register or update a patient by identifier; returns (id, created?)."""
+    identifier = identifier.strip()
+    if not identifier or not name.strip():
+        raise StoreError("a patient needs an identifier and a name", code="bad_patient")
+    now = to_text(utc_now())
+    row = conn.execute("SELECT id FROM patients WHERE identifier = ?", (identifier,)).fetchone()
+    if row is not None:
+        conn.execute(
+            "UPDATE patients SET name = ?, birth_date = ?, sex = ?, updated = ? WHERE id = ?",
+            (name.strip(), birth_date, sex, now, row["id"]),
+        )
+        return int(row["id"]), False
+    cursor = conn.execute(
+        "INSERT INTO patients (identifier, name, birth_date, sex, created, updated)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (identifier, name.strip(), birth_date, sex, now, now),
+    )
+    return int(cursor.lastrowid or 0), True
+
+
+def get_patient(conn: sqlite3.Connection, patient_id: int) -> Patient:
+    """The patient with this id (NotFoundError when absent)."""
+    row = conn.execute("SELECT * FROM patients WHERE id = ?", (patient_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no patient with id {patient_id}")
+    return patient_from_row(row)
+
+
+def find_patients(conn: sqlite3.Connection, query: str, limit: int) -> list[Patient]:
+    """Patients whose identifier or name contains the query, most recently registered first."""
+    like = f"%{query.strip()}%"
+    rows = conn.execute(
+        "SELECT * FROM patients WHERE identifier LIKE ? OR name LIKE ? ORDER BY id DESC LIMIT ?",
+        (like, like, limit),
+    ).fetchall()
+    return [patient_from_row(row) for row in rows]
+
+
+def _fallback_combine(results: list[dict]) -> dict:
+    """The overall verdict by the rule of interfaces.md, when kiosk.decide is not installed."""
+    verdicts = [r.get("verdict") for r in results]
+    if "referable" in verdicts:
+        verdict = "referable"
+    elif any(v != "non_referable" for v in verdicts):
+        verdict = "retake"
+    else:
+        verdict = "non_referable"
+    return {"verdict": verdict, "priority": max((int(r.get("priority") or 0) for r in results),
+                                                default=0)}
+
+
+def _combiner() -> Callable[[list[dict]], dict]:
+    try:
+        module = importlib.import_module("kiosk.decide")
+    except ImportError:
+        return _fallback_combine
+    return getattr(module, "combine", _fallback_combine)
+
+
+def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[dict], actor: str,
+                     image_shas: list[str], heatmap_shas: list[str | None]) -> int:
+    """Write a screening and its per-image results; returns its id."""
+    if not results or len(results) != len(image_shas) or len(results) != len(heatmap_shas):
+        raise StoreError("a screening needs one image and one heat-map entry per result",
+                         code="bad_screening")
+    get_patient(conn, patient_id)
+    overall = _combiner()(results)
+    cursor = conn.execute(
+        "INSERT INTO screenings (uid, patient_id, created, verdict, priority, actor)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (uuid.uuid4().hex, patient_id, to_text(utc_now()), str(overall["verdict"]),
+         int(overall.get("priority") or 0), actor),
+    )
+    screening_id = int(cursor.lastrowid or 0)
+    for position, (result, image_sha, heatmap_sha) in enumerate(
+            zip(results, image_shas, heatmap_shas, strict=True)):
+        conn.execute(
+            "INSERT INTO results (screening_id, position, result_json, image_sha, heatmap_sha)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (screening_id, position, json.dumps(result, sort_keys=True), image_sha, heatmap_sha),
+        )
+    return screening_id
+
+
+def get_screening(conn: sqlite3.Connection, screening_id: int) -> Screening:
+    """The screening with its results, patient and sign-off (NotFoundError when absent)."""
+    row = conn.execute("SELECT * FROM screenings WHERE id = ?", (screening_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no screening with id {screening_id}")
+    results = conn.execute(
+        "SELECT * FROM results WHERE screening_id = ? ORDER BY position", (screening_id,)
+    ).fetchall()
+    signed = conn.execute(
+        "SELECT * FROM sign_offs WHERE screening_id = ?", (screening_id,)
+    ).fetchone()
+    created = from_text(row["created"])
+    return Screening(
+        id=row["id"], uid=row["uid"], patient=get_patient(conn, row["patient_id"]),
+        created=created, results=[json.loads(r["result_json"]) for r in results],
+        image_shas=[r["image_sha"] for r in results],
+        heatmap_shas=[r["heatmap_sha"] for r in results],
+        verdict=row["verdict"], priority=row["priority"],
+        sign_off=_sign_off(signed), waited=max(utc_now() - created, timedelta(0)),
+    )
+
+
+def _sign_off(row: sqlite3.Row | None) -> SignOff | None:
+    if row is None:
+        return None
+    return SignOff(clinician=row["clinician"], decision=row["decision"], verdict=row["verdict"],
+                   note=row["note"], signed=from_text(row["signed"]))
+
+
+def worklist_ids(conn: sqlite3.Connection, day: date | None) -> list[int]:
+    """Screenings of one local day: unsigned first, then by priority, then longest waited."""
+    day = day or date.today()
+    start = datetime.combine(day, time.min).astimezone()
+    rows = conn.execute(
+        "SELECT s.id FROM screenings s LEFT JOIN sign_offs o ON o.screening_id = s.id"
+        " WHERE s.created >= ? AND s.created < ?"
+        " ORDER BY o.screening_id IS NOT NULL, s.priority DESC, s.created ASC",
+        (to_text(start), to_text(start + timedelta(days=1))),
+    ).fetchall()
+    return [int(row["id"]) for row in rows]
+
+
+def insert_sign_off(conn: sqlite3.Connection, screening: Screening, clinician: str,
+                    decision: str, note: str, verdict: str | None) -> None:
+    """Record a clinician's sign-off (once per screening)."""
+    if decision not in DECISIONS:
+        raise StoreError(f"unknown decision {decision!r}; use confirm or overrule",
+                         code="bad_decision")
+    if decision == "overrule" and not verdict:
+        raise StoreError("overruling needs the clinician's verdict", code="bad_decision")
+    if screening.sign_off is not None:
+        raise KioskError("this screening is already signed off", code="already_signed")
+    final = verdict if decision == "overrule" and verdict else screening.verdict
+    conn.execute(
+        "INSERT INTO sign_offs (screening_id, clinician, decision, verdict, note, signed)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (screening.id, clinician, decision, final, note, to_text(utc_now())),
+    )
