@@ -1,0 +1,304 @@
+"""Cameras opened by URI, so one capture loop runs on a laptop, in CI and on the device.
+
+``open_camera(uri)`` gives a :class:`Camera` whose ``read()`` returns the newest frame as an RGB
+uint8 array and whose ``close()`` releases the device. Supported URIs:
+
+- ``v4l2:///dev/video0``: a USB/CSI camera through OpenCV's V4L2 back-end;
+- ``file:///path/photo.jpg``: one image, returned on every read (an uploaded still);
+- ``file:///path/folder/`` or ``file:///path/frame_%04d.png``: an image sequence, looped;
+- ``file:///path/clip.avi``: a video clip, looped;
+- ``http://host/stream.mjpg``: an MJPEG stream (``multipart/x-mixed-replace``), as sent by IP
+  cameras and ``mjpg-streamer``.
+
+Live sources (V4L2, HTTP) are read by a background thread that keeps only the newest frame, so
+the frame a nurse captures is the one on screen, not one queued seconds ago.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import cv2
+import numpy as np
+
+from kiosk.errors import KioskError
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+CLIP_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".mjpg", ".mjpeg", ".webm")
+
+
+class CameraError(KioskError):
+    """The camera cannot give a frame; the message says what to check."""
+
+    code = "camera_error"
+    http_status = 503
+    retryable = True
+
+
+class CameraURIError(CameraError):
+    """The camera URI is malformed or names an unknown kind of source."""
+
+    code = "camera_bad_uri"
+    retryable = False
+
+
+class CameraUnavailable(CameraError):
+    """The camera could not be opened (unplugged, busy, or the stream is down)."""
+
+    code = "camera_unavailable"
+
+
+class CameraDisconnected(CameraError):
+    """The camera was open but stopped sending frames."""
+
+    code = "camera_disconnected"
+
+
+class Camera(Protocol):
+    """A source of RGB frames."""
+
+    uri: str
+
+    def read(self) -> np.ndarray:
+        """The newest frame, RGB uint8 (H, W, 3); raises a :class:`CameraError`."""
+        ...
+
+    def close(self) -> None:
+        """Release the device or stream; safe to call twice."""
+        ...
+
+
+def open_camera(uri: str, *, timeout_s: float = 5.0) -> Camera:
+    """Open the camera named by ``uri`` (see the module docstring for the schemes)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "v4l2":
+        return LiveCamera(uri, _V4l2Source(unquote(parts.path)), timeout_s=timeout_s)
+    if parts.scheme in ("http", "https"):
+        from hardware.mjpeg import MjpegStream  # imports this module's errors
+
+        return LiveCamera(uri, MjpegStream(uri, timeout_s=timeout_s), timeout_s=timeout_s)
+    if parts.scheme == "file":
+        return _open_file(uri, _file_path(parts.path))
+    raise CameraURIError(
+        f"unknown camera URI {uri!r}: use v4l2:///dev/videoN, file:///path or http://host/stream"
+    )
+
+
+def _file_path(raw: str) -> Path:
+    """The path of a file URI; a bare printf pattern (``%04d``, not ``%2504d``) is kept as typed."""
+    path = unquote(raw)
+    if any(ord(char) < 32 for char in path):
+        return Path(raw)
+    return Path(path)
+
+
+def _open_file(uri: str, path: Path) -> Camera:
+    """A still image, an image sequence or a clip, chosen by what the path is."""
+    if "%" in path.name:
+        return SequenceCamera(uri, _pattern_files(path))
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return SequenceCamera(uri, files)
+    if not path.is_file():
+        raise CameraUnavailable(f"camera file {path} does not exist", retryable=False)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return StillCamera(uri, path)
+    if path.suffix.lower() in CLIP_SUFFIXES:
+        return ClipCamera(uri, path)
+    raise CameraURIError(f"{path.name}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a clip")
+
+
+def _pattern_files(pattern: Path) -> list[Path]:
+    """The files of a printf-style sequence (``frame_%04d.png``), from index 0 or 1 upwards."""
+    files: list[Path] = []
+    for index in range(0, 1_000_000):
+        candidate = pattern.with_name(pattern.name % index)
+        if candidate.is_file():
+            files.append(candidate)
+        elif index > 0 or files:
+            break
+    return files
+
+
+def _read_image_file(path: Path) -> np.ndarray:
+    """Decode one image file to RGB uint8, or raise :class:`CameraDisconnected`."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise CameraDisconnected(f"cannot decode camera frame {path.name}", retryable=False)
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+class StillCamera:
+    """One image file, returned on every read."""
+
+    def __init__(self, uri: str, path: Path) -> None:
+        self.uri = uri
+        self._frame = _read_image_file(path)
+
+    def read(self) -> np.ndarray:
+        """A copy of the image."""
+        return self._frame.copy()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class SequenceCamera:
+    """Image files read in order, starting again after the last one."""
+
+    def __init__(self, uri: str, files: list[Path]) -> None:
+        if not files:
+            raise CameraUnavailable(f"no image files for {uri}", retryable=False)
+        self.uri = uri
+        self._files = files
+        self._next = 0
+
+    def read(self) -> np.ndarray:
+        """The next image of the sequence."""
+        path = self._files[self._next]
+        self._next = (self._next + 1) % len(self._files)
+        return _read_image_file(path)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ClipCamera:
+    """A video file read frame by frame, rewound at its end."""
+
+    def __init__(self, uri: str, path: Path) -> None:
+        self.uri = uri
+        self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        if not self._capture.isOpened():
+            raise CameraUnavailable(f"cannot open video clip {path.name}", retryable=False)
+
+    def read(self) -> np.ndarray:
+        """The next frame; after the last one, the first again."""
+        ok, bgr = self._capture.read()
+        if not ok:
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._capture.read()
+        if not ok or bgr is None:
+            raise CameraDisconnected(f"no frame from {self.uri}", retryable=False)
+        return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+    def close(self) -> None:
+        """Release the file."""
+        self._capture.release()
+
+
+class FrameSource(Protocol):
+    """A blocking source of frames for :class:`LiveCamera`."""
+
+    def open(self) -> None:
+        """Connect; raise :class:`CameraUnavailable` when that fails."""
+        ...
+
+    def grab(self) -> np.ndarray:
+        """Block until the next frame (RGB); raise :class:`CameraDisconnected` when it stops."""
+        ...
+
+    def close(self) -> None:
+        """Disconnect."""
+        ...
+
+
+class _V4l2Source:
+    """A V4L2 device through OpenCV, with a one-frame driver buffer."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._capture: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        """Open the device node."""
+        if not Path(self.device).exists():
+            raise CameraUnavailable(
+                f"no camera at {self.device}: check the USB cable and that the camera is powered",
+                retryable=True,
+            )
+        capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not capture.isOpened():
+            raise CameraUnavailable(
+                f"cannot open {self.device}: is another program using it, or is the kiosk user "
+                "missing from the 'video' group?"
+            )
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._capture = capture
+
+    def grab(self) -> np.ndarray:
+        """The next frame from the driver."""
+        if self._capture is None:
+            raise CameraDisconnected(f"{self.device} is not open")
+        ok, bgr = self._capture.read()
+        if not ok or bgr is None:
+            raise CameraDisconnected(f"{self.device} stopped sending frames: check the cable")
+        return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+    def close(self) -> None:
+        """Release the device."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class LiveCamera:
+    """A live source read continuously by a thread that keeps only the newest frame."""
+
+    def __init__(self, uri: str, source: FrameSource, *, timeout_s: float = 5.0) -> None:
+        self.uri = uri
+        self._source = source
+        self._timeout_s = timeout_s
+        self._lock = threading.Condition()
+        self._frame: np.ndarray | None = None
+        self._serial = 0
+        self._delivered = 0
+        self._failure: CameraError | None = None
+        self._stopping = threading.Event()
+        source.open()
+        self._thread = threading.Thread(target=self._pump, name=f"camera {uri}", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        """Read frames until closed or the source fails; remember the failure for ``read``."""
+        try:
+            while not self._stopping.is_set():
+                frame = self._source.grab()
+                with self._lock:
+                    self._frame, self._serial = frame, self._serial + 1
+                    self._lock.notify_all()
+        except CameraError as exc:
+            if not self._stopping.is_set():
+                LOG.warning("camera %s failed: %s", self.uri, exc.message)
+            with self._lock:
+                self._failure = exc
+                self._lock.notify_all()
+
+    def read(self) -> np.ndarray:
+        """The newest frame not yet returned, waiting up to the timeout for one."""
+        with self._lock:
+            fresh = self._lock.wait_for(
+                lambda: self._serial > self._delivered or self._failure is not None,
+                timeout=self._timeout_s,
+            )
+            if self._failure is not None:
+                raise self._failure
+            if not fresh or self._frame is None:
+                raise CameraDisconnected(
+                    f"no frame from {self.uri} for {self._timeout_s:g} s: check the camera"
+                )
+            self._delivered = self._serial
+            return self._frame.copy()
+
+    def close(self) -> None:
+        """Stop the reading thread, then release the source (which unblocks a stalled read)."""
+        self._stopping.set()
+        self._thread.join(timeout=self._timeout_s)
+        self._source.close()
+        self._thread.join(timeout=self._timeout_s)
