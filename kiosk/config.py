@@ -78,6 +78,16 @@ class Config:
     dicomweb_url: str = setting("", "DICOMweb base URL for STOW-RS.")
     send_originals: bool = setting(False, "Also send the original images to the PACS.")
     sync_interval_s: int = setting(30, "Seconds between sync passes in watch mode.")
+    fhir_auth: str = setting("", "FHIR credentials: bearer:<token> or basic:<user>:<password>.")
+    dicomweb_auth: str = setting("", "DICOMweb credentials: bearer:<token> or basic:<user>:<password>.")
+    tls_ca_file: str = setting("", "CA bundle (PEM) verifying TLS destinations; empty: the system's.")
+    hl7_tls: bool = setting(False, "Wrap the MLLP connection in TLS (verified with KIOSK_TLS_CA_FILE).")
+    pacs_tls: bool = setting(False, "Use DICOM TLS for C-STORE (verified with KIOSK_TLS_CA_FILE).")
+    pacs_ae_title: str = setting("", "Calling AE title towards the PACS; empty: KIOSK_DICOM_AE_TITLE.")
+    patient_id_system: str = setting("urn:kiosk:patient-id", "Identifier system of patient identifiers.")
+    sync_timeout_s: float = setting(15.0, "Seconds to wait for a destination to connect or answer.")
+    sync_backoff_s: float = setting(5.0, "First retry delay, doubling each attempt (with jitter).")
+    sync_backoff_max_s: float = setting(3600.0, "Longest delay between retries of one item.")
 
     @property
     def db_path(self) -> Path:
