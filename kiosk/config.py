@@ -68,6 +68,9 @@ class Config:
     camera_uri: str = setting("", "Camera to capture from: v4l2:///dev/video0, file://..., http://...")
     dicom_ae_title: str = setting("KIOSK", "AE title of the kiosk's DICOM listener.")
     dicom_port: int = setting(11112, "Port of the DICOM listener (C-STORE/C-ECHO); 0 disables it.")
+    dicom_host: str = setting(
+        "127.0.0.1", "Address the DICOM listener binds; the kiosk's LAN address so the X-ray unit can push."
+    )
     dicom_allowed_aes: str = setting(
         "", "Calling AE titles allowed to send (comma-separated); empty allows any."
     )
