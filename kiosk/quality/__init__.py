@@ -1,1 +1,43 @@
-"""Image quality (gradability): pure functions from pixels to a QualityReport."""
+"""Image quality (gradability): pure functions from pixels to a QualityReport.
+
+``assess`` dispatches on the image's kind; the checks themselves live in ``fundus`` and
+``chest`` and see only numpy arrays, so the same code judges a camera frame, an upload and a
+film received over DICOM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiosk.domain import Image, QualityReason, QualityReport
+from kiosk.errors import QualityError
+from kiosk.quality.chest import assess_chest
+from kiosk.quality.fundus import assess_fundus
+
+
+def assess(image: Image) -> QualityReport:
+    """Whether the image is gradable, with reasons a nurse can act on and the measures behind."""
+    pixels = image.pixels
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or min(pixels.shape[:2]) < 8:
+        raise QualityError(f"Cannot assess pixels of shape {pixels.shape} and type {pixels.dtype}.")
+    if image.kind == "fundus":
+        if pixels.ndim == 2 or _is_grey(pixels):
+            return QualityReport(False, (QualityReason(
+                "not_a_fundus_photo", "This is a grey picture, not a colour fundus photograph: "
+                "check the right image was chosen."),), {})
+        return assess_fundus(pixels)
+    if image.kind == "cxr":
+        grey = pixels if pixels.ndim == 2 else pixels.mean(axis=2).astype(np.uint8)
+        return assess_chest(grey)
+    raise QualityError("The kind of image (fundus or chest) is not known, so its quality cannot "
+                       "be judged.", code="unknown_task")
+
+
+def _is_grey(rgb: np.ndarray) -> bool:
+    """True when the three channels are (almost) the same."""
+    step = max(1, max(rgb.shape[:2]) // 128)
+    sample = rgb[::step, ::step].astype(np.int16)
+    return float(np.abs(sample[:, :, 0] - sample[:, :, 2]).mean()) < 4.0
+
+
+__all__ = ["assess"]

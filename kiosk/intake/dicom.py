@@ -1,0 +1,222 @@
+"""DICOM intake: CR/DX/SC chest films and OP fundus photographs into an 8-bit ``Image``.
+
+Pixel meaning is made explicit the way a viewer does it: stored values (BitsStored) → Modality
+LUT or rescale → VOI LUT or window → 0-255, then MONOCHROME1 inverted so that bright means dense.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from io import BytesIO
+from typing import Literal
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from kiosk.domain import Image, ImageKind
+from kiosk.errors import IntakeError
+from kiosk.intake import DEFAULT_LIMITS, IntakeLimits, check_dimensions
+from kiosk.intake.detect import as_kind, check_chest_content, detect_kind
+from kiosk.intake.jpeg2000 import decode_reduced, is_jpeg2000
+from kiosk.intake.photo import stretch_to_uint8
+
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+FILM_MODALITIES = ("CR", "DX", "RG")
+PHOTO_MODALITIES = ("OP", "XC")
+#: Modalities that are surely neither a chest film nor a fundus photograph.
+OTHER_MODALITIES = ("CT", "MR", "US", "NM", "PT", "MG", "PX", "IO", "XA", "RF", "OPT", "OCT",
+                    "SR", "PR", "KO", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "ECG", "DOC")
+CHEST_WORDS = {"CHEST", "THORAX", "THORACIC", "THX", "LUNG", "LUNGS", "TORAX", "PECHO",
+               "POUMON", "CXR", "THORAKS", "BRUST"}
+OTHER_BODY_WORDS = {
+    "EXTREMITY", "TIBIA", "FIBULA", "LEG", "KNEE", "ANKLE", "FOOT", "HAND", "WRIST", "ARM",
+    "FOREARM", "ELBOW", "SHOULDER", "HIP", "PELVIS", "ABDOMEN", "SKULL", "HEAD", "BRAIN",
+    "TEETH", "TOOTH", "DENTAL", "JAW", "MANDIBLE", "SPINE", "CSPINE", "LSPINE", "BREAST",
+    "NECK", "SINUS", "FEMUR", "HUMERUS", "FINGER", "TOE", "HEEL", "CLAVICLE", "ORBIT", "FACE",
+}
+DESCRIPTION_TAGS = ("StudyDescription", "SeriesDescription", "ProtocolName",
+                    "RequestedProcedureDescription", "PerformedProcedureStepDescription")
+
+
+def read_dicom(data: bytes, *, source: str = "", kind_hint: ImageKind | None = None,
+               target_size: int | None = None,
+               limits: IntakeLimits = DEFAULT_LIMITS) -> Image:
+    """Decode a DICOM image (with or without a Part 10 header) into an Image."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = parse(data)
+        check_header(ds, limits)
+        kind = kind_from_header(ds) or kind_hint
+        stored = stored_pixels(ds, target_size)
+        pixels = to_uint8(stored, ds)
+    kind = kind or detect_kind(pixels)
+    pixels = as_kind(pixels, kind)
+    if kind == "cxr":
+        check_chest_content(pixels)
+    notes = sorted({f"DICOM: {w.message}" for w in caught})[:5]
+    return Image(pixels=pixels, source=source, kind=kind, original_size=(ds.Rows, ds.Columns),
+                 laterality=laterality(ds), meta=describe(ds), warnings=notes)
+
+
+def parse(data: bytes) -> Dataset:
+    """The dataset, with a transfer syntax set for files that have no Part 10 header."""
+    ds = pydicom.dcmread(BytesIO(data), force=True)
+    if "PixelData" not in ds:
+        raise IntakeError("This DICOM file holds no image (it may be a report or a worklist "
+                          "entry).", code="not_an_image")
+    if not isinstance(getattr(ds, "file_meta", None), FileMetaDataset):
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else
+            ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
+
+
+def check_header(ds: Dataset, limits: IntakeLimits) -> None:
+    """Refuse dimensions, bit depths and photometric interpretations the kiosk cannot read."""
+    for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise IntakeError(f"The DICOM file lacks {keyword}: its image cannot be read.",
+                              code="corrupt")
+    check_dimensions(int(ds.Rows), int(ds.Columns), limits)
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    if photometric not in MONOCHROME + COLOUR:
+        raise IntakeError(
+            f"Photometric interpretation {photometric} is not supported (only MONOCHROME1/2, "
+            "RGB, YBR and palette colour).", code="unsupported_photometric")
+    allocated = int(ds.BitsAllocated)
+    stored = int(ds.get("BitsStored") or allocated)
+    if allocated not in (8, 16) or not 1 <= stored <= allocated:
+        raise IntakeError(f"Bit depth {stored}/{allocated} is not supported.",
+                          code="unsupported_bit_depth")
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if samples != (1 if photometric in (*MONOCHROME, "PALETTE COLOR") else 3):
+        raise IntakeError(f"{samples} samples per pixel do not match {photometric}.",
+                          code="unsupported_photometric")
+    _check_native_length(ds, samples, allocated)
+
+
+def _check_native_length(ds: Dataset, samples: int, allocated: int) -> None:
+    """Uncompressed pixel data shorter than its dimensions promise is a truncated file."""
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    expected = int(ds.Rows) * int(ds.Columns) * samples * allocated // 8
+    if len(ds.PixelData) < expected:
+        raise IntakeError("The DICOM file is truncated: its pixel data is shorter than its "
+                          "dimensions. Send it again.", code="truncated")
+
+
+def _words(text: object) -> set[str]:
+    """Upper-case words of a header value."""
+    return set(re.findall(r"[A-Z]+", str(text or "").upper()))
+
+
+def kind_from_header(ds: Dataset) -> ImageKind | None:
+    """'cxr' or 'fundus' from Modality and body part; IntakeError for other body parts."""
+    modality = str(ds.get("Modality") or "").upper()
+    if modality in OTHER_MODALITIES:
+        raise IntakeError(f"Modality {modality} is not a chest film or a fundus photograph.",
+                          code="unsupported_modality")
+    if modality in PHOTO_MODALITIES:
+        return "fundus"
+    body = str(ds.get("BodyPartExamined") or "").strip().upper()
+    described = set().union(*(_words(ds.get(tag)) for tag in DESCRIPTION_TAGS))
+    if body and not _words(body) & CHEST_WORDS:
+        raise _wrong_body_part(body)
+    if not body and described & OTHER_BODY_WORDS and not described & CHEST_WORDS:
+        raise _wrong_body_part(", ".join(sorted(described & OTHER_BODY_WORDS)))
+    if modality in FILM_MODALITIES or (body or described & CHEST_WORDS):
+        return "cxr"
+    return None
+
+
+def _wrong_body_part(part: str) -> IntakeError:
+    """The refusal for a film of another body part."""
+    return IntakeError(f"This film shows {part.lower()}, not a chest: it cannot be screened "
+                       "for chest disease.", code="wrong_body_part")
+
+
+def stored_pixels(ds: Dataset, target_size: int | None) -> np.ndarray:
+    """The first frame's stored values, at reduced resolution for JPEG 2000 when allowed."""
+    if target_size and is_jpeg2000(ds) and str(ds.PhotometricInterpretation) in MONOCHROME:
+        reduced = decode_reduced(ds, target_size)
+        if reduced is not None:
+            return reduced
+    frames = int(ds.get("NumberOfFrames") or 1)
+    return pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
+
+
+def to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """0-255 pixels: windowed grey in MONOCHROME2 sense, or RGB."""
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    if photometric == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)
+    if stored.ndim == 3:
+        return _colour_to_uint8(stored)
+    grey = window(stored, ds)
+    return 255 - grey if photometric == "MONOCHROME1" else grey
+
+
+def _colour_to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """RGB of any depth as uint8 (pydicom has already converted YBR to RGB)."""
+    if rgb.dtype == np.uint8:
+        return rgb
+    bits = max(8, int(rgb.max()).bit_length())
+    return (rgb.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
+
+
+def window(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality LUT/rescale, then the file's VOI LUT or window (or an automatic one), to 0-255."""
+    values = apply_modality_lut(stored, ds)
+    if "VOILUTSequence" not in ds and "WindowCenter" not in ds:
+        return stretch_to_uint8(values)
+    windowed = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+    low, high = _voi_output_range(ds)
+    scaled = np.clip((windowed - low) * (255.0 / max(high - low, 1e-6)) + 0.5, 0, 255)
+    grey = scaled.astype(np.uint8)
+    if _is_blank(grey):  # a window far outside the data: fall back to the data's own range
+        return stretch_to_uint8(values)
+    return grey
+
+
+def _voi_output_range(ds: Dataset) -> tuple[float, float]:
+    """The range of values the file's VOI transform can produce."""
+    if "VOILUTSequence" in ds:
+        lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
+        return float(lut.min()), float(lut.max())
+    low, high = apply_voi_lut(np.array([-1e12, 1e12]), ds)
+    return float(low), float(high)
+
+
+def _is_blank(grey: np.ndarray) -> bool:
+    """Almost every pixel at one extreme: the window shows nothing."""
+    return bool(max((grey <= 1).mean(), (grey >= 254).mean()) > 0.98)
+
+
+def laterality(ds: Dataset) -> Literal["L", "R"] | None:
+    """'L' or 'R' from ImageLaterality or Laterality, if stated."""
+    value = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()
+    return "L" if value == "L" else "R" if value == "R" else None
+
+
+def describe(ds: Dataset) -> dict[str, str]:
+    """The header values the rest of the kiosk needs, as strings."""
+    fields = {"modality": "Modality", "body_part": "BodyPartExamined",
+              "photometric": "PhotometricInterpretation", "patient_id": "PatientID",
+              "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
+              "sop_uid": "SOPInstanceUID", "view_position": "ViewPosition"}
+    meta = {key: str(ds.get(tag)).strip() for key, tag in fields.items() if ds.get(tag)}
+    meta["transfer_syntax"] = str(ds.file_meta.TransferSyntaxUID)
+    meta["format"] = "dicom"
+    return meta

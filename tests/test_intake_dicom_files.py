@@ -1,0 +1,49 @@
+"""Every file in ../shared/data/dicom is read correctly or refused for a stated reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from kiosk.errors import IntakeError
+from kiosk.intake import read_image
+
+READ = {  # file -> (rows, columns) of the stored image
+    "CR-MONO1-10-chest.dcm": (440, 440),
+    "RG1_J2KI.dcm": (1955, 1841),
+    "SIIM-CXR-no-pneumothorax.dcm": (1024, 1024),
+}
+REFUSED = {
+    "RG3_J2KI.dcm": "wrong_body_part",
+    "RG3_J2KR.dcm": "wrong_body_part",
+    "CR-ModalitySequenceLUT.dcm": "wrong_body_part",
+    "SIIM-CXR-retagged-MONOCHROME1.dcm": "photometric_mismatch",
+}
+
+
+def test_every_shared_dicom_file_is_listed_here() -> None:
+    names = {path.name for path in shared("dicom").glob("*.dcm")}
+    assert names == set(READ) | set(REFUSED)
+
+
+@pytest.mark.parametrize("name", sorted(READ))
+@pytest.mark.parametrize("target_size", [None, 224])
+def test_chest_films_are_read_as_chests(name: str, target_size: int | None) -> None:
+    image = read_image(shared("dicom", name).read_bytes(), source=name, target_size=target_size)
+    assert image.kind == "cxr"
+    assert image.pixels.dtype == np.uint8 and image.pixels.ndim == 2
+    assert image.original_size == READ[name]
+    assert min(image.size) >= (target_size or min(READ[name]))
+    assert image.meta["format"] == "dicom" and image.meta["modality"] == "CR"
+    # Bright means dense: the film uses most of the grey range, not a blank or clipped one.
+    low, high = np.percentile(image.pixels, [2, 98])
+    assert high - low > 100
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_other_files_are_refused_with_the_reason(name: str) -> None:
+    with pytest.raises(IntakeError) as refused:
+        read_image(shared("dicom", name).read_bytes(), source=name)
+    assert refused.value.code == REFUSED[name]
+    assert len(refused.value.message) > 20
