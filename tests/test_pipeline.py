@@ -1,0 +1,172 @@
+"""The pipeline end to end on real images, through tiny signed bundles built at test time."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_builder import build_bundle, make_keys
+from conftest import shared
+from PIL import Image as PILImage
+
+from kiosk.config import Config, load_config
+from kiosk.errors import BundleError
+from kiosk.pipeline import Pipeline, laterality_from_name
+
+RESULT_KEYS = {"input", "task", "verdict", "score", "findings", "quality", "model", "backend",
+               "laterality", "priority", "timings_ms", "warnings", "error"}
+TIMINGS = {"decode", "quality", "preprocess", "infer", "total"}
+
+
+def _config(tmp_path: Path, **overrides: object) -> Config:
+    values: dict[str, object] = {"data_dir": tmp_path / "data", "engine_cache_dir": tmp_path / "e",
+                                 "models_dir": tmp_path / "models",
+                                 "trusted_keys": tmp_path / "trusted_keys", "sandbox_workers": 0}
+    values.update(overrides)
+    return load_config(env={}, **values)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path):
+    keys = make_keys(tmp_path)
+    build_bundle(tmp_path / "models", keys, kind="fundus")
+    # pneumothorax scores high on bright films, pneumonia never fires
+    build_bundle(tmp_path / "models", keys, kind="cxr", gains=[0.0, 4.0], biases=[-5.0, 0.0])
+    made = Pipeline.from_config(_config(tmp_path))
+    yield made
+    made.close()
+
+
+def _fundus(name: str = "13_left.jpeg") -> bytes:
+    return shared("fundus", "eyepacs-fullres", name).read_bytes()
+
+
+def test_a_full_size_fundus_photograph_gets_a_verdict(pipeline: Pipeline) -> None:
+    outcome = pipeline.screen(_fundus(), source="13_left.jpeg")
+    result = outcome.result
+    assert set(result) == RESULT_KEYS and set(result["timings_ms"]) == TIMINGS
+    assert result["error"] is None and result["task"] == "fundus-dr"
+    assert result["quality"]["gradable"] is True, result["quality"]
+    assert result["verdict"] in ("referable", "non_referable")
+    assert result["laterality"] == "L" and result["backend"] == "onnxruntime-cpu"
+    [found] = result["findings"]
+    assert found["label"] == "referable_dr" and result["score"] == found["probability"]
+    assert found["positive"] == (result["verdict"] == "referable")
+    assert result["model"]["sha256"] == pipeline.models["fundus-dr"].bundle.sha256
+    assert outcome.heatmap_png is not None and outcome.heatmap_png.startswith(b"\x89PNG")
+    assert outcome.image is not None and min(outcome.image.size) < 1944  # decoded reduced
+    json.dumps(result)  # plain JSON
+
+
+def test_a_photograph_too_dark_to_grade_is_ungradable_with_reasons(pipeline: Pipeline) -> None:
+    picture = np.asarray(PILImage.open(io.BytesIO(_fundus())).convert("RGB"))
+    dark = PILImage.fromarray((picture // 12).astype(np.uint8))
+    buffer = io.BytesIO()
+    dark.save(buffer, format="JPEG", quality=90)
+    result = pipeline.screen(buffer.getvalue(), source="dark.jpg", task="fundus-dr").result
+    assert result["verdict"] == "ungradable" and result["findings"] == []
+    assert result["quality"]["reasons"], "an ungradable image must say why"
+    assert result["error"] is None
+
+
+def test_a_chest_dicom_is_screened_as_chest_whatever_the_task_says(pipeline: Pipeline) -> None:
+    data = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
+    result = pipeline.screen(data, source="siim.dcm", task="fundus-dr").result
+    assert result["task"] == "cxr-pneumonia", result
+    assert result["error"] is None and result["quality"]["gradable"], result["quality"]
+    assert [f["label"] for f in result["findings"]] == ["pneumonia", "pneumothorax"]
+    assert any("screened as cxr-pneumonia" in w for w in result["warnings"])
+
+
+def test_an_urgent_chest_finding_raises_the_priority(pipeline: Pipeline, tmp_path: Path) -> None:
+    data = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
+    result = pipeline.screen(data, source="siim.dcm").result
+    by_label = {f["label"]: f for f in result["findings"]}
+    if by_label["pneumothorax"]["positive"]:
+        assert result["priority"] == 3 and result["verdict"] == "referable"
+    else:
+        assert result["priority"] == 0 and result["verdict"] == "non_referable"
+
+
+def test_bytes_that_are_no_image_are_refused_with_a_reason(pipeline: Pipeline) -> None:
+    outcome = pipeline.screen(b"%PDF-1.4 not a picture", source="letter.pdf")
+    result = outcome.result
+    assert result["verdict"] is None and result["error"]["code"] == "not_an_image"
+    assert set(result) == RESULT_KEYS and outcome.image is None
+
+
+def test_screen_many_batches_give_the_same_results_as_one_by_one(pipeline: Pipeline) -> None:
+    names = ["10_left.jpeg", "13_right.jpeg", "17_left.jpeg"]
+    items = [(_fundus(n), n) for n in names] + [(b"junk", "junk.bin")]
+    many = pipeline.screen_many(items, heatmap=False)
+    assert [o.result["input"] for o in many] == [*names, "junk.bin"]
+    assert many[-1].result["error"]["code"] == "not_an_image"
+    for outcome, (data, name) in zip(many, items[:3], strict=False):
+        single = pipeline.screen(data, source=name).result
+        assert outcome.result["verdict"] == single["verdict"]
+        assert outcome.result["score"] == pytest.approx(single["score"], abs=1e-4)
+        assert outcome.heatmap_png is None
+
+
+def test_check_runs_no_inference(pipeline: Pipeline) -> None:
+    result = pipeline.check(_fundus(), source="13_left.jpeg").result
+    assert result["findings"] == [] and result["score"] is None
+    assert result["quality"]["gradable"] is True and result["verdict"] is None
+
+
+def test_describe_says_what_runs_and_who_signed_it(pipeline: Pipeline) -> None:
+    described = {d["id"]: d for d in pipeline.describe()}
+    assert set(described) == {"fundus-dr", "cxr-pneumonia"} == set(pipeline.tasks())
+    fundus = described["fundus-dr"]
+    assert fundus["signature"] == {"status": "verified", "key_id": "test-key"}
+    assert fundus["backend"] == "onnxruntime-cpu" and fundus["warmup_ms"] > 0
+    assert fundus["intended_use"] == "Tests only."
+
+
+def test_a_tampered_bundle_is_refused_and_the_others_still_load(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    build_bundle(tmp_path / "models", keys, kind="fundus")
+    bad = build_bundle(tmp_path / "models", keys, kind="cxr")
+    (bad / "MODEL_CARD.md").write_text("edited")
+    made = Pipeline.from_config(_config(tmp_path))
+    assert made.tasks() == ["fundus-dr"]
+    [refused] = [d for d in made.describe() if d.get("signature") == "refused"]
+    assert refused["error"]["code"] == "bad_checksum"
+    result = made.screen(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()).result
+    assert result["error"]["code"] == "no_model"
+
+
+def test_no_verified_bundle_at_all_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    with pytest.raises(BundleError) as caught:
+        Pipeline.from_config(_config(tmp_path))
+    assert caught.value.code == "no_model" and str(tmp_path / "models") in caught.value.message
+
+
+def test_the_newest_version_of_a_task_wins(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    build_bundle(tmp_path / "models", keys, version="1.2.0")
+    build_bundle(tmp_path / "models", keys, version="1.10.0")
+    made = Pipeline.from_config(_config(tmp_path))
+    assert made.describe()[0]["version"] == "1.10.0"
+
+
+def test_the_decode_sandbox_is_used_when_configured(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    build_bundle(tmp_path / "models", keys)
+    made = Pipeline.from_config(_config(tmp_path, sandbox_workers=1))
+    try:
+        result = made.screen(_fundus(), source="13_left.jpeg").result
+        assert result["error"] is None and result["verdict"] in ("referable", "non_referable")
+    finally:
+        made.close()
+
+
+@pytest.mark.parametrize(("name", "side"), [("13_left.jpeg", "L"), ("eye-OD.png", "R"),
+                                            ("right_15.jpg", "R"), ("film.dcm", None),
+                                            ("leftover.jpg", None)])
+def test_laterality_from_the_file_name(name: str, side: str | None) -> None:
+    assert laterality_from_name(f"/some/dir/{name}") == side
