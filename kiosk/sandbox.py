@@ -37,8 +37,13 @@ log = logging.getLogger(__name__)
 
 #: The decoder run in the workers, as "module:function"; same signature as ``read_image``.
 DEFAULT_DECODER = "kiosk.intake:read_image"
-#: Modules the forkserver imports once, so each new worker starts warm.
-PRELOAD = ["numpy", "PIL.Image", "pydicom", "kiosk.domain", "kiosk.errors", "kiosk.intake"]
+#: Modules imported once before the memory cap (the forkserver preloads them too): decoders import
+#: codecs lazily, and a lazy import under the cap would fail for want of address space.
+PRELOAD = [
+    "numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "PIL.Jpeg2KImagePlugin",
+    "cv2", "pydicom", "pydicom.pixels", "pylibjpeg", "openjpeg", "libjpeg",
+    "kiosk.domain", "kiosk.errors", "kiosk.intake",
+]
 #: Seconds a freshly started worker may take to import the decoder and say it is ready.
 START_TIMEOUT_S = 120.0
 
@@ -246,6 +251,7 @@ def _serve(conn: Connection, decoder_path: str, memory_mb: int) -> None:
     """Worker main loop: import the decoder, cap memory, then decode files until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     decoder = _load_decoder(decoder_path)
+    _preload()
     _limit_memory(memory_mb)
     conn.send(("ready",))
     while True:
@@ -268,6 +274,15 @@ def _decode(decoder: Callable[..., Image], data: bytes, kwargs: dict[str, Any]) 
                 "Decoding this file needs more memory than the kiosk allows; use another image.")
     except Exception as exc:  # a decoder bug: reported, never allowed to kill the worker loop
         return ("bug", type(exc).__name__)
+
+
+def _preload() -> None:
+    """Import the codecs the decoder may load lazily (best effort: a missing one is not fatal)."""
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            log.debug("decode worker: %s is not installed", name)
 
 
 def _limit_memory(memory_mb: int) -> None:

@@ -1,0 +1,29 @@
+"""atheris harness: PNG and JPEG bytes into ``kiosk.intake.read_image``.
+
+A finding is any exception other than ``IntakeError``, a run over ``-timeout`` or over
+``-rss_limit_mb``. Run it through ``python fuzz/run.py photo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import atheris
+from common import import_tree
+
+with atheris.instrument_imports(include=["kiosk.intake", "PIL"]):
+    import_tree("kiosk.intake", "PIL.PngImagePlugin", "PIL.JpegImagePlugin")
+    from kiosk.errors import IntakeError
+    from kiosk.intake import read_image
+
+
+def test_one_input(data: bytes) -> None:
+    """One execution: the bytes are either an image or an IntakeError."""
+    with contextlib.suppress(IntakeError):
+        read_image(data, source="fuzz.jpg")
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
