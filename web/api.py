@@ -1,0 +1,231 @@
+"""The JSON API for other clients: health, patients, the quality gate, screenings, sign-off.
+
+Authenticated by the session (then writes carry the CSRF token in ``X-CSRFToken``) or by a
+per-user bearer token (``Authorization: Bearer <token>``, shown on the account page).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+
+from kiosk import __version__
+from kiosk.errors import KioskError
+from web import words
+from web.capture import Offered, gate, screen_and_record
+from web.openapi import openapi_document
+from web.patients import CAPTURE_FIELDS, PatientFormError, _patient_fields
+from web.results import patient_of
+from web.security import audit, requires
+from web.services import services
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    """The OpenAPI 3.1 description of this API."""
+    return jsonify(openapi_document())
+
+
+@bp.get("/health")
+def health() -> ResponseReturnValue:
+    """Back-ends really in use, loaded tasks and the outbox depth per destination."""
+    svc = services()
+    try:
+        models = svc.pipeline.describe()
+        model_error = None
+    except KioskError as exc:
+        models, model_error = [], exc.to_dict()
+    queue = [_destination_json(d) for d in svc.store.outbox_status()]
+    body = {
+        "status": "ok" if models and model_error is None else "degraded",
+        "version": __version__,
+        "models": [_model_json(m) for m in models],
+        "backends": sorted({str(m.get("backend")) for m in models}),
+        "model_error": model_error,
+        "queue": queue,
+        "queue_depth": sum(d["waiting"] for d in queue),
+    }
+    return jsonify(body)
+
+
+@bp.get("/csrf")
+def csrf_token() -> ResponseReturnValue:
+    """The CSRF token a session client sends in ``X-CSRFToken`` on writes."""
+    return jsonify({"csrf_token": generate_csrf(), "header": "X-CSRFToken"})
+
+
+@bp.get("/patients")
+def find_patients() -> ResponseReturnValue:
+    """Patients whose id or name matches ``q``."""
+    query = request.args.get("q", "").strip()
+    found = services().store.find_patients(query) if query else []
+    audit("api_search_patients", detail=f"q={query} found={len(found)}")
+    return jsonify({"patients": [patient_json(p) for p in found]})
+
+
+@bp.post("/patients")
+def create_patient() -> ResponseReturnValue:
+    """Register a patient (or update the one with the same id)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise PatientFormError("Send a JSON object with identifier, name, birth_date, sex.")
+    identifier, name, birth, sex = _patient_fields({k: str(v) for k, v in body.items() if v})
+    patient = services().store.upsert_patient(
+        identifier, name, birth, sex, actor=current_user.username
+    )
+    return jsonify(patient_json(patient)), 201
+
+
+@bp.post("/check")
+def check() -> ResponseReturnValue:
+    """The instant quality gate for one image (nothing is stored)."""
+    offered = _offered()
+    retakes = gate(services().pipeline, offered)
+    return jsonify(
+        {
+            "gradable": not retakes,
+            "retakes": [
+                {"name": r.name, "title": r.title, "line": r.line, "reasons": r.reasons}
+                for r in retakes
+            ],
+        }
+    )
+
+
+@bp.post("/screenings")
+def create_screening() -> ResponseReturnValue:
+    """Screen uploaded images for a patient; 422 with the retakes when any fails the gate."""
+    svc = services()
+    patient_id = _patient_id(request.form.get("patient_id", ""))
+    svc.store.get_patient(patient_id)
+    offered = _offered()
+    retakes = gate(svc.pipeline, offered)
+    if retakes:
+        body = {
+            "code": "retake",
+            "message": "; ".join(r.line for r in retakes),
+            "retakes": [{"name": r.name, "line": r.line, "reasons": r.reasons} for r in retakes],
+        }
+        return jsonify(body), 422
+    screening = screen_and_record(svc, patient_id, offered, actor=current_user.username)
+    audit("api_create_screening", patient_id=patient_id, detail=f"screening={screening.id}")
+    return jsonify(screening_json(screening)), 201
+
+
+@bp.get("/screenings/<int:screening_id>")
+def read_screening(screening_id: int) -> ResponseReturnValue:
+    """One screening with its results, verdict and sign-off."""
+    screening = services().store.get_screening(screening_id)
+    audit("api_read_screening", patient_id=patient_of(screening).id, detail=f"screening={screening_id}")
+    return jsonify(screening_json(screening))
+
+
+@bp.post("/screenings/<int:screening_id>/sign-off")
+@requires("clinician")
+def sign_off(screening_id: int) -> ResponseReturnValue:
+    """Confirm or overrule a verdict with a note (clinicians only)."""
+    body = request.get_json(silent=True) or {}
+    decision, note = str(body.get("decision", "")), str(body.get("note", "")).strip()
+    verdict = body.get("verdict")
+    if decision not in ("confirm", "overrule") or (decision == "overrule" and not (verdict and note)):
+        raise KioskError("decision must be confirm, or overrule with verdict and note", code="bad_sign_off")
+    screening = services().store.sign_off(
+        screening_id, clinician=current_user.username, decision=decision, note=note,
+        verdict=str(verdict) if decision == "overrule" else None,
+    )
+    return jsonify(screening_json(screening))
+
+
+class BadUpload(KioskError):
+    """The upload names no patient or carries no image."""
+
+    code = "bad_upload"
+    http_status = 400
+
+
+def _patient_id(raw: str) -> int:
+    """The numeric patient id of a form field."""
+    if not raw.isdigit():
+        raise BadUpload("Send patient_id (the number returned when the patient was created).")
+    return int(raw)
+
+
+def _offered() -> list[Offered]:
+    """The uploaded images: ``image`` (task detected) or the eye/chest fields of the form."""
+    fields: dict[str, tuple[str | None, str | None]] = {"image": (None, None), **CAPTURE_FIELDS}
+    offered = []
+    laterality = request.form.get("laterality")
+    laterality = laterality if laterality in ("L", "R") else None
+    task_hint = request.form.get("task") or None
+    for field, (task, eye) in fields.items():
+        for upload in request.files.getlist(field):
+            data = upload.read()
+            if data:
+                name = upload.filename or field
+                offered.append(Offered(data, name, eye or laterality, task or task_hint))
+    if not offered:
+        raise BadUpload("Attach at least one image (field 'image').")
+    return offered
+
+
+def patient_json(patient: Any) -> dict[str, Any]:
+    """A patient as JSON."""
+    return {
+        "id": patient.id,
+        "identifier": patient.identifier,
+        "name": patient.name,
+        "birth_date": str(patient.birth_date) if patient.birth_date else None,
+        "sex": patient.sex,
+    }
+
+
+def screening_json(screening: Any) -> dict[str, Any]:
+    """A screening as JSON, with the nurse's words beside the machine codes."""
+    urgent = any(words.urgent(r) for r in screening.results)
+    task = screening.results[0].get("task") if screening.results else None
+    sign_off = screening.sign_off
+    if sign_off is not None and not isinstance(sign_off, dict):
+        sign_off = {k: _plain(v) for k, v in vars(sign_off).items()}
+    return {
+        "id": screening.id,
+        "patient": patient_json(patient_of(screening)),
+        "created": _plain(screening.created),
+        "verdict": screening.verdict,
+        "action": words.action(screening.verdict, task, urgent),
+        "priority": screening.priority,
+        "results": screening.results,
+        "sign_off": sign_off,
+        "intended_use": words.INTENDED_USE_WARNING,
+        "links": {
+            "page": url_for("results.result", screening_id=screening.id),
+            "slip": url_for("results.referral_slip", screening_id=screening.id),
+        },
+    }
+
+
+def _model_json(model: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a bundle description a health check needs."""
+    keys = ("id", "task", "version", "backend", "signature", "latency_ms")
+    return {k: _plain(model.get(k)) for k in keys if k in model}
+
+
+def _destination_json(status: Any) -> dict[str, Any]:
+    """One outbox destination as JSON."""
+    return {
+        "destination": status.destination,
+        "waiting": int(status.waiting),
+        "oldest": _plain(status.oldest),
+        "last_error": status.last_error,
+        "parked": int(status.parked),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Dates and times as ISO text; everything else as is."""
+    return value.isoformat() if hasattr(value, "isoformat") else value

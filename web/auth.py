@@ -1,0 +1,106 @@
+"""Log-in, log-out, the home screen and the user's own account page."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_user, logout_user
+
+from web.passwords import hash_password, needs_rehash, verify_password
+from web.security import LoginThrottle, SessionUser, api_token, audit, safe_next
+from web.services import services
+
+bp = Blueprint("auth", __name__)
+
+#: A fixed hash to verify against when the user does not exist (same time either way).
+_DUMMY_HASH: list[str] = []
+
+
+@bp.get("/")
+def home() -> ResponseReturnValue:
+    """The home screen: big buttons for what each role does."""
+    return render_template("home.html")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """The log-in form; failed attempts are throttled per user name and per address."""
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(safe_next(request.args.get("next")))
+        return render_template("login.html", next=request.args.get("next", ""))
+    username = request.form.get("username", "").strip().lower()
+    password = request.form.get("password", "")
+    keys = (f"user:{username}", f"addr:{request.remote_addr}")
+    wait = _throttle().wait_s(*keys)
+    if wait > 0:
+        minutes = int(wait // 60) + 1
+        flash(f"Too many failed log-ins. Try again in {minutes} minute(s).", "error")
+        return render_template("login.html", next=request.form.get("next", "")), 429
+    user = _check_credentials(username, password)
+    if user is None:
+        _throttle().failed(*keys)
+        services().store.audit(username or "-", "login_failed", detail=str(request.remote_addr))
+        flash("Wrong user name or password.", "error")
+        return render_template("login.html", next=request.form.get("next", "")), 401
+    _throttle().succeeded(*keys)
+    _start_session(user)
+    return redirect(safe_next(request.form.get("next")))
+
+
+def _check_credentials(username: str, password: str) -> Any | None:
+    """The store user when the password matches, else None."""
+    store = services().store
+    user = store.get_user(username) if username else None
+    if user is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(hash_password("not-a-real-password"))
+        verify_password(_DUMMY_HASH[0], password)
+        return None
+    if not verify_password(user.password_hash, password):
+        return None
+    if needs_rehash(user.password_hash):
+        store.set_password_hash(user.username, hash_password(password))
+    return user
+
+
+def _start_session(user: Any) -> None:
+    """Log the user in with a fresh session that expires after inactivity."""
+    from flask import session
+
+    session.clear()
+    session.permanent = True
+    session["seen"] = time.time()
+    login_user(SessionUser.from_store(user))
+    audit("login", detail=str(request.remote_addr))
+
+
+def _throttle() -> LoginThrottle:
+    """The app's failed log-in counter."""
+    throttle = current_app.extensions["kiosk_throttle"]
+    assert isinstance(throttle, LoginThrottle)
+    return throttle
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the session."""
+    audit("logout")
+    logout_user()
+    from flask import session
+
+    session.clear()
+    flash("You are logged off.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.get("/account")
+def account() -> ResponseReturnValue:
+    """The user's role and API bearer token (for other clients on the clinic's network)."""
+    user = services().store.get_user(current_user.username)
+    token = api_token(user) if user is not None else ""
+    audit("view_api_token")
+    return render_template("account.html", token=token)

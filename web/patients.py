@@ -1,0 +1,138 @@
+"""Find or register a patient, then capture: upload images or take a camera frame."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from kiosk.errors import KioskError
+from web.capture import Offered, Retake, camera_frame, gate, screen_and_record
+from web.security import audit
+from web.services import services
+
+bp = Blueprint("patients", __name__)
+
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+SEXES = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Unknown"}
+
+#: The file inputs of the capture form: field name -> (task, eye).
+CAPTURE_FIELDS = {
+    "right_eye": ("fundus-dr", "R"),
+    "left_eye": ("fundus-dr", "L"),
+    "chest": ("cxr-pneumonia", None),
+}
+
+
+class PatientFormError(KioskError):
+    """The patient form is incomplete or malformed."""
+
+    code = "bad_patient"
+    http_status = 400
+
+
+@bp.get("/patients")
+def find() -> ResponseReturnValue:
+    """Search patients by id or name (a barcode scanner types into the same box)."""
+    query = request.args.get("q", "").strip()
+    found = services().store.find_patients(query) if query else []
+    if query:
+        audit("search_patients", detail=f"q={query} found={len(found)}")
+    if len(found) == 1 and found[0].identifier == query:
+        return redirect(url_for("patients.capture", patient_id=found[0].id))
+    return render_template("patients.html", query=query, found=found, sexes=SEXES, form={})
+
+
+@bp.post("/patients")
+def register() -> ResponseReturnValue:
+    """Register a new patient (or update one with the same id), then go to capture."""
+    form = request.form
+    try:
+        identifier, name, birth_date, sex = _patient_fields(form)
+    except PatientFormError as exc:
+        flash(exc.message, "error")
+        return render_template("patients.html", query="", found=[], sexes=SEXES, form=form), 400
+    patient = services().store.upsert_patient(
+        identifier, name, birth_date, sex, actor=current_user.username
+    )
+    return redirect(url_for("patients.capture", patient_id=patient.id))
+
+
+def _patient_fields(form: Mapping[str, str]) -> tuple[str, str, str | None, str | None]:
+    """Checked (identifier, name, birth date, sex) from the registration form."""
+    get = form.get
+    identifier = str(get("identifier", "")).strip()
+    name = " ".join(str(get("name", "")).split())
+    birth = str(get("birth_date", "")).strip() or None
+    sex = str(get("sex", "")).strip() or None
+    if not IDENTIFIER.match(identifier):
+        raise PatientFormError("Scan or type the patient id (letters, digits, - . / _).")
+    if not name or len(name) > 200:
+        raise PatientFormError("Type the patient's name.")
+    if birth is not None:
+        try:
+            born = date.fromisoformat(birth)
+        except ValueError as exc:
+            raise PatientFormError("Birth date must be a date like 1970-03-31.") from exc
+        if born > date.today() or born.year < 1890:
+            raise PatientFormError("Birth date is not possible.")
+    if sex is not None and sex not in SEXES:
+        raise PatientFormError("Choose the sex from the list.")
+    return identifier, name, birth, sex
+
+
+@bp.get("/patients/<int:patient_id>/capture")
+def capture(patient_id: int) -> ResponseReturnValue:
+    """The capture page for one patient."""
+    return _capture_page(patient_id, [])
+
+
+def _capture_page(patient_id: int, retakes: list[Retake], status: int = 200) -> ResponseReturnValue:
+    """Render the capture page, with the retakes the gate asked for."""
+    svc = services()
+    patient = svc.store.get_patient(patient_id)
+    audit("view_patient", patient_id=patient_id)
+    page = render_template(
+        "capture.html", patient=patient, retakes=retakes, has_camera=svc.has_camera, sexes=SEXES
+    )
+    return page, status
+
+
+@bp.post("/patients/<int:patient_id>/capture")
+def upload(patient_id: int) -> ResponseReturnValue:
+    """Uploaded images: gate them all, then screen and record, or ask for retakes."""
+    offered = []
+    for field, (task, eye) in CAPTURE_FIELDS.items():
+        for upload in request.files.getlist(field):
+            data = upload.read()
+            if data:
+                offered.append(Offered(data, upload.filename or field, eye, task))
+    return _gate_and_screen(patient_id, offered)
+
+
+@bp.post("/patients/<int:patient_id>/camera")
+def camera(patient_id: int) -> ResponseReturnValue:
+    """Take one frame from the configured camera for the chosen eye, then gate and screen."""
+    svc = services()
+    cam = svc.camera
+    if cam is None:
+        raise KioskError("No camera is configured on this kiosk.", code="no_camera")
+    eye = request.form.get("eye") if request.form.get("eye") in ("L", "R") else None
+    offered = [Offered(camera_frame(cam), "camera.jpg", eye, "fundus-dr")]
+    return _gate_and_screen(patient_id, offered)
+
+
+def _gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnValue:
+    """Retake page when any image fails the gate, else the result page of a new screening."""
+    svc = services()
+    svc.store.get_patient(patient_id)  # NotFoundError before any work
+    retakes = gate(svc.pipeline, offered)
+    if retakes:
+        audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in retakes))
+        return _capture_page(patient_id, retakes, 422)
+    screening = screen_and_record(svc, patient_id, offered, actor=current_user.username)
+    return redirect(url_for("results.result", screening_id=screening.id))

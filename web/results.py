@@ -1,0 +1,107 @@
+"""The result page, its images, and the printable referral slip (PDF)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, render_template, send_file
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from kiosk.errors import NotFoundError
+from web import slip, words
+from web.security import audit
+from web.services import services
+
+bp = Blueprint("results", __name__)
+
+#: Mimetypes the browser may show inline; anything else (DICOM) is a download.
+INLINE = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def patient_of(screening: Any) -> Any:
+    """The patient of a screening, whether the store gives the object or its id."""
+    patient = screening.patient
+    if isinstance(patient, int):
+        return services().store.get_patient(patient)
+    return patient
+
+
+@bp.get("/screenings/<int:screening_id>")
+def result(screening_id: int) -> ResponseReturnValue:
+    """The verdict per eye or film, findings, heat-maps, model, warning, sign-off."""
+    svc = services()
+    screening = svc.store.get_screening(screening_id)
+    patient = patient_of(screening)
+    audit("view_result", patient_id=patient.id, detail=f"screening={screening_id}")
+    return render_template(
+        "result.html",
+        screening=screening,
+        patient=patient,
+        can_sign=current_user.role == "clinician",
+        images=_image_views(screening),
+        first_task=screening.results[0].get("task") if screening.results else None,
+        any_urgent=any(words.urgent(r) for r in screening.results),
+    )
+
+
+def _image_views(screening: Any) -> list[dict[str, Any]]:
+    """Per image: the result and which picture the page can show (heat-map or original)."""
+    views = []
+    for index, result in enumerate(screening.results):
+        heatmap = _at(screening.heatmap_shas, index)
+        original = _at(screening.image_shas, index)
+        showable = original is not None and _suffix(original) in INLINE
+        views.append(
+            {
+                "index": index,
+                "result": result,
+                "picture": "heatmap" if heatmap else ("original" if showable else None),
+            }
+        )
+    return views
+
+
+def _at(items: list[str | None], index: int) -> str | None:
+    """The item at index, or None past the end."""
+    return items[index] if index < len(items) else None
+
+
+def _suffix(sha: str) -> str:
+    """The suffix the store kept an image under."""
+    return services().store.image_path(sha).suffix.lower()
+
+
+@bp.get("/screenings/<int:screening_id>/images/<int:index>/<any(heatmap, original):kind>")
+def image(screening_id: int, index: int, kind: str) -> ResponseReturnValue:
+    """One image of a screening: the heat-map overlay or the original as captured."""
+    svc = services()
+    screening = svc.store.get_screening(screening_id)
+    shas = screening.heatmap_shas if kind == "heatmap" else screening.image_shas
+    sha = _at(shas, index)
+    if sha is None:
+        raise NotFoundError("This screening has no such image.")
+    path = svc.store.image_path(sha)
+    patient = patient_of(screening)
+    audit(f"view_{kind}", patient_id=patient.id, detail=f"screening={screening_id} image={index}")
+    mimetype = INLINE.get(path.suffix.lower())
+    if mimetype is None:
+        return send_file(path, mimetype="application/dicom", as_attachment=True)
+    return send_file(path, mimetype=mimetype)
+
+
+@bp.get("/screenings/<int:screening_id>/slip.pdf")
+def referral_slip(screening_id: int) -> ResponseReturnValue:
+    """The printable referral slip as a PDF (made here, works offline)."""
+    svc = services()
+    screening = svc.store.get_screening(screening_id)
+    patient = patient_of(screening)
+    heatmaps = [svc.store.image_path(s) if s else None for s in screening.heatmap_shas]
+    pdf = slip.referral_slip(screening, patient, svc.config.clinic_name, heatmaps)
+    audit("export_referral_slip", patient_id=patient.id, detail=f"screening={screening_id}")
+    name = slip.file_name(patient.identifier, screening_id)
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )

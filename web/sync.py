@@ -1,0 +1,31 @@
+"""Sync status: queue depth per destination, oldest waiting, last error, parked items."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from web.security import audit, requires
+from web.services import services
+
+bp = Blueprint("sync", __name__)
+
+
+@bp.get("/sync")
+def status() -> ResponseReturnValue:
+    """The outbox per destination and the parked items."""
+    store = services().store
+    audit("view_sync")
+    return render_template(
+        "sync.html", destinations=store.outbox_status(), parked=store.parked_items()
+    )
+
+
+@bp.post("/sync/items/<int:item_id>/retry")
+@requires("admin", "clinician")
+def retry(item_id: int) -> ResponseReturnValue:
+    """Put a parked item back in the queue."""
+    services().store.retry_item(item_id, actor=current_user.username)  # the store audits it
+    flash("The item is back in the queue.", "info")
+    return redirect(url_for("sync.status"))
