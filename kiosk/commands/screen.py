@@ -1,8 +1,19 @@
-"""``kiosk screen``: placeholder until its owner module lands (see the open issues)."""
+"""``kiosk screen [--task TASK] [--json] PATH...``: screen files, one verdict per input.
+
+With ``--json`` each input gives one JSON object on its own line (the result JSON of
+docs/interfaces.md); without it, one readable line. Folders are screened file by file. The exit
+status is 0 when every input got a verdict and 1 when any was refused. Inputs go through the
+pipeline in batches of KIOSK_BATCH_SIZE, with a progress bar when stderr is a terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from kiosk.config import Config
 from kiosk.errors import KioskError
@@ -10,8 +21,119 @@ from kiosk.errors import KioskError
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of the verb."""
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("--task", help="task for inputs that do not say (fundus-dr, cxr-pneumonia); "
+                        "a DICOM file's modality decides for itself")
+    parser.add_argument("--json", action="store_true", help="one JSON object per input per line")
+    parser.add_argument("--heatmaps", type=Path, metavar="DIR",
+                        help="also write each heat-map as DIR/<input name>.heatmap.png")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    """Not built yet: says so instead of pretending."""
-    raise KioskError("'kiosk screen' is not built yet", code="not_built")
+    """Screen every input; 0 if all got a verdict, 1 if any was refused."""
+    from kiosk.pipeline import Pipeline
+
+    files = list(expand(args.paths))
+    pipeline = Pipeline.from_config(config)
+    try:
+        if args.task is not None and args.task not in pipeline.tasks():
+            raise KioskError(f"no model is loaded for task {args.task!r} (loaded: "
+                             f"{', '.join(pipeline.tasks())})", code="unknown_task")
+        refused = screen_files(pipeline, files, args, sys.stdout)
+    finally:
+        pipeline.close()
+    return 1 if refused else 0
+
+
+def expand(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given, and the files inside folders (sorted, hidden ones skipped)."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            yield path
+
+
+def screen_files(pipeline: Any, files: list[Path], args: argparse.Namespace, out: TextIO) -> int:
+    """Screen the files in batches, print each result; returns how many were refused."""
+    size = max(1, pipeline.config.batch_size)
+    progress = _progress(len(files), args)
+    refused = 0
+    try:
+        for start in range(0, len(files), size):
+            chunk = files[start : start + size]
+            items, unreadable = _read(chunk)
+            outcomes = iter(pipeline.screen_many(items, task=args.task,
+                                                 heatmap=args.heatmaps is not None))
+            for path in chunk:
+                result, png = unreadable[path] if path in unreadable else _next(outcomes)
+                refused += result["verdict"] is None
+                _write_heatmap(args.heatmaps, path, png)
+                print(json.dumps(result) if args.json else human(result), file=out, flush=True)
+                if progress is not None:
+                    progress.update(1)
+    finally:
+        if progress is not None:
+            progress.close()
+    return refused
+
+
+def _next(outcomes: Iterator[Any]) -> tuple[dict[str, Any], bytes | None]:
+    """The next outcome's result and heat-map."""
+    outcome = next(outcomes)
+    return outcome.result, outcome.heatmap_png
+
+
+def _read(chunk: list[Path]) -> tuple[list[tuple[bytes, str]], dict[Path, tuple[dict[str, Any], None]]]:
+    """(bytes, name) for readable files; a refusal result for files that cannot be read."""
+    items: list[tuple[bytes, str]] = []
+    unreadable: dict[Path, tuple[dict[str, Any], None]] = {}
+    for path in chunk:
+        try:
+            items.append((path.read_bytes(), str(path)))
+        except OSError as exc:
+            error = {"code": "unreadable", "message": f"Cannot read {path}: {exc.strerror or exc}"}
+            unreadable[path] = (_refusal(str(path), error), None)
+    return items, unreadable
+
+
+def _refusal(source: str, error: dict[str, str]) -> dict[str, Any]:
+    """A result for an input that never reached the pipeline."""
+    return {"input": source, "task": None, "verdict": None, "score": None, "findings": [],
+            "quality": None, "model": None, "backend": None, "laterality": None, "priority": 0,
+            "timings_ms": {"decode": 0.0, "quality": 0.0, "preprocess": 0.0, "infer": 0.0,
+                           "total": 0.0}, "warnings": [], "error": error}
+
+
+def human(result: dict[str, Any]) -> str:
+    """One readable line: input, verdict, score, positive findings or the reason."""
+    if result["error"]:
+        return f"{result['input']}: refused — {result['error']['message']}"
+    verdict = str(result["verdict"]).replace("_", "-")
+    if result["verdict"] == "ungradable":
+        reasons = "; ".join(r["message"] for r in result["quality"]["reasons"])
+        return f"{result['input']}: {verdict} — {reasons}"
+    positives = [f"{f['display']} ({f['probability']:.2f} ≥ {f['threshold']:.2f})"
+                 for f in result["findings"] if f["positive"]]
+    detail = ", ".join(positives) if positives else "no finding above its threshold"
+    return (f"{result['input']}: {verdict} [{result['task']}, score {result['score']:.2f}, "
+            f"{result['timings_ms']['total']:.0f} ms] — {detail}")
+
+
+def _write_heatmap(folder: Path | None, path: Path, png: bytes | None) -> None:
+    """Save a heat-map PNG beside the others, when asked for and when there is one."""
+    if folder is None or png is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{path.name}.heatmap.png").write_bytes(png)
+
+
+def _progress(total: int, args: argparse.Namespace) -> Any:
+    """A tqdm bar on stderr when it is a terminal and there is more than one input."""
+    if args.no_progress or total < 2 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr)
