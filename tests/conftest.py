@@ -8,6 +8,8 @@ import pytest
 
 from kiosk.config import Config, load_config
 
+pytest_plugins = ["peers.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

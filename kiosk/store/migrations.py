@@ -71,7 +71,6 @@ _V1 = [
         state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'sent', 'parked')),
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt REAL NOT NULL,
-        lease_until REAL NOT NULL DEFAULT 0,
         last_error TEXT NOT NULL DEFAULT '',
         failed_at REAL NOT NULL DEFAULT 0,
         created TEXT NOT NULL,

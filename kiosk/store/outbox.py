@@ -66,32 +66,21 @@ def get_item(conn: sqlite3.Connection, item_id: int) -> OutboxItem:
 
 
 def due_items(conn: sqlite3.Connection, destinations: list[str], limit: int) -> list[OutboxItem]:
-    """Waiting items whose next attempt is due and that no other worker holds, oldest first."""
+    """Waiting items whose next attempt is due, oldest first."""
     now = time.time()
     marks = ",".join("?" * len(destinations))
     rows = conn.execute(
         f"SELECT * FROM outbox WHERE state = 'waiting' AND destination IN ({marks})"  # noqa: S608
-        " AND next_attempt <= ? AND lease_until <= ? ORDER BY id LIMIT ?",
-        (*destinations, now, now, limit),
+        " AND next_attempt <= ? ORDER BY id LIMIT ?",
+        (*destinations, now, limit),
     ).fetchall()
     return [item_from_row(row) for row in rows]
-
-
-def claim(conn: sqlite3.Connection, item_id: int, lease_s: float) -> bool:
-    """Take an item for ``lease_s`` seconds; False when it is taken, sent or parked."""
-    now = time.time()
-    cursor = conn.execute(
-        "UPDATE outbox SET lease_until = ? WHERE id = ? AND state = 'waiting'"
-        " AND lease_until <= ?",
-        (now + lease_s, item_id, now),
-    )
-    return cursor.rowcount == 1
 
 
 def mark_sent(conn: sqlite3.Connection, item_id: int) -> None:
     """The destination acknowledged the item."""
     conn.execute(
-        "UPDATE outbox SET state = 'sent', sent = ?, lease_until = 0, last_error = ''"
+        "UPDATE outbox SET state = 'sent', sent = ?, last_error = ''"
         " WHERE id = ?",
         (to_text(utc_now()), item_id),
     )
@@ -101,7 +90,7 @@ def mark_failed(conn: sqlite3.Connection, item_id: int, error: str, retry_in_s: 
     """A retryable failure: try again after ``retry_in_s`` seconds."""
     conn.execute(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ?,"
-        " failed_at = ?, lease_until = 0 WHERE id = ? AND state = 'waiting'",
+        " failed_at = ? WHERE id = ? AND state = 'waiting'",
         (error[:2000], time.time() + retry_in_s, time.time(), item_id),
     )
 
@@ -110,7 +99,7 @@ def park(conn: sqlite3.Connection, item_id: int, error: str) -> None:
     """A non-retryable failure: set the item aside, with its error, until a person retries it."""
     conn.execute(
         "UPDATE outbox SET state = 'parked', attempts = attempts + 1, last_error = ?,"
-        " failed_at = ?, lease_until = 0 WHERE id = ? AND state = 'waiting'",
+        " failed_at = ? WHERE id = ? AND state = 'waiting'",
         (error[:2000], time.time(), item_id),
     )
 
@@ -121,7 +110,7 @@ def unpark(conn: sqlite3.Connection, item_id: int) -> OutboxItem:
     if item.state != "parked":
         raise StoreError(f"outbox item {item_id} is {item.state}, not parked", code="not_parked")
     conn.execute(
-        "UPDATE outbox SET state = 'waiting', attempts = 0, next_attempt = ?, lease_until = 0"
+        "UPDATE outbox SET state = 'waiting', attempts = 0, next_attempt = ?"
         " WHERE id = ?",
         (time.time(), item_id),
     )

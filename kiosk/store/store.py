@@ -185,15 +185,12 @@ class Store:
             audit_log.append(conn, actor, "outbox.retry",
                              detail=f"item {item_id} to {item.destination}")
 
-    def due_items(self, limit: int = 100) -> list[OutboxItem]:
-        """Waiting items whose next attempt is due (for the sync worker)."""
+    def due_items(self, limit: int = 100, destinations: list[str] | None = None
+                  ) -> list[OutboxItem]:
+        """Waiting items whose next attempt is due (for the sync worker), oldest first."""
         with self.db.read() as conn:
-            return outbox.due_items(conn, self.destinations, limit)
-
-    def claim_item(self, item_id: int, lease_s: float) -> bool:
-        """Take an item for sending; False when another worker has it or it is done."""
-        with self.db.write() as conn:
-            return outbox.claim(conn, item_id, lease_s)
+            return outbox.due_items(conn, self.destinations if destinations is None
+                                    else destinations, limit)
 
     def item_sent(self, item_id: int) -> None:
         """Mark an item acknowledged by its destination."""

@@ -1,0 +1,100 @@
+"""What every destination shares: the delivery it sends, stable identifiers, credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from kiosk.config import Config
+from kiosk.errors import ConfigError, SyncError
+from kiosk.store import OutboxItem, Screening, Store
+
+#: Namespace of every UUID the kiosk derives from an idempotency key.
+KIOSK_NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4f0e-9a3b-2f8d7d0b6a11")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox item with the screening it reports on, ready to be rendered and sent."""
+
+    item: OutboxItem
+    screening: Screening
+    store: Store
+
+    @property
+    def final(self) -> bool:
+        """True for the report after a clinician's sign-off."""
+        return self.item.report_status == "final"
+
+    def image_bytes(self, sha256: str) -> bytes:
+        """The bytes of a stored image or heat-map."""
+        return self.store.image_path(sha256).read_bytes()
+
+
+class Destination(Protocol):
+    """A place results are sent to; ``send`` raises SyncError saying whether to retry."""
+
+    name: str
+
+    def send(self, delivery: Delivery) -> None:
+        """Deliver the item (idempotently: resending it changes nothing at the peer)."""
+
+    def close(self) -> None:
+        """Release connections held between sends."""
+
+
+def stable_uuid(*parts: str) -> uuid.UUID:
+    """A UUID that is the same for the same parts, on every kiosk and every retry."""
+    return uuid.uuid5(KIOSK_NAMESPACE, "/".join(parts))
+
+
+def dicom_uid(*parts: str) -> str:
+    """A DICOM UID (``2.25.`` + UUID as an integer) derived from the parts."""
+    return f"2.25.{stable_uuid(*parts).int}"
+
+
+def control_id(key: str) -> str:
+    """A 20-character message control id (HL7 MSH-10) derived from an idempotency key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:20].upper()
+
+
+def http_auth(setting_name: str, value: str) -> dict[str, str]:
+    """HTTP headers for ``bearer:<token>`` or ``basic:<user>:<password>`` (empty: none)."""
+    import base64
+
+    if not value:
+        return {}
+    kind, _, secret = value.partition(":")
+    if kind == "bearer" and secret:
+        return {"Authorization": f"Bearer {secret}"}
+    if kind == "basic" and ":" in secret:
+        token = base64.b64encode(secret.encode("utf-8")).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+    raise ConfigError(f"KIOSK_{setting_name.upper()} must be bearer:<token> or "
+                      "basic:<user>:<password>", code="bad_setting")
+
+
+def tls_verify(config: Config) -> str | bool:
+    """What requests should verify server certificates against."""
+    return config.tls_ca_file or True
+
+
+def host_port(address: str, setting_name: str) -> tuple[str, int]:
+    """(host, port) from ``host:port``; ConfigError when malformed."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"KIOSK_{setting_name.upper()} must be host:port, got {address!r}",
+                          code="bad_setting")
+    return host, int(port)
+
+
+def refused(destination: str, reason: str) -> SyncError:
+    """A non-retryable refusal: the item is parked with this reason."""
+    return SyncError(f"{destination} refused the item: {reason}", code="refused", retryable=False)
+
+
+def unreachable(destination: str, reason: str) -> SyncError:
+    """A retryable failure to reach or hear back from a destination."""
+    return SyncError(f"{destination} not reachable: {reason}", code="unreachable", retryable=True)

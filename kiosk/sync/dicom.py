@@ -1,0 +1,159 @@
+"""PACS destinations: C-STORE (pynetdicom) and DICOMweb STOW-RS, both idempotent by SOP UID."""
+
+from __future__ import annotations
+
+import io
+import ssl
+import uuid
+
+import requests
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, Association
+
+from kiosk.config import Config
+from kiosk.errors import SyncError
+from kiosk.sync.base import Delivery, host_port, http_auth, refused, tls_verify, unreachable
+from kiosk.sync.dicom_objects import datasets
+
+#: C-STORE statuses that mean "stored" (success, and warnings such as coercion of elements).
+STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+def _store_status_error(status: int, sop_uid: str) -> SyncError:
+    """The SyncError for a C-STORE failure status (Out of resources: retry; others: park)."""
+    text = f"C-STORE of {sop_uid} failed with status 0x{status:04X}"
+    if 0xA700 <= status <= 0xA7FF or status in (0x0122, 0x0124, 0x0210, 0x0211, 0x0212, 0x0213):
+        return SyncError(text + " (the PACS is busy or out of resources)", retryable=True)
+    return refused("dicom", text)
+
+
+class CStoreDestination:
+    """Sends the SR and Secondary Captures to a PACS (``AET@host:port``) by C-STORE."""
+
+    name = "dicom"
+
+    def __init__(self, config: Config):
+        self.config = config
+        called, _, address = config.pacs_address.rpartition("@")
+        self.called_ae = called or "ANY-SCP"
+        self.host, self.port = host_port(address, "pacs_address")
+
+    def _ae(self, objects: list[Dataset]) -> AE:
+        ae = AE(ae_title=self.config.pacs_ae_title or self.config.dicom_ae_title)
+        for sop_class, syntax in sorted({_context(d) for d in objects}):
+            ae.add_requested_context(sop_class, syntax)
+        timeout = self.config.sync_timeout_s
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+        ae.connection_timeout = timeout
+        return ae
+
+    def _associate(self, objects: list[Dataset]) -> Association:
+        tls = None
+        if self.config.pacs_tls:
+            context = ssl.create_default_context(cafile=self.config.tls_ca_file or None)
+            tls = (context, self.host)
+        assoc = self._ae(objects).associate(self.host, self.port, ae_title=self.called_ae,
+                                            tls_args=tls)
+        if not assoc.is_established:
+            raise unreachable("dicom", f"no association with {self.called_ae}@{self.host}:"
+                              f"{self.port} (refused, aborted or not listening)")
+        return assoc
+
+    def send(self, delivery: Delivery) -> None:
+        """C-STORE every object of the item on one association; the PACS keeps one copy per
+        SOP Instance UID, so a resend after a lost response stores nothing twice."""
+        objects = datasets(delivery, self.config)
+        assoc = self._associate(objects)
+        try:
+            for dataset in objects:
+                _store(assoc, dataset)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def close(self) -> None:
+        """Nothing is held between items (one association per item)."""
+
+
+def _context(dataset: Dataset) -> tuple[str, str]:
+    meta = getattr(dataset, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) or ExplicitVRLittleEndian
+    return str(dataset.SOPClassUID), str(syntax)
+
+
+def _store(assoc: Association, dataset: Dataset) -> None:
+    try:
+        status = assoc.send_c_store(dataset)
+    except ValueError as exc:  # no accepted presentation context for this object
+        raise refused("dicom", f"the PACS accepts no {dataset.SOPClassUID.name}: {exc}") from exc
+    except (RuntimeError, OSError) as exc:
+        raise unreachable("dicom", f"C-STORE interrupted: {exc}") from exc
+    if not status or "Status" not in status:
+        raise unreachable("dicom", "no C-STORE response (connection lost or timed out)")
+    if int(status.Status) not in STORED:
+        raise _store_status_error(int(status.Status), str(dataset.SOPInstanceUID))
+
+
+def _part10(dataset: Dataset) -> bytes:
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def multipart(parts: list[bytes]) -> tuple[bytes, str]:
+    """A multipart/related body of DICOM files and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part + b"\r\n"
+        for part in parts
+    ) + f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+class StowDestination:
+    """Sends the same objects by DICOMweb STOW-RS (``POST {base}/studies``)."""
+
+    name = "dicomweb"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.url = config.dicomweb_url.rstrip("/") + "/studies"
+        self.session = requests.Session()
+        self.session.headers.update(http_auth("dicomweb_auth", config.dicomweb_auth))
+        self.session.headers["Accept"] = "application/dicom+json"
+        self.session.verify = tls_verify(config)
+
+    def send(self, delivery: Delivery) -> None:
+        """POST every object of the item in one request."""
+        body, content_type = multipart([_part10(d) for d in datasets(delivery, self.config)])
+        try:
+            response = self.session.post(self.url, data=body, timeout=self.config.sync_timeout_s,
+                                         headers={"Content-Type": content_type})
+        except requests.RequestException as exc:
+            raise unreachable("dicomweb", str(exc)) from exc
+        check_stow(response)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+
+def check_stow(response: requests.Response) -> None:
+    """Return when the STOW-RS answer says every instance was stored."""
+    status = response.status_code
+    if status in (200, 202) and not _failed_sops(response):
+        return
+    text = f"STOW-RS answered HTTP {status}: {response.text[:300]}"
+    if status in (408, 429) or status >= 500 or status in (401, 403):
+        raise SyncError(text, retryable=True)
+    raise refused("dicomweb", text)
+
+
+def _failed_sops(response: requests.Response) -> list:
+    try:
+        answer = response.json()
+    except ValueError:
+        return []
+    failed = answer.get("00081198", {}).get("Value", []) if isinstance(answer, dict) else []
+    return list(failed)

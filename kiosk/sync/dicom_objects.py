@@ -1,0 +1,175 @@
+"""DICOM objects for the PACS: a Secondary Capture per image (with the heat-map overlay) and a
+Comprehensive 3D SR (TID 1500 measurement report) with the findings.
+
+Every UID is derived from the screening, so a resend carries the same Study/Series/SOP Instance
+UIDs and the PACS keeps one copy. The final report (after sign-off) is a new SR instance in the
+same study, marked verified by the clinician.
+"""
+
+from __future__ import annotations
+
+import io
+
+import highdicom as hd
+import numpy as np
+from highdicom.sr import CodedConcept
+from PIL import Image as PILImage
+from pydicom import Dataset, dcmread
+from pydicom.sr.codedict import codes
+
+from kiosk.config import Config
+from kiosk.store import Screening
+from kiosk.sync.base import Delivery, dicom_uid
+
+MANUFACTURER = "Screening kiosk"
+SEX = {"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}
+LOCAL = "99KIOSK"  # a private coding scheme for the kiosk's own verdict and finding codes
+EYE_SIDE = {"L": codes.SCT.Left, "R": codes.SCT.Right}
+
+
+def study_uid(screening: Screening) -> str:
+    """The Study Instance UID of a screening."""
+    return dicom_uid(screening.uid, "study")
+
+
+def sc_uids(screening: Screening, position: int, kind: str) -> tuple[str, str]:
+    """(series, SOP instance) UIDs of one image's Secondary Capture: kind overlay|original."""
+    return dicom_uid(screening.uid, kind, "series"), dicom_uid(screening.uid, kind, str(position))
+
+
+def sr_uid(delivery: Delivery) -> str:
+    """The SR's SOP Instance UID, one per outbox item (preliminary or final)."""
+    return dicom_uid(delivery.screening.uid, "sr", delivery.item.report_status)
+
+
+def person_name(name: str) -> str:
+    """A DICOM PN (``Family^Given``) from a name written given names first."""
+    parts = name.replace("^", " ").split()
+    return f"{parts[-1]}^{' '.join(parts[:-1])}" if len(parts) > 1 else f"{name.strip()}^"
+
+
+def _patient(screening: Screening) -> dict:
+    p = screening.patient
+    return {"patient_id": p.identifier, "patient_name": person_name(p.name),
+            "patient_birth_date": (p.birth_date or "").replace("-", "") or None,
+            "patient_sex": SEX.get((p.sex or "").lower(), "O")}
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def secondary_capture(delivery: Delivery, position: int, sha256: str, kind: str) -> Dataset:
+    """A Secondary Capture of a stored picture (the overlay, or the original photograph)."""
+    s = delivery.screening
+    series, sop = sc_uids(s, position, kind)
+    side = str(s.results[position].get("laterality") or "")
+    sc = hd.sc.SCImage(
+        pixel_array=_pixels(delivery.image_bytes(sha256)), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=study_uid(s),
+        series_instance_uid=series, series_number=2 if kind == "overlay" else 1,
+        sop_instance_uid=sop, instance_number=position + 1, manufacturer=MANUFACTURER,
+        study_date=s.created.date(), study_time=s.created.time().replace(tzinfo=None),
+        laterality=side if side in EYE_SIDE else None, patient_orientation=("L", "F"),
+        accession_number=s.uid[:16], **_patient(s),
+    )
+    sc.SeriesDescription = "AI heat-map overlay" if kind == "overlay" else "Original image"
+    sc.BurnedInAnnotation = "YES" if kind == "overlay" else "NO"
+    return sc
+
+
+def original(delivery: Delivery, position: int) -> Dataset:
+    """The original image: a received DICOM file as it came, else a Secondary Capture of it."""
+    sha256 = delivery.screening.image_shas[position]
+    path = delivery.store.image_path(sha256)
+    if path.suffix == ".dcm":
+        return dcmread(path)
+    return secondary_capture(delivery, position, sha256, "original")
+
+
+def _code(value: str, meaning: str) -> CodedConcept:
+    return CodedConcept(value=value[:16] or "unknown", scheme_designator=LOCAL,
+                        meaning=meaning[:64] or value)
+
+
+def _image_group(s: Screening, position: int) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    result = s.results[position]
+    model = result.get("model") or {}
+    side = str(result.get("laterality") or "")
+    verdict = str(result.get("verdict"))
+    evaluations = [hd.sr.QualitativeEvaluation(_code("verdict", "AI verdict"),
+                                               _code(verdict, verdict.replace("_", " ")))]
+    measurements = []
+    for finding in result.get("findings") or []:
+        label, display = str(finding.get("label")), str(finding.get("display") or "")
+        evaluations.append(hd.sr.QualitativeEvaluation(
+            _code(label, display or label),
+            codes.SCT.Present if finding.get("positive") else codes.SCT.Absent))
+        measurements.append(hd.sr.Measurement(
+            name=_code(f"p-{label}", f"Probability of {display or label}"),
+            value=float(finding.get("probability", 0.0)), unit=codes.UCUM.NoUnits))
+    sites = [hd.sr.FindingSite(codes.SCT.Eye, laterality=EYE_SIDE[side])] if side in EYE_SIDE \
+        else None
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=dicom_uid(s.uid, "tracking", str(position)), identifier=f"image {position + 1}"),
+        algorithm_id=hd.sr.AlgorithmIdentification(str(model.get("id", "unknown")),
+                                                    str(model.get("version", "unknown"))),
+        finding_sites=sites, qualitative_evaluations=evaluations, measurements=measurements,
+    )
+
+
+def _sign_off_group(s: Screening) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    if s.sign_off is None:
+        return []
+    verdict = s.sign_off.verdict
+    return [hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=dicom_uid(s.uid, "tracking", "sign-off"),
+                                                     identifier="clinician sign-off"),
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+            _code("clin-verdict", "Clinician verdict"), _code(verdict, verdict))],
+    )]
+
+
+def structured_report(delivery: Delivery, evidence: list[Dataset], config: Config) -> Dataset:
+    """The TID 1500 measurement report of the screening, preliminary or verified final."""
+    s = delivery.screening
+    model = s.results[0].get("model") or {}
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=dicom_uid(str(model.get("id")), str(model.get("version"))),
+            name=str(model.get("id", "kiosk")), model_name=str(model.get("version", ""))))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=_code("ai-screening", "AI screening"),
+        imaging_measurements=[_image_group(s, i) for i in range(len(s.results))]
+        + (_sign_off_group(s) if delivery.final else []),
+    )
+    final = delivery.final and s.sign_off is not None
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence, content=report, series_instance_uid=dicom_uid(s.uid, "sr-series"),
+        series_number=3, sop_instance_uid=sr_uid(delivery), instance_number=2 if final else 1,
+        manufacturer=MANUFACTURER, is_complete=True, is_final=final, is_verified=final,
+        institution_name=config.clinic_name[:64],
+        verifying_observer_name=person_name(s.sign_off.clinician) if final and s.sign_off else None,
+        verifying_organization=config.clinic_name[:64] if final else None,
+    )
+    sr.SeriesDescription = "AI screening report" + (" (signed off)" if final else "")
+    return sr
+
+
+def datasets(delivery: Delivery, config: Config) -> list[Dataset]:
+    """Everything one outbox item sends to the PACS, SR last (its evidence goes first)."""
+    s = delivery.screening
+    evidence = [secondary_capture(delivery, i, sha, "overlay")
+                for i, sha in enumerate(s.heatmap_shas) if sha]
+    if config.send_originals and not delivery.final:
+        evidence += [original(delivery, i) for i in range(len(s.results))]
+    if not evidence:
+        evidence = [secondary_capture(delivery, i, sha, "original")
+                    for i, sha in enumerate(s.image_shas)]
+    sr = structured_report(delivery, evidence, config)
+    return (evidence if not delivery.final else []) + [sr]
+

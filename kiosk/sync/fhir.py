@@ -1,0 +1,255 @@
+"""FHIR R4 destination: one transaction Bundle per outbox item, idempotent by identifiers.
+
+Patient, Device, ImagingStudy and (preliminary) Observations and DiagnosticReport are created
+with ``ifNoneExist`` on their identifier, so a resend finds them and creates nothing; the final
+report (after sign-off) updates the same DiagnosticReport and Observations by conditional
+update (``PUT DiagnosticReport?identifier=...``). Every resource is validated here with
+``fhir.resources.R4B`` before it leaves, because a FHIR server may validate nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from kiosk.config import Config
+from kiosk.errors import SyncError
+from kiosk.store import Screening
+from kiosk.sync.base import Delivery, http_auth, refused, stable_uuid, tls_verify, unreachable
+from kiosk.sync.dicom_objects import sc_uids, study_uid
+from kiosk.sync.fhir_validate import validate
+
+SYSTEM = "urn:kiosk"
+AI_ASSERTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+               "code": "AIAST", "display": "artificial intelligence asserted"}
+LOINC_SIDE = {"L": ("71490-7", "Diabetic retinopathy severity in left eye"),
+              "R": ("71491-5", "Diabetic retinopathy severity in right eye")}
+EYE = {"L": ("8966001", "Left eye structure"), "R": ("18944008", "Right eye structure")}
+GENDER = {"female": "female", "f": "female", "male": "male", "m": "male", "other": "other"}
+
+
+def _ref(key: str) -> str:
+    return f"urn:uuid:{stable_uuid(key)}"
+
+
+def _identifier(kind: str, value: str) -> dict:
+    return {"system": f"{SYSTEM}:{kind}", "value": value}
+
+
+def _verdict(verdict: str) -> dict[str, Any]:
+    return {"coding": [{"system": f"{SYSTEM}:verdict", "code": verdict,
+                        "display": verdict.replace("_", " ")}], "text": verdict.replace("_", " ")}
+
+
+def patient(s: Screening, config: Config) -> dict:
+    """The Patient, known by the clinic's identifier."""
+    p = s.patient
+    parts = p.name.split()
+    name: dict[str, Any] = {"text": p.name}
+    if len(parts) > 1:
+        name.update(family=parts[-1], given=parts[:-1])
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": config.patient_id_system, "value": p.identifier}],
+        "name": [name], "gender": GENDER.get((p.sex or "").lower(), "unknown"),
+    }
+    if p.birth_date:
+        resource["birthDate"] = p.birth_date
+    return resource
+
+
+def device(model: dict) -> dict:
+    """The Device: the screening algorithm's name and version."""
+    return {
+        "resourceType": "Device",
+        "identifier": [_identifier("algorithm", f"{model.get('id')}@{model.get('version')}")],
+        "deviceName": [{"name": str(model.get("id", "unknown")), "type": "model-name"}],
+        "version": [{"value": str(model.get("version", "unknown"))}],
+        "type": {"text": "AI screening algorithm"},
+    }
+
+
+def imaging_study(s: Screening, patient_ref: str) -> dict:
+    """The ImagingStudy the PACS holds for this screening (Secondary Captures, same UIDs)."""
+    instances = [{"uid": sc_uids(s, i, "overlay")[1], "number": i + 1,
+                  "sopClass": {"system": "urn:ietf:rfc:3986",
+                               "code": "urn:oid:1.2.840.10008.5.1.4.1.1.7"}}
+                 for i, sha in enumerate(s.heatmap_shas) if sha]
+    study: dict[str, Any] = {
+        "resourceType": "ImagingStudy", "status": "available",
+        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid(s)}"}],
+        "subject": {"reference": patient_ref}, "started": s.created.isoformat(),
+    }
+    if instances:
+        study["series"] = [{
+            "uid": sc_uids(s, 0, "overlay")[0], "number": 2,
+            "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "OT"},
+            "instance": instances}]
+    return study
+
+
+def observation(s: Screening, position: int, status: str, refs: dict[str, str]) -> dict:
+    """One Observation per image (eye or film): the verdict, with a component per finding."""
+    result = s.results[position]
+    side = str(result.get("laterality") or "")
+    task = str(result.get("task"))
+    if task == "fundus-dr" and side in LOINC_SIDE:
+        code: dict[str, Any] = {"coding": [{"system": "http://loinc.org", "code": LOINC_SIDE[side][0],
+                            "display": LOINC_SIDE[side][1]}]}
+    else:
+        code = {"coding": [{"system": f"{SYSTEM}:task", "code": task}], "text": task}
+    resource: dict[str, Any] = {
+        "resourceType": "Observation", "status": status,
+        "identifier": [_identifier("observation", f"{s.uid}-{position}")],
+        "meta": {"security": [AI_ASSERTED]},
+        "category": [{"coding": [{"code": "imaging", "system":
+                     "http://terminology.hl7.org/CodeSystem/observation-category"}]}],
+        "code": code, "subject": {"reference": refs["patient"]},
+        "effectiveDateTime": s.created.isoformat(), "valueCodeableConcept":
+        _verdict(str(result.get("verdict"))), "device": {"reference": refs[f"device{position}"]},
+        "method": {"text": "artificial intelligence"},
+        "component": [_component(f) for f in result.get("findings") or []],
+    }
+    if side in EYE:
+        resource["bodySite"] = {"coding": [{"system": "http://snomed.info/sct",
+                                            "code": EYE[side][0], "display": EYE[side][1]}]}
+    if not resource["component"]:
+        del resource["component"]
+    return resource
+
+
+def _component(finding: dict) -> dict:
+    label = str(finding.get("label"))
+    return {
+        "code": {"coding": [{"system": f"{SYSTEM}:finding", "code": label,
+                             "display": str(finding.get("display") or label)}]},
+        "valueQuantity": {"value": round(float(finding.get("probability", 0.0)), 6),
+                          "unit": "probability", "system": "http://unitsofmeasure.org",
+                          "code": "1"},
+        "interpretation": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+            "code": "POS" if finding.get("positive") else "NEG"}]}],
+    }
+
+
+def report(s: Screening, final: bool, refs: dict[str, str], observations: list[str]) -> dict:
+    """The DiagnosticReport: preliminary from the kiosk, final after the clinician's sign-off."""
+    verdict = s.sign_off.verdict if final and s.sign_off else s.verdict
+    resource: dict[str, Any] = {
+        "resourceType": "DiagnosticReport", "status": "final" if final else "preliminary",
+        "identifier": [_identifier("screening", s.uid)],
+        "code": {"coding": [{"system": f"{SYSTEM}:procedure", "code": "ai-screening"}],
+                 "text": "AI screening: " + ", ".join(sorted({str(r.get("task"))
+                                                              for r in s.results}))},
+        "subject": {"reference": refs["patient"]}, "effectiveDateTime": s.created.isoformat(),
+        "issued": (s.sign_off.signed if final and s.sign_off else s.created).isoformat(),
+        "result": [{"reference": ref} for ref in observations],
+        "imagingStudy": [{"reference": refs["study"]}],
+        "conclusion": f"Overall: {verdict.replace('_', ' ')}",
+        "conclusionCode": [_verdict(verdict)],
+    }
+    if final and s.sign_off:
+        o = s.sign_off
+        resource["resultsInterpreter"] = [{"display": o.clinician}]
+        resource["conclusion"] += f" ({o.decision} by {o.clinician}) {o.note}".rstrip()
+    else:
+        resource["meta"] = {"security": [AI_ASSERTED]}
+    return resource
+
+
+def _search(resource: dict) -> str:
+    ident = resource["identifier"][0]
+    return "identifier=" + quote(f"{ident['system']}|{ident['value']}", safe=":|")
+
+
+def _entry(ref: str, resource: dict, update: bool = False) -> dict:
+    kind = resource["resourceType"]
+    request = ({"method": "PUT", "url": f"{kind}?{_search(resource)}"} if update
+               else {"method": "POST", "url": kind, "ifNoneExist": _search(resource)})
+    return {"fullUrl": ref, "resource": resource, "request": request}
+
+
+def bundle(delivery: Delivery, config: Config) -> dict:
+    """The transaction Bundle for one outbox item, validated resource by resource."""
+    s, final = delivery.screening, delivery.final
+    key = delivery.item.idempotency_key
+    refs = {"patient": _ref(key + "/patient"), "study": _ref(key + "/study")}
+    entries = [_entry(refs["patient"], patient(s, config))]
+    models: dict[str, str] = {}
+    for position, result in enumerate(s.results):
+        model = result.get("model") or {}
+        name = f"{model.get('id')}@{model.get('version')}"
+        if name not in models:
+            models[name] = _ref(f"{key}/device/{name}")
+            entries.append(_entry(models[name], device(model)))
+        refs[f"device{position}"] = models[name]
+    entries.append(_entry(refs["study"], imaging_study(s, refs["patient"])))
+    status = "final" if final else "preliminary"
+    observations = [_ref(f"{key}/observation/{i}") for i in range(len(s.results))]
+    entries += [_entry(ref, observation(s, i, status, refs), update=final)
+                for i, ref in enumerate(observations)]
+    entries.append(_entry(_ref(key + "/report"), report(s, final, refs, observations),
+                          update=final))
+    for entry in entries:
+        validate(entry["resource"])
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    validate(transaction)
+    return transaction
+
+
+class FhirDestination:
+    """POSTs transaction Bundles to a FHIR R4 server."""
+
+    name = "fhir"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.url = config.fhir_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers.update(http_auth("fhir_auth", config.fhir_auth))
+        self.session.headers["Accept"] = "application/fhir+json"
+        self.session.verify = tls_verify(config)
+
+    def send(self, delivery: Delivery) -> None:
+        """POST the item's Bundle and check every entry was accepted."""
+        body = bundle(delivery, self.config)
+        try:
+            response = self.session.post(self.url + "/", json=body,
+                                         timeout=self.config.sync_timeout_s,
+                                         headers={"Content-Type": "application/fhir+json"})
+        except requests.RequestException as exc:
+            raise unreachable("fhir", str(exc)) from exc
+        check_response(response)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+
+def check_response(response: requests.Response) -> None:
+    """Return when the server accepted the whole transaction; SyncError otherwise."""
+    status = response.status_code
+    text = f"HTTP {status}: {_outcome_text(response)}"
+    if status in (401, 403):
+        raise SyncError(f"fhir refused our credentials ({text}); check KIOSK_FHIR_AUTH",
+                        code="auth", retryable=True)
+    if status in (408, 429) or status >= 500:
+        raise SyncError(f"fhir failed for now ({text})", retryable=True)
+    if status >= 400:
+        raise refused("fhir", text)
+    entries = response.json().get("entry", [])
+    bad = [e.get("response", {}).get("status", "?") for e in entries
+           if not str(e.get("response", {}).get("status", "")).startswith("2")]
+    if bad:
+        raise refused("fhir", f"some entries were not accepted: {', '.join(bad)}")
+
+
+def _outcome_text(response: requests.Response) -> str:
+    try:
+        issues = response.json().get("issue", [])
+    except ValueError:
+        return response.text[:300]
+    return "; ".join(str(i.get("diagnostics") or (i.get("details") or {}).get("text")
+                         or i.get("code")) for i in issues)[:500]

@@ -1,0 +1,171 @@
+"""HL7 v2.5 ORU^R01 over MLLP: one OBX per eye/film and finding, the same MSH-10 on every resend.
+
+ACK handling (original acknowledgement mode): AA → delivered; AE (application error: the
+content cannot be processed) → parked with the receiver's text; AR (application reject: the
+receiver could not take it now) → retried with backoff.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from datetime import datetime
+
+from kiosk.config import Config
+from kiosk.errors import SyncError
+from kiosk.store import Screening
+from kiosk.sync.base import Delivery, control_id, host_port, refused, unreachable
+
+START, END = b"\x0b", b"\x1c\x0d"
+SEX = {"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}
+SIDE = {"L": "L^Left eye^HL70163", "R": "R^Right eye^HL70163"}
+LOINC_SIDE = {"L": "71490-7", "R": "71491-5"}
+
+
+def escape(text: object) -> str:
+    """A value with HL7's delimiters escaped (``|^~\\&`` and line breaks)."""
+    value = "" if text is None else str(text)
+    for raw, escaped in (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("~", "\\R\\"),
+                         ("&", "\\T\\"), ("\r", "\\X0D\\"), ("\n", "\\X0A\\")):
+        value = value.replace(raw, escaped)
+    return value
+
+
+def hl7_time(moment: datetime) -> str:
+    """A timestamp as HL7 DTM with its UTC offset."""
+    return moment.strftime("%Y%m%d%H%M%S%z")
+
+
+def person_name(name: str) -> str:
+    """``Family^Given`` from a full name written given names first."""
+    parts = name.split()
+    if len(parts) < 2:
+        return escape(name)
+    return f"{escape(parts[-1])}^{escape(' '.join(parts[:-1]))}"
+
+
+def build_oru(delivery: Delivery, config: Config) -> str:
+    """The ORU^R01 message for one outbox item, identical on every retry."""
+    s = delivery.screening
+    status = "F" if delivery.final else "P"
+    signed = s.sign_off.signed if delivery.final and s.sign_off else s.created
+    msh = ["MSH", "^~\\&", "KIOSK", escape(config.clinic_name), "EHR", "EHR", hl7_time(signed),
+           "", "ORU^R01^ORU_R01", control_id(delivery.item.idempotency_key), "P", "2.5"]
+    p = s.patient
+    pid = ["PID", "1", "", f"{escape(p.identifier)}^^^{escape(config.patient_id_system)}^MR", "",
+           person_name(p.name), "", (p.birth_date or "").replace("-", ""),
+           SEX.get((p.sex or "").lower(), "U")]
+    tasks = sorted({str(r.get("task", "")) for r in s.results})
+    obr = ["OBR", "1", escape(s.uid), "", f"{escape('+'.join(tasks))}^AI screening^L", "", "",
+           hl7_time(s.created)] + [""] * 14 + [hl7_time(signed), "", "", status]
+    segments = ["|".join(msh), "|".join(pid), "|".join(obr), *_observations(s, status)]
+    segments += _sign_off_segments(s, delivery.final, len(segments))
+    return "\r".join(segments) + "\r"
+
+
+def _observations(s: Screening, status: str) -> list[str]:
+    """One OBX for each image's verdict, then one per finding's probability."""
+    rows: list[str] = []
+    for position, result in enumerate(s.results):
+        side = str(result.get("laterality") or "")
+        model = result.get("model") or {}
+        device = f"{escape(model.get('id', ''))} {escape(model.get('version', ''))}"
+        if result.get("task") == "fundus-dr" and side in LOINC_SIDE:
+            code = f"{LOINC_SIDE[side]}^DR severity {side} eye^LN"
+        else:
+            code = f"{escape(result.get('task'))}^{escape(result.get('task'))} verdict^L"
+        value = f"{escape(result.get('verdict'))}^{escape(result.get('verdict'))}^L"
+        sub = str(position + 1)
+        rows.append(_obx(len(rows) + 1, "CWE", code, sub, value, status, device, side))
+        for finding in result.get("findings") or []:
+            label = escape(finding.get("label"))
+            rows.append(_obx(len(rows) + 1, "NM", f"{label}^{escape(finding.get('display'))}^L",
+                             sub, f"{float(finding.get('probability', 0)):.4f}", status, device,
+                             side, "A" if finding.get("positive") else "N"))
+    return rows
+
+
+def _obx(set_id: int, kind: str, code: str, sub: str, value: str, status: str, device: str,
+         side: str, flag: str = "") -> str:
+    fields = ["OBX", str(set_id), kind, code, sub, value, "", "", flag, "", "", status, "", "",
+              "", "", "", "AI^Artificial intelligence^L", device]
+    if side in SIDE:
+        fields += ["", "", SIDE[side]]
+    return "|".join(fields)
+
+
+def _sign_off_segments(s: Screening, final: bool, count: int) -> list[str]:
+    if not final or s.sign_off is None:
+        return []
+    o = s.sign_off
+    verdict = f"{escape(o.verdict)}^{escape(o.verdict)}^L"
+    obx = ["OBX", str(count - 2), "CWE", "clinician_verdict^Clinician verdict^L", "0", verdict,
+           "", "", "", "", "", "F", "", "", hl7_time(o.signed), "", escape(o.clinician)]
+    nte = ["NTE", "1", "L", escape(f"{o.decision} by {o.clinician}: {o.note}")]
+    return ["|".join(obx), "|".join(nte)]
+
+
+class Hl7Destination:
+    """Sends ORU^R01 messages to an MLLP peer and reads its ACK."""
+
+    name = "hl7"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.address = host_port(config.hl7_address, "hl7_address")
+
+    def send(self, delivery: Delivery) -> None:
+        """Send one message and act on the ACK."""
+        message = build_oru(delivery, self.config)
+        ack = self._exchange(message.encode("utf-8"))
+        check_ack(ack, control_id(delivery.item.idempotency_key))
+
+    def _exchange(self, message: bytes) -> str:
+        try:
+            with socket.create_connection(self.address, timeout=self.config.sync_timeout_s) as raw:
+                conn = self._wrap(raw)
+                conn.sendall(START + message + END)
+                return _read_frame(conn).decode("utf-8", errors="replace")
+        except (OSError, ssl.SSLError) as exc:
+            raise unreachable("hl7", str(exc) or type(exc).__name__) from exc
+
+    def _wrap(self, raw: socket.socket) -> socket.socket:
+        if not self.config.hl7_tls:
+            return raw
+        context = ssl.create_default_context(cafile=self.config.tls_ca_file or None)
+        return context.wrap_socket(raw, server_hostname=self.address[0])
+
+    def close(self) -> None:
+        """Nothing is held between messages."""
+
+
+def _read_frame(conn: socket.socket) -> bytes:
+    data = b""
+    while END not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("the connection closed before the ACK arrived")
+        data += chunk
+    return data[data.index(START) + 1 if START in data else 0: data.index(END)]
+
+
+def check_ack(ack: str, expected_id: str) -> None:
+    """Return when the ACK accepts our message; raise SyncError otherwise."""
+    segments = {line.split("|", 1)[0]: line.split("|") for line in ack.split("\r") if line}
+    msa = segments.get("MSA")
+    if msa is None or len(msa) < 3:
+        raise unreachable("hl7", "the answer was not an ACK with an MSA segment")
+    code, acked_id = msa[1], msa[2]
+    text = msa[3] if len(msa) > 3 else ""
+    if "ERR" in segments and len(segments["ERR"]) > 8:
+        text = text or segments["ERR"][8]
+    if acked_id != expected_id:
+        raise SyncError(f"hl7 acknowledged {acked_id!r}, not {expected_id!r}", retryable=True)
+    if code in ("AA", "CA"):
+        return
+    if code in ("AE", "CE"):
+        raise refused("hl7", f"application error (AE): {text or 'no reason given'}")
+    if code in ("AR", "CR"):
+        raise SyncError(f"hl7 rejected the message for now (AR): {text or 'no reason given'}",
+                        code="rejected", retryable=True)
+    raise SyncError(f"hl7 answered an unknown acknowledgement code {code!r}", retryable=True)

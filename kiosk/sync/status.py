@@ -1,0 +1,25 @@
+"""The sync status as the web app and ``kiosk sync --status`` show it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from kiosk.store import Store
+
+
+def sync_status(store: Store) -> dict:
+    """JSON-ready: per destination queue depth, oldest item's age, last error, parked items."""
+    now = datetime.now(UTC)
+    destinations = []
+    for entry in store.outbox_status():
+        destinations.append({
+            "destination": entry.destination, "waiting": entry.waiting,
+            "oldest_age_s": round((now - entry.oldest).total_seconds()) if entry.oldest else None,
+            "last_error": entry.last_error, "parked": entry.parked, "sent": entry.sent,
+            "last_sent": entry.last_sent.isoformat() if entry.last_sent else None,
+        })
+    parked = [{"id": item.id, "destination": item.destination, "screening_id": item.screening_id,
+               "report_status": item.report_status, "error": item.last_error,
+               "attempts": item.attempts} for item in store.parked_items()]
+    return {"destinations": destinations, "parked": parked,
+            "waiting": sum(d["waiting"] for d in destinations)}

@@ -1,0 +1,167 @@
+"""Sync to real peers on loopback: FHIR (Medplum in memory), HL7 MLLP, Orthanc (C-STORE, STOW)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+from peers.fixtures import FhirPeer, OrthancPeer
+from peers.mllp import MllpPeer
+from store_helpers import screen
+
+from kiosk.config import Config
+from kiosk.errors import ConfigError, SyncError
+from kiosk.store import Store
+from kiosk.sync import backoff_s, make_worker, worker_lock
+from kiosk.sync.base import Delivery, control_id, http_auth
+from kiosk.sync.dicom_objects import datasets, sr_uid
+from kiosk.sync.fhir import FhirDestination, bundle
+from kiosk.sync.hl7 import build_oru, check_ack
+from kiosk.sync.status import sync_status
+
+
+def _store(config: Config, **destinations: str) -> Store:
+    return Store.open(replace(config, min_free_disk_mb=1, sync_timeout_s=5.0, **destinations))
+
+
+def _delivery(store: Store, item_id: int) -> Delivery:
+    item = store.get_item(item_id)
+    return Delivery(item, store.get_screening(item.screening_id), store)
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    rng = random.Random(1)
+    delays = [backoff_s(n, 5.0, 600.0, rng) for n in range(12)]
+    assert all(5.0 * 2**n / 2 <= d <= 5.0 * 2**n for n, d in enumerate(delays[:6]))
+    assert all(300.0 <= d <= 600.0 for d in delays[7:])
+    assert len({round(d, 6) for d in delays[7:]}) > 1  # jittered, not synchronised
+
+
+def test_credentials_settings() -> None:
+    assert http_auth("fhir_auth", "bearer:abc") == {"Authorization": "Bearer abc"}
+    assert http_auth("fhir_auth", "basic:kiosk:s3cret")["Authorization"].startswith("Basic ")
+    assert http_auth("fhir_auth", "") == {}
+    with pytest.raises(ConfigError):
+        http_auth("fhir_auth", "token-without-kind")
+
+
+def test_one_worker_per_data_folder(config: Config) -> None:
+    with worker_lock(config.data_dir), pytest.raises(SyncError) as caught, \
+            worker_lock(config.data_dir):
+        pass
+    assert caught.value.code == "sync_busy"
+
+
+def test_fhir_bundle_is_valid_stable_and_exactly_once(config: Config, fhir_peer: FhirPeer) -> None:
+    store = _store(config, fhir_url=fhir_peer.base)
+    screening = screen(store, 101, identifier="FHIR-101")
+    item = store.due_items()[0]
+    assert bundle(_delivery(store, item.id), store.config) == bundle(
+        _delivery(store, item.id), store.config)  # the same bytes on every retry
+    destination = FhirDestination(store.config)
+    for _ in range(3):  # a resend after a lost answer creates nothing new
+        destination.send(_delivery(store, item.id))
+    assert fhir_peer.reports_by_screening()[screening.uid] == 1
+    patients = fhir_peer.search("Patient", identifier="urn:kiosk:patient-id|FHIR-101")
+    assert len(patients) == 1 and patients[0]["gender"] == "female"
+    report = fhir_peer.search("DiagnosticReport",
+                              identifier=f"urn:kiosk:screening|{screening.uid}")[0]
+    assert report["status"] == "preliminary" and len(report["result"]) == 2
+    assert report["meta"]["security"][0]["code"] == "AIAST"
+    assert report["conclusionCode"][0]["coding"][0]["code"] == "referable"
+    observations = fhir_peer.search("Observation", subject=f"Patient/{patients[0]['id']}")
+    assert sorted(o["code"]["coding"][0]["code"] for o in observations) == ["71490-7", "71491-5"]
+    assert len(fhir_peer.search("Device", identifier="urn:kiosk:algorithm|fundus-dr@1.0.0")) == 1
+    store.sign_off(screening.id, clinician="dr_k", decision="overrule", note="artefact",
+                   verdict="non_referable")
+    assert make_worker(store).run_once().sent == 2  # the preliminary item, then the final
+    report = fhir_peer.search("DiagnosticReport",
+                              identifier=f"urn:kiosk:screening|{screening.uid}")
+    assert len(report) == 1 and report[0]["status"] == "final"
+    assert report[0]["conclusionCode"][0]["coding"][0]["code"] == "non_referable"
+    assert {o["status"] for o in fhir_peer.search(
+        "Observation", subject=f"Patient/{patients[0]['id']}")} == {"final"}
+    store.close()
+
+
+def test_an_invalid_resource_is_parked_and_does_not_block_the_rest(
+        config: Config, fhir_peer: FhirPeer) -> None:
+    store = _store(config, fhir_url=fhir_peer.base)
+    bad = screen(store, 102, identifier="FHIR-102")
+    with store.db.write() as conn:  # a birth date FHIR cannot take
+        conn.execute("UPDATE patients SET birth_date = '31/01/1960' WHERE id = ?",
+                     (bad.patient.id,))
+    good = screen(store, 103, identifier="FHIR-103")
+    report = make_worker(store).run_once()
+    assert (report.sent, report.parked) == (1, 1)
+    parked = store.parked_items()
+    assert [p.screening_id for p in parked] == [bad.id] and "birthDate" in parked[0].last_error
+    assert fhir_peer.reports_by_screening()[good.uid] == 1
+    assert fhir_peer.reports_by_screening()[bad.uid] == 0
+    status = sync_status(store)
+    assert status["destinations"][0]["parked"] == 1 and status["parked"][0]["id"] == parked[0].id
+    store.close()
+
+
+def test_hl7_message_is_stable_and_acks_are_handled(config: Config, mllp_peer: MllpPeer) -> None:
+    store = _store(config, hl7_address=mllp_peer.address)
+    screening = screen(store, 201, identifier="HL7-201")
+    item = store.due_items()[0]
+    message = build_oru(_delivery(store, item.id), store.config)
+    assert message == build_oru(_delivery(store, item.id), store.config)
+    lines = message.split("\r")
+    assert lines[0].split("|")[8] == "ORU^R01^ORU_R01" and lines[0].split("|")[11] == "2.5"
+    obx = [line for line in lines if line.startswith("OBX|")]
+    assert len(obx) == 4 and "71490-7" in obx[0] and "71491-5" in obx[2]
+    assert make_worker(store).run_once().sent == 1
+    assert mllp_peer.inbox.messages[control_id(item.idempotency_key)].startswith("MSH|")
+    mllp_peer.inbox.answers["HL7-202"] = ("AE", "unknown patient")
+    mllp_peer.inbox.answers["HL7-203"] = ("AR", "database offline")
+    screen(store, 202, identifier="HL7-202")
+    screen(store, 203, identifier="HL7-203")
+    later = screen(store, 204, identifier="HL7-204")
+    report = make_worker(store).run_once()
+    assert (report.sent, report.parked, report.retrying) == (1, 1, 1)
+    assert "AE" in store.parked_items()[0].last_error
+    retrying = next(i for i in store.outbox_status() if i.destination == "hl7")
+    assert retrying.waiting == 1 and "AR" in retrying.last_error
+    assert control_id(f"{later.uid}.hl7.preliminary") in mllp_peer.inbox.messages
+    assert screening.uid != later.uid
+    store.close()
+
+
+def test_an_ack_for_another_message_is_not_an_ack() -> None:
+    ack = "MSH|^~\\&|EHR|EHR|K|C|20260101||ACK|1|P|2.5\rMSA|AA|SOMETHINGELSE\r"
+    with pytest.raises(SyncError) as caught:
+        check_ack(ack, "EXPECTED")
+    assert caught.value.retryable
+
+
+def test_pacs_gets_sr_and_overlays_once_by_cstore_and_stow(
+        config: Config, orthanc_pair: tuple[OrthancPeer, OrthancPeer]) -> None:
+    cstore, stow = orthanc_pair
+    store = _store(config, pacs_address=cstore.pacs_address, dicomweb_url=stow.dicomweb_url)
+    screening = screen(store, 301, identifier="PACS-301")
+    delivery = _delivery(store, store.due_items()[0].id)
+    objects = datasets(delivery, store.config)
+    assert [o.Modality for o in objects] == ["OT", "OT", "SR"]
+    uids = {str(o.SOPInstanceUID) for o in objects}
+    assert uids == {str(o.SOPInstanceUID) for o in datasets(delivery, store.config)}
+    for _ in range(2):  # the second pass resends everything, as after a lost response
+        assert make_worker(store).run_once().sent == 2
+        with store.db.write() as conn:
+            conn.execute("UPDATE outbox SET state = 'waiting'")
+    for peer in (cstore, stow):
+        held = peer.sop_uids()
+        assert all(held[uid] == 1 for uid in uids)
+    store.sign_off(screening.id, clinician="dr_k", decision="confirm", note="")
+    make_worker(store).run_once()
+    final_uid = sr_uid(_delivery(store, store.due_items()[0].id)) if store.due_items() else None
+    assert final_uid is None
+    with store.db.read() as conn:
+        final_item = conn.execute("SELECT id FROM outbox WHERE report_status = 'final'"
+                                  " AND destination = 'dicom'").fetchone()[0]
+    final_sr = sr_uid(_delivery(store, final_item))
+    assert cstore.sop_uids()[final_sr] == 1 and stow.sop_uids()[final_sr] == 1
+    store.close()
