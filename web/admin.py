@@ -11,7 +11,7 @@ from flask_login import current_user
 from kiosk.errors import KioskError
 from web.passwords import ROLES, check_role, hash_password
 from web.security import audit, requires
-from web.services import services
+from web.services import apply_prevalence, services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -69,6 +69,9 @@ def settings() -> ResponseReturnValue:
             continue
         value = _percent_to_share(raw)
         store.set_setting(name, f"{value:.4f}", actor=current_user.username)
+    svc = services()
+    if svc.pipeline_loaded:
+        apply_prevalence(svc.store, svc.pipeline)
     flash("Prevalence saved.", "info")
     return redirect(url_for("admin.index"))
 

@@ -43,10 +43,11 @@ def health() -> ResponseReturnValue:
         models, model_error = [], exc.to_dict()
     queue = [_destination_json(d) for d in svc.store.outbox_status()]
     body = {
-        "status": "ok" if models and model_error is None else "degraded",
+        "status": "ok" if model_error is None and all("error" not in m for m in models)
+        else "degraded",
         "version": __version__,
         "models": [_model_json(m) for m in models],
-        "backends": sorted({str(m.get("backend")) for m in models}),
+        "backends": sorted({str(m["backend"]) for m in models if m.get("backend")}),
         "model_error": model_error,
         "queue": queue,
         "queue_depth": sum(d["waiting"] for d in queue),
@@ -211,7 +212,7 @@ def screening_json(screening: Any) -> dict[str, Any]:
 
 def _model_json(model: dict[str, Any]) -> dict[str, Any]:
     """The parts of a bundle description a health check needs."""
-    keys = ("id", "task", "version", "backend", "signature", "latency_ms")
+    keys = ("id", "version", "backend", "variant", "signature", "warmup_ms", "error")
     return {k: _plain(model.get(k)) for k in keys if k in model}
 
 

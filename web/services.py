@@ -22,6 +22,8 @@ class Services:
         self._pipeline = pipeline
         self._camera = camera
         self._lock = threading.Lock()
+        if pipeline is not None:
+            apply_prevalence(self.store, pipeline)
 
     @property
     def pipeline(self) -> Any:
@@ -31,6 +33,7 @@ class Services:
                 from kiosk.pipeline import Pipeline
 
                 self._pipeline = Pipeline.from_config(self.config)
+                apply_prevalence(self.store, self._pipeline)
             return self._pipeline
 
     @property
@@ -52,6 +55,19 @@ class Services:
     def has_camera(self) -> bool:
         """True when a camera was given or one is configured."""
         return self._camera is not None or bool(self.config.camera_uri)
+
+
+def prevalence_setting(task: str) -> str:
+    """The store/config setting name of a task's prevalence: fundus-dr -> prevalence_fundus_dr."""
+    return "prevalence_" + task.replace("-", "_")
+
+
+def apply_prevalence(store: Any, pipeline: Any) -> None:
+    """Give the pipeline the prevalence the admin set for each loaded task (if any)."""
+    for task in pipeline.tasks():
+        value = store.get_setting(prevalence_setting(task))
+        if value is not None:
+            pipeline.set_prevalence(task, float(value))
 
 
 def _open_store(config: Config) -> Any:

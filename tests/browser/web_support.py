@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import EnvironBuilder
 
 from kiosk.config import Config, load_config
 from kiosk.store import Store
@@ -62,3 +63,14 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
 def page_token(client: FlaskClient, path: str = "/") -> str:
     """A CSRF token for the logged-in session."""
     return csrf_from(client.get(path).get_data(as_text=True))
+
+
+def post_multipart(client: FlaskClient, path: str, data: dict[str, Any], **kwargs: Any) -> Any:
+    """POST a multipart form, closing the temporary file Werkzeug's test client spools it to."""
+    builder = EnvironBuilder(path=path, method="POST", data=data, **kwargs)
+    environ = builder.get_environ()
+    try:
+        return client.open(environ)
+    finally:
+        environ["wsgi.input"].close()
+        builder.close()

@@ -1,0 +1,231 @@
+"""The screens end to end with the real store and pipeline (tiny signed bundles), real images."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser.screening_setup import darkened, model_settings, open_pipeline
+from browser.web_support import (
+    add_user,
+    login,
+    make_app,
+    page_token,
+    post_multipart,
+    web_config,
+)
+from conftest import shared
+from flask import Flask
+from flask.testing import FlaskClient
+
+from kiosk.pipeline import Pipeline
+from kiosk.store import Store
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    return model_settings(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def kiosk(tmp_path: Path, models: dict[str, object]) -> Iterator[tuple[Flask, Store, Pipeline]]:
+    config = web_config(tmp_path, **models)
+    pipeline = open_pipeline(config)
+    app, store = make_app(config, pipeline=pipeline)
+    add_user(store, "nurse", "operator")
+    add_user(store, "doctor", "clinician")
+    add_user(store, "boss", "admin")
+    yield app, store, pipeline
+    pipeline.close()
+    store.close()
+
+
+def _fundus(name: str = "13_left.jpeg") -> bytes:
+    return shared("fundus", "eyepacs-fullres", name).read_bytes()
+
+
+def _chest() -> bytes:
+    return shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
+
+
+def _register(client: FlaskClient, identifier: str = "P-100") -> int:
+    token = page_token(client, "/patients")
+    answer = client.post("/patients", data={"identifier": identifier, "name": "Ama Mensah",
+                                            "birth_date": "1961-04-02", "sex": "female",
+                                            "csrf_token": token})
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    return int(answer.headers["Location"].split("/")[2])
+
+
+def _upload(client: FlaskClient, patient_id: int, **files: tuple[bytes, str]):
+    token = page_token(client, f"/patients/{patient_id}/capture")
+    data: dict[str, object] = {"csrf_token": token}
+    for field, (content, name) in files.items():
+        data[field] = (io.BytesIO(content), name)
+    return post_multipart(client, f"/patients/{patient_id}/capture", data)
+
+
+def test_register_upload_both_eyes_and_read_the_result(kiosk) -> None:
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client)
+    answer = _upload(client, patient_id, right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"),
+                     left_eye=(_fundus("13_left.jpeg"), "13_left.jpeg"))
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:2000]
+    page = client.get(answer.headers["Location"]).get_data(as_text=True)
+    screening = store.get_screening(int(answer.headers["Location"].rsplit("/", 1)[1]))
+    assert [r["laterality"] for r in screening.results] == ["R", "L"]
+    expected = "Refer to an eye doctor" if screening.verdict == "referable" else "No referral needed"
+    assert expected in page
+    assert "Right eye" in page and "Left eye" in page
+    assert "not for clinical decisions" in page
+    assert "Referable diabetic retinopathy" in page or "referable_dr" in page
+    assert "PPV" in page and "fundus-dr" in page and "onnxruntime-cpu" in page
+    with client.get(f"/screenings/{screening.id}/images/0/heatmap") as heatmap:
+        assert heatmap.status_code == 200 and heatmap.data.startswith(b"\x89PNG")
+    actions = [e.action for e in store.audit_entries("", limit=50)]
+    assert "view_result" in actions and "view_heatmap" in actions
+
+
+def test_an_ungradable_photo_asks_for_a_retake_and_screens_nothing(kiosk) -> None:
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client)
+    answer = _upload(client, patient_id, right_eye=(darkened(_fundus()), "dark.jpg"),
+                     left_eye=(_fundus(), "13_left.jpeg"))
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 422
+    assert "Retake the photo: " in page and "Right eye" in page
+    assert store.worklist() == []
+
+
+def test_a_file_that_is_no_image_is_refused_with_a_reason(kiosk) -> None:
+    app, _store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client)
+    answer = _upload(client, patient_id, chest=(b"%PDF-1.4 a letter", "letter.pdf"))
+    assert answer.status_code == 422
+    assert "Retake the film: " in answer.get_data(as_text=True)
+
+
+def test_chest_dicom_then_clinician_overrules_and_the_slip_prints(kiosk) -> None:
+    app, store, _ = kiosk
+    nurse = app.test_client()
+    login(nurse, "nurse")
+    patient_id = _register(nurse, "CXR-7")
+    answer = _upload(nurse, patient_id, chest=(_chest(), "siim.dcm"))
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:2000]
+    screening_id = int(answer.headers["Location"].rsplit("/", 1)[1])
+    page = nurse.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Chest X-ray" in page and "Pneumothorax" in page
+    assert "Save sign-off" not in page  # operators do not sign off
+    doctor = app.test_client()
+    login(doctor, "doctor")
+    worklist = doctor.get("/worklist").get_data(as_text=True)
+    assert f"/screenings/{screening_id}" in worklist
+    token = page_token(doctor, f"/screenings/{screening_id}")
+    refused = doctor.post(f"/screenings/{screening_id}/sign-off",
+                          data={"decision": "overrule", "note": "", "csrf_token": token})
+    assert refused.status_code == 400
+    saved = doctor.post(f"/screenings/{screening_id}/sign-off",
+                        data={"decision": "overrule", "verdict": "non_referable",
+                              "note": "Skin fold, no pneumothorax", "csrf_token": token})
+    assert saved.status_code == 302
+    signed = store.get_screening(screening_id).sign_off
+    assert signed is not None and signed.decision == "overrule" and signed.clinician == "doctor"
+    assert "Skin fold" in doctor.get(f"/screenings/{screening_id}").get_data(as_text=True)
+    slip = doctor.get(f"/screenings/{screening_id}/slip.pdf")
+    assert slip.status_code == 200 and slip.mimetype == "application/pdf"
+    assert slip.data.startswith(b"%PDF") and len(slip.data) > 1000
+    assert store.audit_entries("export_referral_slip")
+
+
+def test_worklist_puts_urgent_chest_findings_first(kiosk) -> None:
+    app, store, _pipeline = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    eye_patient = _register(client, "EYE-1")
+    _upload(client, eye_patient, left_eye=(_fundus(), "13_left.jpeg"))
+    chest_patient = _register(client, "CXR-1")
+    _upload(client, chest_patient, chest=(_chest(), "siim.dcm"))
+    rows = store.worklist()
+    assert len(rows) == 2
+    page = client.get("/worklist").get_data(as_text=True)
+    first, second = (f"/screenings/{s.id}" for s in rows)
+    assert page.index(first) < page.index(second)
+    if rows[0].priority >= 2:
+        assert "Urgent" in page
+
+
+def test_sync_page_shows_queues_and_a_clinician_retries_a_parked_item(tmp_path: Path, models) -> None:
+    config = web_config(tmp_path, fhir_url="http://127.0.0.1:9/fhir", **models)
+    pipeline = open_pipeline(config)
+    app, store = make_app(config, pipeline=pipeline)
+    add_user(store, "nurse", "operator")
+    add_user(store, "doctor", "clinician")
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client)
+    _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"))
+    [item] = store.due_items()
+    store.park_item(item.id, "422 Unprocessable: invalid Patient")
+    page = client.get("/sync").get_data(as_text=True)
+    assert "FHIR" in page and "invalid Patient" in page and "Retry" not in page
+    doctor = app.test_client()
+    login(doctor, "doctor")
+    token = page_token(doctor, "/sync")
+    assert doctor.post(f"/sync/items/{item.id}/retry", data={"csrf_token": token}).status_code == 302
+    assert store.parked_items() == []
+    pipeline.close()
+
+
+def test_admin_sees_models_sets_prevalence_adds_users_and_audits(kiosk) -> None:
+    app, store, pipeline = kiosk
+    client = app.test_client()
+    login(client, "boss")
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "fundus-dr" in page and "verified" in page and "onnxruntime-cpu" in page
+    token = page_token(client, "/admin/")
+    assert client.post("/admin/settings", data={"prevalence_fundus_dr": "25",
+                                                "csrf_token": token}).status_code == 302
+    assert store.get_setting("prevalence_fundus_dr") == "0.2500"
+    outcome = pipeline.screen(_fundus(), source="13_left.jpeg")
+    assert outcome.result["findings"][0]["prevalence"] == pytest.approx(0.25)
+    bad = client.post("/admin/settings", data={"prevalence_fundus_dr": "150", "csrf_token": token})
+    assert bad.status_code == 400
+    added = client.post("/admin/users", data={"username": "grace", "role": "clinician",
+                                              "password": "a long password", "csrf_token": token})
+    assert added.status_code == 302 and store.get_user("grace").role == "clinician"
+    weak = client.post("/admin/users", data={"username": "tom", "role": "operator",
+                                             "password": "short", "csrf_token": token})
+    assert weak.status_code == 400 and store.get_user("tom") is None
+    audit = client.get("/admin/audit?q=setting").get_data(as_text=True)
+    assert "Tamper check passed" in audit and "prevalence_fundus_dr" in audit
+
+
+def test_patient_search_by_scanned_id_goes_straight_to_capture(kiosk) -> None:
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client, "BC-0042")
+    answer = client.get("/patients?q=BC-0042")
+    assert answer.status_code == 302 and answer.headers["Location"] == f"/patients/{patient_id}/capture"
+    assert "Ama Mensah" in client.get("/patients?q=Mensah").get_data(as_text=True)
+    assert store.audit_entries("search_patients")
+
+
+def test_bad_patient_forms_say_what_is_wrong(kiosk) -> None:
+    app, _, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    token = page_token(client, "/patients")
+    for form, words in [({"identifier": "", "name": "A"}, "patient id"),
+                        ({"identifier": "X1", "name": ""}, "name"),
+                        ({"identifier": "X1", "name": "A", "birth_date": "2999-01-01"}, "not possible")]:
+        answer = client.post("/patients", data={**form, "csrf_token": token})
+        assert answer.status_code == 400 and words in answer.get_data(as_text=True)
