@@ -77,7 +77,7 @@ def run(name: str, *, runs: int, max_time: int, corpus: Path, artifacts: Path, l
     harness = HARNESSES[name]
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    seed_folder = corpus.with_name(corpus.name + "-seeds")
+    seed_folder = _beside(corpus, "seeds")
     count = seeds.write_corpus(harness.seeds(), seed_folder)
     command = [
         sys.executable, str(HERE / harness.script), str(corpus), str(seed_folder),
@@ -112,6 +112,10 @@ def parse(output: str, report: Report) -> Report:
     return report
 
 
+def _beside(folder: Path, suffix: str) -> Path:
+    return folder.with_name(f"{folder.name}-{suffix}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: run one harness, print the report; exit 1 on any finding."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         report = run(
             args.harness, runs=args.runs, max_time=args.max_time, seed=args.seed,
-            corpus=args.corpus or work / "corpus", artifacts=(args.corpus or work) / "findings",
+            corpus=args.corpus or work / "corpus",
+            artifacts=_beside(args.corpus or work / "corpus", "findings"),
             log=args.log or work / "libfuzzer.log",
         )
         if not report.clean and not args.log:
