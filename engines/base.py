@@ -53,6 +53,9 @@ class Engine:
         """Run a [N, C, H, W] float32 batch; output name -> array with N rows."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what ``load()`` took (connections, GPU memory); the engine is unusable after."""
+
     def warm_up(self) -> float:
         """Run one blank image through the network; returns the warm-up latency in ms."""
         spec = self.bundle.input_spec
@@ -103,6 +106,7 @@ def open_engine(bundle: Bundle, config: Config) -> Engine:
             engine.load()
             engine.warm_up()
         except EngineError as exc:
+            engine.close()
             log.warning("back-end %s not used for %s: %s", backend, bundle.task, exc.message)
             reason = exc.message
             skipped.append(reason if reason.startswith(backend) else f"{backend}: {reason}")

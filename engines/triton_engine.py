@@ -111,6 +111,12 @@ class TritonEngine(Engine):
                               retryable=True) from exc
         return {name: np.asarray(response.as_numpy(name)) for name in self.bundle.output_names}
 
+    def close(self) -> None:
+        """Close the HTTP connections to the server."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
     def describe(self) -> dict[str, object]:
         """The base description plus the served model and whether its sha256 was checked."""
         info = super().describe()

@@ -109,9 +109,11 @@ class Pipeline:
         return cls(config, models, intake=SandboxedIntake.from_config(config), refused=refused)
 
     def close(self) -> None:
-        """Stop the decode workers (if any)."""
+        """Stop the decode workers (if any) and release the engines."""
         if self._sandbox is not None:
             self._sandbox.close()
+        for model in self.models.values():
+            model.engine.close()
 
     def tasks(self) -> list[str]:
         """The loaded tasks, e.g. ["cxr-pneumonia", "fundus-dr"]."""
