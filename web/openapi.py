@@ -163,7 +163,7 @@ def _paths() -> dict[str, Any]:
                 **_UPLOAD, "required": ["patient_id"],
                 "properties": {**_UPLOAD["properties"], "patient_id": {"type": "integer"}}}}}},
             "responses": {"201": _json({"$ref": "#/components/schemas/Screening"}, "Screened"),
-                          "422": _json({"oneOf": [{"$ref": "#/components/schemas/Retake"},
+                          "422": _json({"anyOf": [{"$ref": "#/components/schemas/Retake"},
                                                   _ERROR]}, "Retake or refused"),
                           **_errors(400, 401, 404)}}},
         "/api/screenings/{screening_id}": {"get": {

@@ -3,6 +3,7 @@ the referral slip and the API)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,9 @@ INTENDED_USE_WARNING = (
 TASK_WORDS = {"fundus-dr": "Eye photograph", "cxr-pneumonia": "Chest X-ray"}
 
 EYE_WORDS = {"L": "Left eye", "R": "Right eye"}
+
+#: "..., and retake." at the end of a quality message (the line already starts with Retake).
+_RETAKE_TAIL = re.compile(r"[,;:]?\s*(?:and\s+)?retake\.?$", re.IGNORECASE)
 
 
 def action(verdict: str | None, task: str | None = None, urgent: bool = False) -> str:
@@ -41,7 +45,7 @@ def retake_line(reasons: list[str], task: str | None = None) -> str:
     head = "Retake the film" if task and task.startswith("cxr") else "Retake the photo"
     if not reasons:
         return head
-    first = reasons[0]
+    first = _RETAKE_TAIL.sub("", reasons[0].strip())
     return f"{head}: {first[:1].lower()}{first[1:]}"
 
 

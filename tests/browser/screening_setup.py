@@ -33,7 +33,7 @@ def open_pipeline(config: Config) -> Pipeline:
     return Pipeline.from_config(config)
 
 
-def darkened(jpeg: bytes, factor: int = 12) -> bytes:
+def darkened(jpeg: bytes, factor: int = 8) -> bytes:
     """The photograph made too dark to grade (an ungradable capture)."""
     picture = np.asarray(PILImage.open(io.BytesIO(jpeg)).convert("RGB"))
     buffer = io.BytesIO()

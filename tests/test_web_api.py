@@ -1,0 +1,167 @@
+"""The JSON API against its own OpenAPI description: every documented operation exists, every
+/api route is documented, and real answers match the documented schemas and status codes."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser.screening_setup import darkened, model_settings, open_pipeline
+from browser.web_support import add_user, make_app, post_multipart, web_config
+from conftest import shared
+from flask import Flask
+from jsonschema import Draft202012Validator
+
+from kiosk.store import Store
+from web.openapi import openapi_document
+from web.security import api_token
+
+DOC = openapi_document()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    return model_settings(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def kiosk(tmp_path: Path, models: dict[str, object]) -> Iterator[tuple[Flask, Store]]:
+    config = web_config(tmp_path, hl7_address="127.0.0.1:9", **models)
+    pipeline = open_pipeline(config)
+    app, store = make_app(config, pipeline=pipeline)
+    add_user(store, "nurse", "operator")
+    add_user(store, "doctor", "clinician")
+    yield app, store
+    pipeline.close()
+    store.close()
+
+
+def _headers(app: Flask, store: Store, username: str) -> dict[str, str]:
+    with app.test_request_context():
+        return {"Authorization": f"Bearer {api_token(store.get_user(username))}"}
+
+
+def _conforms(path: str, method: str, response: Any) -> Any:
+    """Assert the status is documented for the operation and the body matches its schema."""
+    operation = DOC["paths"][path][method]
+    status = str(response.status_code)
+    assert status in operation["responses"], (path, method, status, response.get_data(as_text=True))
+    body = response.get_json()
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator({**schema, "components": DOC["components"]})
+    errors = sorted(validator.iter_errors(body), key=str)
+    assert not errors, (path, method, [e.message for e in errors])
+    return body
+
+
+def test_every_documented_operation_is_a_real_route_and_back(kiosk) -> None:
+    app, _ = kiosk
+    real = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            real |= {(path, m.lower()) for m in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
+    documented = {(p, m) for p, ops in DOC["paths"].items() for m in ops}
+    assert documented == real
+
+
+def test_the_document_is_served_and_well_formed(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    served = client.get("/api/openapi.json", headers=_headers(app, store, "nurse")).get_json()
+    assert served == DOC and served["openapi"].startswith("3.1")
+    ids = [op["operationId"] for ops in DOC["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    for path, ops in DOC["paths"].items():
+        for op in ops.values():
+            for name in re.findall(r"{(\w+)}", path):
+                assert any(p["name"] == name and p["in"] == "path" for p in op["parameters"])
+
+
+def test_health_reports_back_ends_and_queue_depth(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    body = _conforms("/api/health", "get", client.get("/api/health",
+                                                      headers=_headers(app, store, "nurse")))
+    assert body["status"] == "ok" and body["backends"] == ["onnxruntime-cpu"]
+    assert {m["id"] for m in body["models"]} == {"fundus-dr", "cxr-pneumonia"}
+    assert body["queue"][0]["destination"] == "hl7" and body["queue_depth"] == 0
+    _conforms("/api/health", "get", client.get("/api/health"))  # 401 documented
+
+
+def test_patient_screening_read_and_sign_off_through_the_api(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    nurse = _headers(app, store, "nurse")
+    patient = _conforms("/api/patients", "post", client.post(
+        "/api/patients", json={"identifier": "API-1", "name": "Yaw Asante", "sex": "male"},
+        headers=nurse))
+    _conforms("/api/patients", "post", client.post("/api/patients", json={"name": "x"},
+                                                   headers=nurse))  # 400
+    found = _conforms("/api/patients", "get", client.get("/api/patients?q=Asante", headers=nurse))
+    assert found["patients"][0]["id"] == patient["id"]
+    chest = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
+    created = post_multipart(client, "/api/screenings", headers=nurse, data={
+        "patient_id": str(patient["id"]), "image": (io.BytesIO(chest), "siim.dcm")})
+    screening = _conforms("/api/screenings", "post", created)
+    assert created.status_code == 201 and screening["results"][0]["task"] == "cxr-pneumonia"
+    assert store.outbox_status()[0].waiting == 1
+    url = f"/api/screenings/{screening['id']}"
+    read = _conforms("/api/screenings/{screening_id}", "get", client.get(url, headers=nurse))
+    assert read["verdict"] == screening["verdict"] and "not for clinical" in read["intended_use"]
+    _conforms("/api/screenings/{screening_id}", "get", client.get("/api/screenings/999",
+                                                                  headers=nurse))  # 404
+    sign = "/api/screenings/{screening_id}/sign-off"
+    denied = client.post(url + "/sign-off", json={"decision": "confirm"}, headers=nurse)
+    assert denied.status_code == 403
+    _conforms(sign, "post", denied)
+    doctor = _headers(app, store, "doctor")
+    signed = _conforms(sign, "post", client.post(url + "/sign-off", json={
+        "decision": "confirm", "note": "agree"}, headers=doctor))
+    assert signed["sign_off"]["decision"] == "confirm" and signed["sign_off"]["clinician"] == "doctor"
+    assert store.audit_entries("api_read_screening")
+
+
+def test_an_ungradable_upload_is_a_documented_422_with_the_retake(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    nurse = _headers(app, store, "nurse")
+    patient = client.post("/api/patients", json={"identifier": "API-2", "name": "Abena"},
+                          headers=nurse).get_json()
+    photo = shared("fundus", "eyepacs-fullres", "13_left.jpeg").read_bytes()
+    refused = post_multipart(client, "/api/screenings", headers=nurse, data={
+        "patient_id": str(patient["id"]), "left_eye": (io.BytesIO(darkened(photo)), "dark.jpg")})
+    body = _conforms("/api/screenings", "post", refused)
+    assert refused.status_code == 422 and body["code"] == "retake"
+    assert body["retakes"][0]["line"].startswith("Retake the photo: ")
+    assert store.worklist() == []
+    missing = post_multipart(client, "/api/screenings", headers=nurse,
+                             data={"patient_id": str(patient["id"])})
+    _conforms("/api/screenings", "post", missing)
+    assert missing.status_code == 400
+
+
+def test_the_instant_gate_answers_without_storing(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    nurse = _headers(app, store, "nurse")
+    photo = shared("fundus", "eyepacs-fullres", "13_left.jpeg").read_bytes()
+    good = _conforms("/api/check", "post", post_multipart(client, "/api/check", headers=nurse,
+                     data={"image": (io.BytesIO(photo), "13_left.jpeg"), "task": "fundus-dr"}))
+    assert good == {"gradable": True, "retakes": []}
+    bad = _conforms("/api/check", "post", post_multipart(client, "/api/check", headers=nurse,
+                    data={"image": (io.BytesIO(darkened(photo)), "dark.jpg")}))
+    assert bad["gradable"] is False and "too dark" in bad["retakes"][0]["line"].lower()
+    assert store.worklist() == []
+
+
+def test_csrf_endpoint_conforms(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    body = _conforms("/api/csrf", "get", client.get("/api/csrf",
+                                                    headers=_headers(app, store, "nurse")))
+    assert body["csrf_token"]
