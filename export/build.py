@@ -1,0 +1,249 @@
+"""From a trained network to a signed bundle: export, parity, calibration, INT8, card, seal."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.bundle import fresh_folder, seal
+from export.card import write_card, write_plots
+from export.data import Dataset, load_real
+from export.errors import ExportError
+from export.evaluate import DRIFT_BINS, Evaluation, evaluate
+from export.metrics import auc
+from export.nets import ScreeningNet, Shipped, build
+from export.onnx_export import check_parity, cpu_session, export_onnx
+from export.quantise import latency_ms, quantise_static
+from export.recipes import RECIPES, Recipe
+from export.signing import KEY_ENV, load_private_key, public_key_text
+from kiosk.preprocess import scale
+
+INTENDED_USE = (
+    "Research and demonstration only. Not for clinical decisions: a reference model "
+    "trained on a small public data set, not a medical device."
+)
+Log = Callable[[str], None]
+
+
+def onnx_logits(model: Path, images: np.ndarray, spec: dict[str, Any], batch: int = 64) -> np.ndarray:
+    """The ``logits`` output [N, 1] of an ONNX file on rendered uint8 images."""
+    session: Any = cpu_session(model)
+    parts = [
+        session.run(["logits"], {"image": scale(images[i : i + batch], spec)})[0]
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(parts)
+
+
+def try_int8(folder: Path, data: Dataset, recipe: Recipe, fp32_auc: float, log: Log) -> dict[str, Any]:
+    """Quantise with real training images; keep model.int8.onnx only if faster and AUC holds."""
+    train_images = data.part("train").images
+    pick = np.random.default_rng(recipe.seed).choice(
+        len(train_images), min(128, len(train_images)), replace=False
+    )
+    calibration = scale(train_images[np.sort(pick)], recipe.spec)
+    target = folder / "model.int8.onnx"
+    quantise_static(folder / "model.onnx", target, calibration)
+    test = data.part("test")
+    int8_auc = auc(test.targets[:, recipe.head_index], onnx_logits(target, test.images, recipe.spec)[:, 0])
+    fp32_ms = latency_ms(folder / "model.onnx", calibration)
+    int8_ms = latency_ms(target, calibration)
+    kept = fp32_auc - int8_auc < 0.005 and int8_ms < fp32_ms
+    log(
+        f"INT8: AUC {int8_auc:.4f} vs {fp32_auc:.4f}, {int8_ms:.1f} ms vs {fp32_ms:.1f} ms → "
+        + ("kept" if kept else "dropped")
+    )
+    if not kept:
+        target.unlink()
+    return {
+        "fp32_ms": round(fp32_ms, 2),
+        "int8_ms": round(int8_ms, 2),
+        "int8_auc": round(int8_auc, 4),
+        "fp32_auc": round(fp32_auc, 4),
+        "kept": kept,
+        "calibration_images": len(calibration),
+    }
+
+
+def manifest_for(
+    recipe: Recipe,
+    ev: Evaluation,
+    int8: dict[str, Any],
+    training_data: dict[str, Any],
+    limitations: list[str],
+    parity: float,
+) -> dict[str, Any]:
+    """The manifest of docs/bundle.md (files and key_id are added when sealing)."""
+    variants: dict[str, Any] = {
+        "fp32": {"file": "model.onnx", "auc": round(ev.test_auc, 4), "latency_ms_cpu": int8.get("fp32_ms")}
+    }
+    if int8.get("kept"):
+        variants["int8"] = {
+            "file": "model.int8.onnx",
+            "auc": int8["int8_auc"],
+            "latency_ms_cpu": int8["int8_ms"],
+        }
+    return {
+        "format": 1,
+        "task": recipe.task,
+        "version": recipe.version,
+        "name": recipe.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "variants": variants,
+        "input": recipe.spec,
+        "outputs": {"logits": "logits", "cam": "cam", "labels": [recipe.label], "activation": "sigmoid"},
+        "calibration": {
+            "method": "temperature",
+            "temperature": round(ev.temperature, 4),
+            "fitted_on": "calibration split (by patient)",
+        },
+        "findings": [
+            {
+                "label": recipe.label,
+                "display": recipe.display,
+                "referable": True,
+                "urgent": recipe.urgent,
+                "threshold": round(ev.threshold, 4),
+                "operating_point": ev.test_point.to_dict(recipe.target),
+                "operating_point_calibration_split": ev.calibration_point.to_dict(recipe.target),
+            }
+        ],
+        "metrics": ev.metrics("test split, by patient"),
+        "score_distribution": {
+            "bins": DRIFT_BINS.tolist(),
+            "counts": ev.score_counts,
+            "split": "calibration",
+            "of": "calibrated probability",
+        },
+        "quantisation": int8,
+        "export": {"parity_max_abs_diff": parity, "exporter": f"torch {torch.__version__}"},
+        "training_data": training_data,
+        "intended_use": INTENDED_USE,
+        "limitations": limitations,
+    }
+
+
+def build_bundle(
+    recipe: Recipe,
+    net: ScreeningNet,
+    data: Dataset,
+    out_root: Path,
+    *,
+    key: Any,
+    key_id: str,
+    training_data: dict[str, Any],
+    notes: dict[str, Any],
+    limitations: list[str],
+    shift: Callable[[Path, dict[str, Any]], str] | None = None,
+    int8: bool = True,
+    log: Log = print,
+) -> Path:
+    """Write, measure and sign the bundle ``out_root/<task>-<version>``; returns its folder."""
+    folder = fresh_folder(out_root / f"{recipe.task}-{recipe.version}")
+    shipped = Shipped(net.float().eval(), recipe.head_index)
+    export_onnx(
+        shipped, folder / "model.onnx", recipe.spec["channels"], recipe.spec["size"], name=recipe.name
+    )
+    cal, test = data.part("calibration"), data.part("test")
+    parity = check_parity(shipped, folder / "model.onnx", scale(cal.images[:16], recipe.spec))
+    log(f"ONNX parity on 16 real images: max |diff| {parity:.2e}")
+    k = recipe.head_index
+    ev = evaluate(
+        cal.targets[:, k],
+        onnx_logits(folder / "model.onnx", cal.images, recipe.spec)[:, 0],
+        test.targets[:, k],
+        onnx_logits(folder / "model.onnx", test.images, recipe.spec)[:, 0],
+        test.patients,
+        seed=recipe.seed,
+    )
+    log(
+        f"test AUC {ev.test_auc:.4f} {ev.test_auc_ci}, T={ev.temperature:.3f}, threshold {ev.threshold:.3f}, "
+        f"sens {ev.test_point.sensitivity:.3f} spec {ev.test_point.specificity:.3f}, ECE {ev.ece_after:.3f}"
+    )
+    quantisation = try_int8(folder, data, recipe, ev.test_auc, log) if int8 else {"kept": False}
+    manifest = manifest_for(recipe, ev, quantisation, training_data, limitations, float(f"{parity:.3g}"))
+    notes = {
+        **notes,
+        "int8": int8_note(quantisation),
+        "seed": recipe.seed,
+        "split_counts": {s: int((data.split == s).sum()) for s in ("train", "calibration", "test")},
+    }
+    notes.setdefault("shift", "Not measured.")
+    if shift is not None:
+        notes["shift"] = shift(folder / "model.onnx", manifest)
+    write_plots(folder, ev)
+    write_card(folder, manifest, ev, notes)
+    seal(folder, manifest, key, key_id)
+    verify_with_kiosk(folder, key, key_id)
+    return folder
+
+
+def int8_note(q: dict[str, Any]) -> str:
+    """One paragraph on the INT8 decision for the card."""
+    if "int8_auc" not in q:
+        return "INT8 was not attempted for this build."
+    verdict = (
+        "kept (faster and AUC within 0.005)"
+        if q["kept"]
+        else "not shipped (rule: faster and AUC drop < 0.005)"
+    )
+    return (
+        f"Static INT8 (QDQ, per-channel weights, {q['calibration_images']} real training images for "
+        f"calibration): test AUC {q['int8_auc']} vs fp32 {q['fp32_auc']}, latency {q['int8_ms']} ms vs "
+        f"{q['fp32_ms']} ms → {verdict}."
+    )
+
+
+def verify_with_kiosk(folder: Path, key: Any, key_id: str) -> None:
+    """Load the new bundle with the kiosk's own verifier, trusting only this key."""
+    from engines.bundle import load_bundle
+
+    with tempfile.TemporaryDirectory() as trusted:
+        (Path(trusted) / f"{key_id}.pub").write_text(public_key_text(key) + "\n")
+        load_bundle(folder, Path(trusted))
+
+
+def load_trained(recipe: Recipe, workdir: Path) -> ScreeningNet:
+    """The best EMA network saved by training."""
+    best = workdir / "best.pt"
+    if not best.is_file():
+        raise ExportError(f"no trained checkpoint at {best}: run `python -m export train {recipe.task}`")
+    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
+    net.load_state_dict(torch.load(best, weights_only=False)["ema"])
+    return net.eval()
+
+
+def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log: Log = print) -> Path:
+    """Build the signed bundle of a reference model from its training checkpoint."""
+    from export.provenance import describe_training, limitations_for, shift_probe, training_data_for
+
+    torch.set_num_threads(2)
+    recipe = RECIPES[task]
+    data = load_real(task, recipe.spec, recipe.seed, data=data_dir, cache=work)
+    net = load_trained(recipe, work / task)
+    key_path = Path(os.environ.get(KEY_ENV, ""))
+    history = json.loads((work / task / "history.json").read_text())
+    notes = {"training": describe_training(recipe, net, history), "command": f"python -m export train {task}"}
+    folder = build_bundle(
+        recipe,
+        net,
+        data,
+        out,
+        key=load_private_key(),
+        key_id=key_path.stem,
+        training_data=training_data_for(task, data),
+        notes=notes,
+        limitations=limitations_for(task),
+        shift=lambda model, manifest: shift_probe(task, model, manifest, data_dir),
+        log=log,
+    )
+    log(f"signed bundle written: {folder}")
+    return folder

@@ -1,0 +1,87 @@
+"""Small ResNet-style networks whose last layer is a 1x1 convolution: a class-activation map."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    """A basic residual block (two 3x3 convolutions), optionally striding down by two."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+                nn.Conv2d(c_in, c_out, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual sum after two convolutions."""
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ScreeningNet(nn.Module):
+    """Stem (stride 2), stages of blocks (each after the first strides by 2), CAM head.
+
+    ``forward`` returns (logits [N, K], cam [N, K, h, w]); the logits are the spatial mean of
+    the map, so the map explains the score exactly (Zhou et al. 2016).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        widths: tuple[int, ...],
+        blocks: tuple[int, ...],
+        outputs: int,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, widths[0], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        )
+        layers: list[nn.Module] = []
+        c_in = widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks, strict=True)):
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layers.append(Block(c_in, width, stride))
+                c_in = width
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout2d(dropout)
+        self.head = nn.Conv2d(c_in, outputs, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and class-activation maps."""
+        cam = self.head(self.dropout(self.features(self.stem(x))))
+        return cam.mean(dim=(2, 3)), cam
+
+
+class Shipped(nn.Module):
+    """The exported graph: one network's shipped output(s) as ``logits`` and ``cam``."""
+
+    def __init__(self, net: ScreeningNet, index: int) -> None:
+        super().__init__()
+        self.net = net
+        self.index = index
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [N, 1] and cam [N, 1, h, w] of the shipped output."""
+        logits, cam = self.net(image)
+        keep = slice(self.index, self.index + 1)
+        return logits[:, keep], cam[:, keep]
+
+
+def build(channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], outputs: int) -> ScreeningNet:
+    """A fresh network."""
+    return ScreeningNet(channels, widths, blocks, outputs)

@@ -1,0 +1,158 @@
+"""What the cards and manifests say about data, training, limits and shifted data, per task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.data import Dataset
+from export.metrics import sigmoid
+from export.nets import ScreeningNet
+from export.recipes import Recipe
+from kiosk.domain import Image
+from kiosk.preprocess import prepare
+
+FUNDUS_GRADES = {
+    "10_left": 0,
+    "10_right": 0,
+    "13_left": 0,
+    "13_right": 0,
+    "15_left": 1,
+    "15_right": 2,
+    "16_left": 4,
+    "16_right": 4,
+    "17_left": 0,
+    "17_right": 1,
+}
+
+
+def training_data_for(task: str, data: Dataset) -> dict[str, Any]:
+    """The manifest's ``training_data``."""
+    common = {
+        "patients": len(np.unique(data.patients)),
+        "images": len(data.images),
+        "split": "by patient: train 70% / calibration 15% / test 15% of patients",
+    }
+    if task == "fundus-dr":
+        return {
+            **common,
+            "name": "EyePACS (Kaggle 2015) 256 px",
+            "licence": "research, non-commercial",
+            "source": "EyePACS / Kaggle Diabetic Retinopathy Detection 2015 "
+            "(../shared/data/fundus/eyepacs-256)",
+            "positive": "ICDR level >= 2",
+            "prevalence": round(float(data.targets[:, 1].mean()), 4),
+        }
+    return {
+        **common,
+        "name": "Kermany 2018 paediatric chest X-rays (224 px copy)",
+        "licence": "CC BY 4.0",
+        "source": "Kermany, Zhang, Goldbaum 2018, doi:10.17632/rscbjbr9sj.2 "
+        "(../shared/data/cxr/kermany-224/train)",
+        "positive": "PNEUMONIA folder (bacterial or viral)",
+        "prevalence": round(float(data.targets[:, 0].mean()), 4),
+    }
+
+
+def limitations_for(task: str) -> list[str]:
+    """Known limits, in plain words."""
+    if task == "fundus-dr":
+        return [
+            "Trained on 256 px downscaled EyePACS photographs (aspect squashed): small lesions such as "
+            "microaneurysms are barely visible at this size, so mild and early moderate disease "
+            "is missed often.",
+            "EyePACS grades are single-reader and noisy; the reported AUC includes that noise.",
+            "One population (US screening programme, mostly one camera family); other cameras, "
+            "ethnicities and image sizes are untested.",
+            "Does not grade diabetic macular oedema separately, nor other eye disease.",
+            "Both eyes of a patient are scored independently; the kiosk combines them.",
+        ]
+    return [
+        "Trained on paediatric films (age 1-5) from one hospital in Guangzhou; adult films are out of "
+        "distribution and its scores on them must not be trusted (see 'Behaviour on shifted data').",
+        "The training images are a 224 px re-encoded copy with squashed aspect ratio.",
+        "Normal vs pneumonia only: other findings (effusion, nodules, pneumothorax, TB) are not detected "
+        "and may be scored as pneumonia or as normal.",
+        "The validation split carved from the training set is known to be easier than the "
+        "official test split "
+        "(published AUC 0.968 there); expect lower figures on independent data.",
+    ]
+
+
+def describe_training(recipe: Recipe, net: ScreeningNet, history: dict[str, Any]) -> str:
+    """A paragraph on the network and the run."""
+    params = sum(p.numel() for p in net.parameters())
+    epochs = history["history"]
+    best = max(epochs, key=lambda e: e["val_auc"])
+    minutes = sum(e["seconds"] for e in epochs) / 60
+    return (
+        f"ResNet-style CNN trained from scratch ({params / 1e6:.2f} M parameters; widths {recipe.widths}, "
+        f"blocks {recipe.blocks}; last layer a 1x1 convolution whose spatial mean is the logit, so the `cam` "
+        f"output explains the score exactly). {recipe.epochs} epochs, batch {recipe.batch}, AdamW "
+        f"(lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + cosine schedule, bf16 autocast on "
+        f"2 CPU cores, {minutes:.0f} min; augmentation: flips, rotation, zoom, shift, brightness/contrast. "
+        f"Weights: exponential moving average, checkpoint of epoch {best['epoch']} chosen by "
+        "calibration-split "
+        f"AUC ({best['val_auc']:.3f})."
+        + (
+            " Trained on four ordinal targets (ICDR >= 1, >= 2, >= 3, >= 4); the bundle ships >= 2."
+            if recipe.outputs > 1
+            else ""
+        )
+    )
+
+
+def _probability(model: Path, pixels: np.ndarray, manifest: dict[str, Any]) -> float:
+    """Calibrated probability of the ONNX model for one image, through the kiosk's preprocessing."""
+    from export.onnx_export import onnx_outputs
+
+    tensor = prepare(Image(pixels), manifest["input"])[None]
+    logit = float(onnx_outputs(model, tensor)["logits"][0, 0])
+    return float(sigmoid(np.array(logit / manifest["calibration"]["temperature"])))
+
+
+def shift_probe(task: str, model: Path, manifest: dict[str, Any], data_dir: Path) -> str:
+    """Markdown: the model's scores on images from outside its training distribution."""
+    from kiosk.intake import read_image
+
+    threshold = manifest["findings"][0]["threshold"]
+    rows = []
+    if task == "fundus-dr":
+        folder = data_dir / "fundus" / "eyepacs-fullres"
+        for path in sorted(folder.glob("*.jpeg")):
+            image = read_image(path.read_bytes(), source=path.name, kind_hint="fundus")
+            p = _probability(model, image.pixels, manifest)
+            grade = FUNDUS_GRADES.get(path.stem, -1)
+            rows.append(
+                f"| {path.name} | ICDR {grade} ({'referable' if grade >= 2 else 'not referable'}) "
+                f"| {p:.3f} | {'positive' if p >= threshold else 'negative'} |"
+            )
+        head = (
+            "Full-resolution EyePACS photographs (2592x1944 to 4928x3264) as a camera delivers them, "
+            "through the kiosk's own intake and preprocessing. Patients 10, 13, 15 and 16 are also in "
+            "the 256 px training data (downscaled), so this checks resolution robustness, not generalisation."
+        )
+        return "\n".join(
+            [head, "", "| image | grade | probability | at threshold |", "| --- | --- | --- | --- |", *rows]
+        )
+    for path in sorted((data_dir / "cxr" / "samples").iterdir()) + sorted((data_dir / "dicom").glob("*.dcm")):
+        try:
+            image = read_image(path.read_bytes(), source=path.name, kind_hint="cxr")
+        except Exception as exc:  # intake refuses some of these on purpose (wrong body part, ...)
+            rows.append(
+                f"| {path.name} | refused by intake: {getattr(exc, 'code', type(exc).__name__)} | - |"
+            )
+            continue
+        p = _probability(model, image.pixels, manifest)
+        rows.append(
+            f"| {path.name} | {p:.3f} ({'positive' if p >= threshold else 'negative'}) | {image.kind} |"
+        )
+    head = (
+        "Adult chest films from other populations (`cxr/samples`) and the chest DICOMs, through the kiosk's "
+        "intake and preprocessing. The labels in the file names are the truth where known."
+    )
+    return "\n".join(
+        [head, "", "| file | pneumonia probability | intake kind |", "| --- | --- | --- |", *rows]
+    )

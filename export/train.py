@@ -1,0 +1,242 @@
+"""Train a screening network on a rendered data set: bf16 on CPU, EMA weights, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from export.data import Dataset
+from export.metrics import auc
+from export.nets import ScreeningNet, build
+from export.recipes import Recipe
+
+
+def seed_everything(seed: int) -> None:
+    """Fix every random generator that training uses."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def to_tensor(images: np.ndarray, spec: dict[str, Any]) -> torch.Tensor:
+    """uint8 (N, H, W, C) → float (N, C, H, W) after the manifest's ``scale`` step."""
+    step = spec["steps"][-1]
+    mean = torch.tensor(step["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(step["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """Random flips, rotation, zoom, shift and brightness/contrast (fill stays mid-grey = 0)."""
+    n = x.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator) * (high - low) + low
+
+    angle = uniform(-math.pi, math.pi) if recipe.rotate else uniform(-0.12, 0.12)
+    zoom = uniform(0.9, 1.12)
+    flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    flip_y = (
+        torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if recipe.vflip else torch.ones(n)
+    )
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flip_x, -sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flip_x, cos
+    theta[:, 1] *= flip_y.view(n, 1)
+    theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.06, 0.06), uniform(-0.06, 0.06)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    contrast = uniform(0.8, 1.2).view(n, 1, 1, 1)
+    brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1)
+    return (x * contrast + brightness).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict(net: ScreeningNet, images: np.ndarray, spec: dict[str, Any], batch: int = 128) -> np.ndarray:
+    """Logits (N, K) in evaluation mode (bf16 autocast for speed)."""
+    net.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = to_tensor(images[start : start + batch], spec)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _ = net(x)
+        out.append(logits.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
+
+
+class ThreadGovernor:
+    """Use 1 or 2 intra-op threads, whichever steps faster now (the cores are shared).
+
+    Two threads are twice as fast on idle cores but several times slower when other work
+    preempts one of them (measured here); every ``probe_every`` steps the other choice is tried.
+    """
+
+    def __init__(self, choices: tuple[int, ...] = (2, 1), probe_every: int = 12) -> None:
+        self.choices = choices
+        self.probe_every = probe_every
+        self.seconds = {c: 0.0 for c in choices}
+        self.step = 0
+        self.current = choices[0]
+
+    def before_step(self) -> None:
+        """Pick the thread count for the next step."""
+        best = min(self.choices, key=lambda c: self.seconds[c])
+        probe = self.step % self.probe_every == self.probe_every - 1
+        others = [c for c in self.choices if c != best]
+        self.current = others[(self.step // self.probe_every) % len(others)] if probe and others else best
+        torch.set_num_threads(self.current)
+        self.started = time.perf_counter()
+
+    def after_step(self) -> None:
+        """Record how long the step took with the current choice."""
+        took = time.perf_counter() - self.started
+        old = self.seconds[self.current]
+        self.seconds[self.current] = took if old == 0.0 else 0.7 * old + 0.3 * took
+        self.step += 1
+
+
+class Ema:
+    """Exponential moving average of weights and batch-norm statistics."""
+
+    def __init__(self, net: ScreeningNet, decay: float) -> None:
+        self.model = copy.deepcopy(net).eval()
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, net: ScreeningNet) -> None:
+        """Move the average towards the current weights."""
+        for average, current in zip(self.model.state_dict().values(), net.state_dict().values(), strict=True):
+            if average.dtype.is_floating_point:
+                average.mul_(self.decay).add_(current.detach(), alpha=1 - self.decay)
+            else:
+                average.copy_(current)
+
+
+def learning_rate(recipe: Recipe, step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+def train(
+    recipe: Recipe,
+    data: Dataset,
+    workdir: Path,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    log: Any = print,
+) -> ScreeningNet:
+    """Train, checkpointing every epoch into ``workdir``; returns the best EMA network."""
+    torch.set_num_threads(2)
+    seed_everything(recipe.seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_set, val_set = data.part("train"), data.part("calibration")
+    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
+    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimiser = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = max(len(train_set.images) // recipe.batch, 1)
+    total = steps_per_epoch * recipe.epochs
+    ema = Ema(net, decay=0.995 if total > 600 else 0.98)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "history": []}
+    last = workdir / "last.pt"
+    if resume and last.exists():
+        saved = torch.load(last, weights_only=False)
+        net.load_state_dict(saved["net"])
+        ema.model.load_state_dict(saved["ema"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        state = saved["state"]
+        log(f"resumed at epoch {state['epoch']}")
+    for epoch in range(int(state["epoch"]), recipe.epochs):
+        started = time.time()
+        loss = run_epoch(net, ema, optimiser, train_set, recipe, epoch, total, generator, progress)
+        val_logits = predict(ema.model, val_set.images, recipe.spec)
+        k = recipe.head_index
+        val_auc = auc(val_set.targets[:, k], val_logits[:, k])
+        state["epoch"] = epoch + 1
+        state["history"].append(
+            {
+                "epoch": epoch + 1,
+                "loss": round(loss, 4),
+                "val_auc": round(val_auc, 4),
+                "seconds": round(time.time() - started, 1),
+            }
+        )
+        if val_auc > state["best_auc"]:
+            state["best_auc"] = val_auc
+            torch.save(
+                {"ema": ema.model.state_dict(), "epoch": epoch + 1, "val_auc": val_auc}, workdir / "best.pt"
+            )
+        torch.save(
+            {
+                "net": net.state_dict(),
+                "ema": ema.model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(),
+                "state": state,
+            },
+            last,
+        )
+        log(json.dumps(state["history"][-1]) + f" best={state['best_auc']:.4f}")
+    best = torch.load(workdir / "best.pt", weights_only=False)
+    ema.model.load_state_dict(best["ema"])
+    (workdir / "history.json").write_text(json.dumps(state, indent=2))
+    return ema.model.eval()
+
+
+def run_epoch(
+    net: ScreeningNet,
+    ema: Ema,
+    optimiser: torch.optim.Optimizer,
+    train_set: Dataset,
+    recipe: Recipe,
+    epoch: int,
+    total: int,
+    generator: torch.Generator,
+    progress: bool,
+) -> float:
+    """One pass over the training images in a seeded random order; returns the mean loss."""
+    net.train()
+    steps = max(len(train_set.images) // recipe.batch, 1)
+    order = torch.randperm(len(train_set.images), generator=generator).numpy()
+    warmup = min(2 * steps, total // 10 + 1)
+    losses = []
+    bar = tqdm(
+        range(steps),
+        desc=f"epoch {epoch + 1}/{recipe.epochs}",
+        disable=not progress,
+        leave=False,
+        mininterval=5.0,
+    )
+    governor = ThreadGovernor()
+    for step in bar:
+        governor.before_step()
+        index = np.sort(order[step * recipe.batch : (step + 1) * recipe.batch])
+        x = augment(to_tensor(train_set.images[index], recipe.spec), recipe, generator)
+        y = torch.from_numpy(train_set.targets[index])
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(recipe, epoch * steps + step, total, warmup)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _ = net(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        ema.update(net)
+        losses.append(float(loss.detach()))
+        governor.after_step()
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", threads=governor.current, refresh=False)
+    return float(np.mean(losses))

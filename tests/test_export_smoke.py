@@ -1,0 +1,127 @@
+"""Training smoke test: PneumoniaMNIST → train → ONNX (parity) → INT8 → signed bundle → kiosk loads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="torch is the optional 'export' extra")
+
+from conftest import shared
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from engines.bundle import load_bundle
+from export.build import build_bundle, onnx_logits
+from export.data import load_mnist
+from export.onnx_export import onnx_outputs
+from export.recipes import RECIPES
+from export.signing import public_key_text
+from export.train import train
+from kiosk.errors import BundleError
+
+
+@pytest.fixture(scope="module")
+def smoke_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    """A bundle trained for one epoch on 28 px films, signed with a throwaway key."""
+    npz = shared("cxr", "pneumoniamnist", "pneumoniamnist-balanced-28.npz")
+    root = tmp_path_factory.mktemp("smoke")
+    recipe = RECIPES["smoke"]
+    data = load_mnist(npz, recipe.spec)
+    net = train(recipe, data, root / "work", progress=False, log=lambda _: None)
+    key = Ed25519PrivateKey.generate()
+    folder = build_bundle(
+        recipe,
+        net,
+        data,
+        root / "models",
+        key=key,
+        key_id="throwaway",
+        training_data={
+            "name": "PneumoniaMNIST",
+            "images": len(data.images),
+            "patients": len(data.images),
+            "licence": "CC BY 4.0",
+        },
+        notes={"training": "smoke", "command": "pytest"},
+        limitations=["smoke only"],
+        log=lambda _: None,
+    )
+    trusted = root / "trusted"
+    trusted.mkdir()
+    (trusted / "throwaway.pub").write_text(public_key_text(key) + "\n")
+    return folder, trusted, data
+
+
+def test_bundle_is_complete_and_verifies(smoke_bundle: tuple[Path, Path, object]) -> None:
+    folder, trusted, _ = smoke_bundle
+    bundle = load_bundle(folder, trusted)
+    manifest = bundle.manifest
+    assert {"model.onnx", "MODEL_CARD.md", "roc.png", "calibration.png"} <= set(manifest["files"])
+    assert manifest["outputs"]["cam"] == "cam" and manifest["calibration"]["temperature"] > 0
+    point = manifest["findings"][0]["operating_point"]
+    assert point["sensitivity_ci"][0] <= point["sensitivity"] <= point["sensitivity_ci"][1]
+    low, high = manifest["metrics"]["auc_ci"]
+    assert 0.5 < low <= manifest["metrics"]["auc"] <= high <= 1.0
+    calibration_images = len(smoke_bundle[2].part("calibration").images)  # type: ignore[attr-defined]
+    assert sum(manifest["score_distribution"]["counts"]) == calibration_images
+    assert manifest["export"]["parity_max_abs_diff"] < 1e-3
+    assert (folder / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "not for clinical decisions" in card.lower() and "95% CI" in card
+
+
+def test_manifest_bytes_are_sorted_two_space_json(smoke_bundle: tuple[Path, Path, object]) -> None:
+    folder, _, _ = smoke_bundle
+    raw = (folder / "manifest.json").read_text(encoding="utf-8")
+    assert raw == json.dumps(json.loads(raw), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    assert len((folder / "manifest.sig").read_text().strip().splitlines()) == 1
+
+
+def test_int8_decision_is_recorded(smoke_bundle: tuple[Path, Path, object]) -> None:
+    folder, _, _ = smoke_bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    q = manifest["quantisation"]
+    assert {"fp32_ms", "int8_ms", "int8_auc", "fp32_auc", "kept"} <= set(q)
+    assert ("int8" in manifest["variants"]) == q["kept"] == (folder / "model.int8.onnx").exists()
+    if q["kept"]:
+        assert q["fp32_auc"] - q["int8_auc"] < 0.005 and q["int8_ms"] < q["fp32_ms"]
+
+
+def test_dynamic_batch_and_cam_explains_the_logit(smoke_bundle: tuple[Path, Path, object]) -> None:
+    folder, _, data = smoke_bundle
+    images = data.part("test").images[:5]  # type: ignore[attr-defined]
+    spec = json.loads((folder / "manifest.json").read_text())["input"]
+    from kiosk.preprocess import scale
+
+    out = onnx_outputs(folder / "model.onnx", scale(images, spec))
+    assert out["logits"].shape == (5, 1) and out["cam"].shape[:2] == (5, 1)
+    assert np.allclose(out["cam"].mean(axis=(2, 3)), out["logits"], atol=1e-4)
+    single = onnx_logits(folder / "model.onnx", images[:1], spec)
+    assert np.allclose(single, out["logits"][:1], atol=1e-4)
+
+
+@pytest.mark.parametrize("victim", ["model.onnx", "manifest.json", "MODEL_CARD.md"])
+def test_tampering_is_refused(smoke_bundle: tuple[Path, Path, object], tmp_path: Path, victim: str) -> None:
+    folder, trusted, _ = smoke_bundle
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    for file in folder.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    target = copy / victim
+    target.write_bytes(target.read_bytes().replace(b"e", b"E", 1))
+    with pytest.raises(BundleError):
+        load_bundle(copy, trusted)
+
+
+def test_a_bundle_signed_by_another_key_is_refused(
+    smoke_bundle: tuple[Path, Path, object], tmp_path: Path
+) -> None:
+    folder, _, _ = smoke_bundle
+    other = tmp_path / "trusted"
+    other.mkdir()
+    (other / "throwaway.pub").write_text(public_key_text(Ed25519PrivateKey.generate()) + "\n")
+    with pytest.raises(BundleError, match="signature"):
+        load_bundle(folder, other)

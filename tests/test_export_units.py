@@ -1,0 +1,177 @@
+"""Export tooling without training: metrics, splits, signing, bring-your-own-model, TensorRT guard."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from engines.bundle import load_bundle
+from export import metrics as m
+from export.data import kermany_patient, split_patients
+from export.errors import ExportError
+from export.signing import generate_key, load_private_key, public_key_text, sign
+from kiosk.errors import BundleError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "export" / "examples" / "third-party-cxr.toml"
+
+
+def brute_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUC by comparing every positive with every negative."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+def test_auc_matches_pairwise_definition_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # rounding makes ties
+    assert m.auc(labels, scores) == pytest.approx(brute_auc(labels, scores), abs=1e-12)
+    low, high = m.auc_ci(labels, scores, rounds=300)
+    assert low < m.auc(labels, scores) < high
+
+
+def test_wilson_interval_known_values() -> None:
+    low, high = m.wilson(90, 100)
+    assert (round(low, 3), round(high, 3)) == (0.826, 0.945)
+    assert m.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_threshold_reaches_target_sensitivity() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 500)
+    p = 1 / (1 + np.exp(-rng.normal(labels * 2 - 1, 1.0)))
+    threshold = m.threshold_for_sensitivity(labels, p, 0.9)
+    point = m.measure(labels, p, threshold)
+    assert point.sensitivity >= 0.9
+    assert m.measure(labels, p, threshold + 1e-6).sensitivity < 0.9 + 1 / labels.sum() + 1e-9
+
+
+def test_temperature_recovers_a_known_temperature_and_lowers_ece() -> None:
+    rng = np.random.default_rng(3)
+    true_logits = rng.normal(0, 2, 20000)
+    labels = (rng.random(20000) < m.sigmoid(true_logits)).astype(float)
+    overconfident = true_logits * 2.5
+    t = m.fit_temperature(labels, overconfident)
+    assert t == pytest.approx(2.5, rel=0.08)
+    assert m.ece(labels, m.sigmoid(overconfident / t)) < m.ece(labels, m.sigmoid(overconfident)) / 2
+
+
+def test_split_keeps_each_patient_in_one_split() -> None:
+    patients = np.repeat(np.arange(400).astype(str), 2)
+    split = split_patients(patients, seed=7)
+    for patient in np.unique(patients):
+        assert len(set(split[patients == patient])) == 1
+    counts = {s: (split == s).mean() for s in ("train", "calibration", "test")}
+    assert counts["train"] == pytest.approx(0.70, abs=0.01) and counts["test"] == pytest.approx(
+        0.15, abs=0.01
+    )
+    assert (split == split_patients(patients, seed=7)).all()
+
+
+@pytest.mark.parametrize(
+    "name, patient",
+    [
+        ("person1000_bacteria_2931.jpeg", "kermany-person1000"),
+        ("IM-0115-0001.jpeg", "kermany-IM-0115"),
+        ("NORMAL2-IM-0383-0001.jpeg", "kermany-NORMAL2-IM-0383"),
+    ],
+)
+def test_kermany_patient_ids(name: str, patient: str) -> None:
+    assert kermany_patient(name) == patient
+
+
+def test_keygen_writes_private_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    private, public = tmp_path / "keys" / "k.pem", tmp_path / "trusted" / "k.pub"
+    generate_key(private, public)
+    assert os.stat(private).st_mode & 0o777 == 0o600
+    key = load_private_key(private)
+    assert public.read_text().strip() == public_key_text(key)
+    with pytest.raises(ExportError, match="refusing"):
+        generate_key(private, public)
+
+
+def test_signing_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KIOSK_SIGNING_KEY", raising=False)
+    with pytest.raises(ExportError, match="KIOSK_SIGNING_KEY"):
+        load_private_key()
+    (tmp_path / "bad.pem").write_text("not a key")
+    monkeypatch.setenv("KIOSK_SIGNING_KEY", str(tmp_path / "bad.pem"))
+    with pytest.raises(ExportError, match="cannot read"):
+        load_private_key()
+
+
+def test_bring_your_own_model_bundle_loads(tmp_path: Path) -> None:
+    from export.wrap import wrap
+
+    model = shared("models", "third-party-cxr-int8", "model_int8.onnx")
+    key = Ed25519PrivateKey.generate()
+    folder = wrap(EXAMPLE, tmp_path / "models", key, "byom-test", model=model)
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "byom-test.pub").write_text(public_key_text(key) + "\n")
+    bundle = load_bundle(folder, trusted)
+    assert len(bundle.labels) == 15 and bundle.manifest["outputs"]["activation"] == "softmax"
+    assert {f["label"] for f in bundle.manifest["findings"]} >= {"pneumothorax", "effusion"}
+    assert bundle.input_name == "input" and bundle.output_names == ["output"]
+
+
+def test_the_wrapped_model_runs_through_the_kiosk_preprocessing(tmp_path: Path) -> None:
+    from export.onnx_export import onnx_outputs
+    from export.wrap import wrap
+    from kiosk.domain import Image
+    from kiosk.preprocess import prepare
+
+    model = shared("models", "third-party-cxr-int8", "model_int8.onnx")
+    key = Ed25519PrivateKey.generate()
+    folder = wrap(EXAMPLE, tmp_path, key, "k", model=model)
+    spec = load_bundle(folder, _trust(tmp_path, key, "k")).input_spec
+    film = np.tile(np.linspace(0, 255, 300, dtype=np.uint8), (280, 1))
+    logits = onnx_outputs(folder / "model.onnx", prepare(Image(film, kind="cxr"), spec)[None])["output"]
+    assert logits.shape == (1, 15) and np.isfinite(logits).all()
+
+
+def test_wrap_refuses_a_finding_that_is_not_a_label(tmp_path: Path) -> None:
+    from export.wrap import wrap
+
+    text = EXAMPLE.read_text().replace('label = "nodule"', 'label = "tumour"')
+    (tmp_path / "d.toml").write_text(text)
+    (tmp_path / "model_int8.onnx").write_bytes(b"unused")
+    with pytest.raises(ExportError, match="tumour"):
+        wrap(tmp_path / "d.toml", tmp_path / "out", Ed25519PrivateKey.generate(), "k")
+
+
+def test_tampered_wrapped_signature_is_refused(tmp_path: Path) -> None:
+    from export.wrap import wrap
+
+    model = shared("models", "third-party-cxr-int8", "model_int8.onnx")
+    key = Ed25519PrivateKey.generate()
+    folder = wrap(EXAMPLE, tmp_path, key, "k", model=model)
+    (folder / "manifest.sig").write_text(sign(b"something else", key) + "\n")
+    with pytest.raises(BundleError, match="signature"):
+        load_bundle(folder, _trust(tmp_path, key, "k"))
+
+
+def test_tensorrt_step_imports_without_tensorrt_and_says_where_to_get_it() -> None:
+    import export.tensorrt as trt_step
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ExportError, match="JetPack"):
+            trt_step._tensorrt()
+    else:
+        pytest.skip("TensorRT is installed here: the GPU test covers it")
+    assert trt_step.int8_plan_path(Path("/c/abc-GPU-trt10.plan")).name == "abc-GPU-trt10-int8.plan"
+
+
+def _trust(folder: Path, key: Ed25519PrivateKey, key_id: str) -> Path:
+    """A trusted-keys folder holding only ``key``."""
+    trusted = folder / "trusted"
+    trusted.mkdir(exist_ok=True)
+    (trusted / f"{key_id}.pub").write_text(public_key_text(key) + "\n")
+    return trusted
