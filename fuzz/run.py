@@ -45,7 +45,7 @@ HARNESSES: dict[str, Harness] = {
     "dicom": Harness("fuzz_intake_dicom.py", seeds.dicom_seeds, 16384),
     "photo": Harness("fuzz_intake_photo.py", seeds.photo_seeds, 16384),
     "upload": Harness("fuzz_upload.py", _upload_seeds, 16384),
-    "listener": Harness("fuzz_listener.py", seeds.dicom_seeds, 16384),
+    "listener": Harness("fuzz_listener.py", seeds.listener_seeds, 16384),
 }
 
 

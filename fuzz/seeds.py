@@ -67,6 +67,24 @@ def _dicom_seeds() -> Iterator[tuple[str, bytes]]:
             yield f"{path.stem}-acrnema.dcm", _write(small, ImplicitVRLittleEndian, part10=False)
 
 
+#: Transfer syntaxes the listener harness can pick with an input's first byte (same order there).
+LISTENER_SYNTAXES = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
+                     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
+
+
+def listener_seeds() -> list[tuple[str, bytes]]:
+    """C-STORE datasets as a sender encodes them (no file meta), led by a transfer syntax byte."""
+    found = []
+    for name, data in dicom_seeds():
+        if data[128:132] != b"DICM":
+            continue
+        meta_length = int.from_bytes(data[140:144], "little")  # (0002,0000) group length value
+        syntax = pydicom.dcmread(io.BytesIO(data), force=True).file_meta.TransferSyntaxUID
+        if syntax in LISTENER_SYNTAXES:
+            found.append((name, bytes([LISTENER_SYNTAXES.index(syntax)]) + data[144 + meta_length:]))
+    return found
+
+
 def photo_seeds() -> Iterator[tuple[str, bytes]]:
     """Real small JPEGs as they are, and real PNGs cut down, plus a PNG with text chunks."""
     data = shared_data()
