@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,9 +64,16 @@ class PushedFilm:
 def read_header(data: bytes) -> PushedFilm:
     """The sender and patient of a spooled film (pixels are not decoded here)."""
     try:
+        # pydicom parses lazily, so reading the elements is where malformed bytes surface too
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+        return _film(ds)
+    except (InvalidDicomError, ValueError, EOFError, OSError, struct.error, NotImplementedError,
+            KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
         raise IntakeError(f"The pushed file is not readable DICOM: {exc}", code="not_an_image") from exc
+
+
+def _film(ds: pydicom.Dataset) -> PushedFilm:
+    """The header fields of a parsed dataset."""
     meta = getattr(ds, "file_meta", None)
     sop_uid = str(ds.get("SOPInstanceUID", "")) or "unknown"
     birth = str(ds.get("PatientBirthDate", "") or "")

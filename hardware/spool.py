@@ -153,6 +153,10 @@ class SpoolWorker:
         except OSError as exc:
             retry = True
             LOG.warning("spooled film %s: %s (will retry)", path.name, exc)
+        except Exception as exc:
+            # a bug met on one film must not kill the worker, nor come back on every restart
+            LOG.exception("spooled film %s: unexpected failure; moved to refused/", path.name)
+            self.spool.refuse(path, KioskError(f"unexpected failure: {exc!r}", code="unexpected_error"))
         finally:
             with self._lock:
                 self._queued.discard(path)
