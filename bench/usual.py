@@ -1,0 +1,95 @@
+"""The usual way to screen an image, as a researcher's script would: the baseline of the benchmark.
+
+Full-size decode (pydicom ``pixel_array`` / Pillow), numpy windowing, the same preprocessing
+steps as the bundle's manifest (``kiosk.preprocess`` on the full-size pixels), and the same
+network in PyTorch eager mode, rebuilt from the model engineer's ``export/`` code and its
+training checkpoint. The verdict uses the manifest's temperature and threshold, so both ways
+decide alike and only the route to the number differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bundle_manifest(models_dir: Path, task: str) -> dict[str, Any]:
+    """The newest bundle manifest for a task (read as plain JSON, as a script would)."""
+    found = sorted(models_dir.glob(f"{task}-*/manifest.json"))
+    if not found:
+        raise SystemExit(f"no bundle for {task} in {models_dir}")
+    manifest: dict[str, Any] = json.loads(found[-1].read_text())
+    return manifest
+
+
+def load_network(task: str, work: Path) -> Any:
+    """The trained network in eval mode (PyTorch eager), from export/'s recipe and checkpoint."""
+    import torch
+
+    from export.nets import Shipped, build
+    from export.recipes import RECIPES
+
+    recipe = RECIPES[task]
+    checkpoint = work / task / "best.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"no checkpoint {checkpoint}: the usual way needs the trained network "
+                         f"(python -m export train {task})")
+    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
+    net.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
+    return Shipped(net.float().eval(), recipe.head_index).eval()
+
+
+def decode_full(path: Path) -> tuple[np.ndarray, str]:
+    """Full-size 8-bit pixels and the image kind ('cxr' for DICOM films, 'fundus' for photos)."""
+    if path.suffix.lower() == ".dcm":
+        return _dicom_to_uint8(path), "cxr"
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        return np.asarray(opened.convert("RGB")), "fundus"
+
+
+def _dicom_to_uint8(path: Path) -> np.ndarray:
+    """pydicom full decode, rescale and VOI window in numpy, MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    values = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+    low, high = np.percentile(values[::4, ::4], [0.1, 99.9])
+    grey = np.clip((values - low) * (255.0 / max(float(high - low), 1e-6)), 0, 255).astype(np.uint8)
+    return 255 - grey if str(ds.PhotometricInterpretation) == "MONOCHROME1" else grey
+
+
+class UsualScreener:
+    """Decode, preprocess, run in PyTorch eager, threshold: one image at a time."""
+
+    def __init__(self, models_dir: Path, work: Path, tasks: list[str]) -> None:
+        self.manifests = {task: bundle_manifest(models_dir, task) for task in tasks}
+        self.nets = {task: load_network(task, work) for task in tasks}
+
+    def screen(self, path: Path) -> dict[str, Any]:
+        """Verdict and referable probability of one file."""
+        import torch
+
+        from kiosk.domain import Image
+        from kiosk.preprocess import prepare
+
+        pixels, kind = decode_full(path)
+        task = "cxr-pneumonia" if kind == "cxr" else "fundus-dr"
+        manifest = self.manifests[task]
+        tensor = prepare(Image(pixels=pixels, kind=kind), manifest["input"])  # type: ignore[arg-type]
+        with torch.inference_mode():
+            logits, _cam = self.nets[task](torch.from_numpy(tensor[None]))
+        temperature = float(manifest["calibration"]["temperature"])
+        probability = float(torch.sigmoid(logits[0, 0] / temperature))
+        threshold = float(manifest["findings"][0]["threshold"])
+        verdict = "referable" if probability >= threshold else "non_referable"
+        return {"task": task, "verdict": verdict, "score": probability}
