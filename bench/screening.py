@@ -132,7 +132,8 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if per_image:
                 medians[way] = round(statistics.median(per_image), 1)
         if len(medians) == 2:
-            summary["categories"][category] = {**medians, "ratio": round(medians["usual"] / medians["kiosk"], 1),
+            ratio = round(medians["usual"] / medians["kiosk"], 1)
+            summary["categories"][category] = {**medians, "ratio": ratio,
                                                "images": _count(results["kiosk"], category)}
     summary["agreement"] = _agreement(results["usual"]["rows"], results["kiosk"]["rows"])
     summary["cold_start_s"] = {way: r["cold_start_s"] for way, r in results.items()}
@@ -167,7 +168,8 @@ def report(summary: dict[str, Any], repeats: int) -> str:
     for category, row in summary["categories"].items():
         lines.append(f"| {category} | {row['images']} | {row['usual']} | {row['kiosk']} | {row['ratio']}x |")
     cold, peak, agree = summary["cold_start_s"], summary["peak_rss_mib"], summary["agreement"]
-    lines += ["", f"Cold start (process start to first verdict): usual {cold['usual']} s, kiosk {cold['kiosk']} s. "
+    lines += ["", "Cold start (process start to first verdict): "
+              f"usual {cold['usual']} s, kiosk {cold['kiosk']} s. "
               f"Peak memory (RSS incl. children): usual {peak['usual']} MiB, kiosk {peak['kiosk']} MiB.",
               f"Verdicts: {agree['same']} the same, {agree['different']} different, "
               f"{agree['kiosk_ungradable_or_refused']} ungradable/refused by the kiosk's quality gate; "
