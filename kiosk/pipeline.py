@@ -133,6 +133,7 @@ class Pipeline:
             return staged
         result = staged.outcome.result
         result["verdict"] = None if staged.report.gradable else decide.UNGRADABLE
+        result["timings_ms"].update(preprocess=0.0, infer=0.0)
         result["timings_ms"]["total"] = round(sum(staged.timings.values()), 2)
         return staged.outcome
 
