@@ -7,24 +7,12 @@ import numpy as np
 
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError
-from kiosk.quality.chest import looks_inverted, looks_like_chest
+from kiosk.quality.chest import STRONG, chest_layouts, is_inverted, looks_like_chest, plausible_shape
 from kiosk.quality.fov import find_field_of_view
+from kiosk.quality.fundus import MIN_SATURATION, saturation
 
-#: Mean chroma (max - min channel, 0-255) above which a picture counts as a colour photograph.
-COLOUR_CHROMA = 12.0
 #: Frame corners darker than this (0-255) are the black surround of a fundus camera's disc.
 DARK_CORNER = 40.0
-
-
-def chroma(pixels: np.ndarray) -> float:
-    """Mean spread between the colour channels over the lit pixels (0 for grey)."""
-    if pixels.ndim != 3:
-        return 0.0
-    step = max(1, max(pixels.shape[:2]) // 256)
-    sample = pixels[::step, ::step].astype(np.int16)
-    spread = sample.max(axis=2) - sample.min(axis=2)
-    lit = sample.max(axis=2) > 30
-    return float(spread[lit].mean()) if lit.any() else 0.0
 
 
 def grey_of(pixels: np.ndarray) -> np.ndarray:
@@ -55,13 +43,12 @@ def looks_like_fundus(pixels: np.ndarray) -> bool:
 
 def detect_kind(pixels: np.ndarray) -> ImageKind | None:
     """'fundus' for a colour disc on black, 'cxr' for a grey chest film, else None."""
-    colour = chroma(pixels) >= COLOUR_CHROMA
+    colour = saturation(pixels) >= MIN_SATURATION
     if colour:
         return "fundus" if looks_like_fundus(pixels) else None
-    grey = grey_of(pixels)
-    if looks_like_chest(grey):
-        return "cxr"
-    return "fundus" if looks_like_fundus(pixels) else None
+    if not looks_like_chest(grey_of(pixels)) and looks_like_fundus(pixels):
+        return "fundus"  # a red-free (grey) fundus photograph
+    return "cxr"
 
 
 def as_kind(pixels: np.ndarray, kind: ImageKind | None) -> np.ndarray:
@@ -75,13 +62,17 @@ def as_kind(pixels: np.ndarray, kind: ImageKind | None) -> np.ndarray:
 
 def check_chest_content(grey: np.ndarray) -> None:
     """Refuse a film said to be a chest whose pixels are inverted or show something else."""
-    if looks_like_chest(grey):
-        return
-    if looks_inverted(grey):
+    layouts = chest_layouts(grey)
+    if not plausible_shape(layouts["as_is"]):
+        raise IntakeError(
+            "The exposed part of this film is shaped like a limb or a dental film, not a chest: "
+            "it cannot be screened for chest disease.", code="wrong_body_part")
+    if is_inverted(layouts):
         raise IntakeError(
             "The film's header says how to display it (MONOCHROME1/2), but its pixels look the "
             "other way round: refused rather than shown inverted. Check the X-ray unit's export "
             "settings.", code="photometric_mismatch")
-    raise IntakeError(
-        "This does not look like a frontal chest film (no lung fields either side of the "
-        "spine): it cannot be screened for chest disease.", code="wrong_body_part")
+    if max(layout.score for name, layout in layouts.items() if name != "inverted") < -STRONG:
+        raise IntakeError(
+            "This does not look like a frontal chest film (no lung fields either side of the "
+            "spine): it cannot be screened for chest disease.", code="wrong_body_part")

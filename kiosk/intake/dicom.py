@@ -53,7 +53,7 @@ def read_dicom(data: bytes, *, source: str = "", kind_hint: ImageKind | None = N
     """Decode a DICOM image (with or without a Part 10 header) into an Image."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = parse(data)
+        ds = parse(data, caught)
         check_header(ds, limits)
         kind = kind_from_header(ds) or kind_hint
         stored = stored_pixels(ds, target_size)
@@ -67,9 +67,13 @@ def read_dicom(data: bytes, *, source: str = "", kind_hint: ImageKind | None = N
                  laterality=laterality(ds), meta=describe(ds), warnings=notes)
 
 
-def parse(data: bytes) -> Dataset:
+def parse(data: bytes, caught: list[warnings.WarningMessage] | None = None) -> Dataset:
     """The dataset, with a transfer syntax set for files that have no Part 10 header."""
     ds = pydicom.dcmread(BytesIO(data), force=True)
+    cut_off = any("end of file" in str(w.message).lower() for w in caught or [])
+    if "PixelData" not in ds and ("Rows" in ds or cut_off):
+        raise IntakeError("The DICOM file is truncated: it ends before its pixel data. Send it "
+                          "again.", code="truncated")
     if "PixelData" not in ds:
         raise IntakeError("This DICOM file holds no image (it may be a report or a worklist "
                           "entry).", code="not_an_image")
@@ -193,10 +197,19 @@ def window(stored: np.ndarray, ds: Dataset) -> np.ndarray:
 def _voi_output_range(ds: Dataset) -> tuple[float, float]:
     """The range of values the file's VOI transform can produce."""
     if "VOILUTSequence" in ds:
-        lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
+        lut = _lut_values(ds.VOILUTSequence[0])
         return float(lut.min()), float(lut.max())
     low, high = apply_voi_lut(np.array([-1e12, 1e12]), ds)
     return float(low), float(high)
+
+
+def _lut_values(item: Dataset) -> np.ndarray:
+    """A LUT's entries, whether stored as a list (US) or as raw words (OW)."""
+    data = item.LUTData
+    if isinstance(data, bytes):
+        dtype = "<u1" if int(item.LUTDescriptor[2]) <= 8 else "<u2"
+        return np.frombuffer(data, dtype=dtype).astype(np.float64)
+    return np.asarray(data, dtype=np.float64).ravel()
 
 
 def _is_blank(grey: np.ndarray) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 from kiosk.domain import Image, QualityReason, QualityReport
 from kiosk.errors import QualityError
 from kiosk.quality.chest import assess_chest
-from kiosk.quality.fundus import assess_fundus
+from kiosk.quality.fundus import MIN_SATURATION, assess_fundus, saturation
 
 
 def assess(image: Image) -> QualityReport:
@@ -21,7 +21,7 @@ def assess(image: Image) -> QualityReport:
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or min(pixels.shape[:2]) < 8:
         raise QualityError(f"Cannot assess pixels of shape {pixels.shape} and type {pixels.dtype}.")
     if image.kind == "fundus":
-        if pixels.ndim == 2 or _is_grey(pixels):
+        if saturation(pixels) < MIN_SATURATION:
             return QualityReport(False, (QualityReason(
                 "not_a_fundus_photo", "This is a grey picture, not a colour fundus photograph: "
                 "check the right image was chosen."),), {})
@@ -31,13 +31,6 @@ def assess(image: Image) -> QualityReport:
         return assess_chest(grey)
     raise QualityError("The kind of image (fundus or chest) is not known, so its quality cannot "
                        "be judged.", code="unknown_task")
-
-
-def _is_grey(rgb: np.ndarray) -> bool:
-    """True when the three channels are (almost) the same."""
-    step = max(1, max(rgb.shape[:2]) // 128)
-    sample = rgb[::step, ::step].astype(np.int16)
-    return float(np.abs(sample[:, :, 0] - sample[:, :, 2]).mean()) < 4.0
 
 
 __all__ = ["assess"]

@@ -16,13 +16,17 @@ from kiosk.quality.fov import FieldOfView, find_field_of_view
 #: Measures are taken with the field-of-view disc resized to this many pixels across.
 DISC_DIAMETER = 256
 #: Thresholds, chosen on EyePACS (full resolution and 256 px) against degraded copies.
-MAX_CENTRE_OFFSET = 0.25  # disc centre from the frame centre, in disc radii
-MIN_DISC_IN_FRAME = 0.6  # share of the disc's area inside the frame
+MAX_CENTRE_OFFSET = 0.2  # disc centre from the frame centre, in disc radii
+MIN_DISC_IN_FRAME = 0.8  # share of the disc's area inside the frame
 MIN_DISC_RADIUS = 0.2  # disc radius as a share of the frame's smaller side
-MIN_FOCUS = 4.0  # sharpness (vessel edges) inside the disc
-MIN_BRIGHTNESS = 25.0  # median brightness (0-255) inside the disc
-MAX_BRIGHTNESS = 200.0
-MIN_CONTRAST = 6.0  # spread of brightness inside the disc
+MIN_FOCUS = 9.0  # sharpness (vessel edges) inside the disc
+MIN_BRIGHTNESS = 40.0  # median green brightness (0-255) inside the disc
+MAX_BRIGHTNESS = 190.0
+MAX_FLOOR = 120.0  # 5th percentile of green: vessels and shadows stay dark unless hazed over
+MIN_CONTRAST = 15.0  # 5th to 95th percentile spread of green inside the disc
+#: Mean colour saturation below which a photograph counts as grey (films are exactly 0;
+#: pale or hazy fundus photographs in EyePACS go down to 0.014).
+MIN_SATURATION = 0.01
 
 REASONS = {
     "no_field_of_view": "No retina found in the picture: aim the camera at the pupil and retake "
@@ -53,6 +57,19 @@ def _at_working_scale(rgb: np.ndarray, fov: FieldOfView) -> tuple[np.ndarray, np
     return green, inner.mask(green.shape)
 
 
+def saturation(pixels: np.ndarray) -> float:
+    """Mean colour saturation (channel spread over brightest channel) of the lit pixels."""
+    if pixels.ndim != 3:
+        return 0.0
+    step = max(1, max(pixels.shape[:2]) // 256)
+    sample = pixels[::step, ::step].astype(np.float32)
+    brightest = sample.max(axis=2)
+    lit = brightest > 12
+    if not lit.any():
+        return 0.0
+    return float(((brightest - sample.min(axis=2))[lit] / brightest[lit]).mean())
+
+
 def focus_measure(green: np.ndarray, mask: np.ndarray) -> float:
     """Standard deviation of the Laplacian inside the disc (vessel and nerve-fibre edges)."""
     laplacian = cv2.Laplacian(green.astype(np.float32), cv2.CV_32F, ksize=3)
@@ -79,7 +96,7 @@ def assess_fundus(rgb: np.ndarray) -> QualityReport:
     green, mask = _at_working_scale(rgb, fov)
     values = green[mask] if mask.any() else np.zeros(1, np.uint8)
     low, median, high = np.percentile(values, [5, 50, 95])
-    measures.update(brightness=float(median), contrast=float(high - low),
+    measures.update(brightness=float(median), contrast=float(high - low), floor=float(low),
                     focus=focus_measure(green, mask))
     reasons = [_reason(code) for code in _failures(measures)]
     return QualityReport(not reasons, tuple(reasons), measures)
@@ -94,8 +111,9 @@ def _failures(m: dict[str, float]) -> list[str]:
         codes.append("field_of_view_small")
     if m["brightness"] < MIN_BRIGHTNESS:
         codes.append("too_dark")
-    elif m["brightness"] > MAX_BRIGHTNESS or m["contrast"] < MIN_CONTRAST:
+    elif (m["brightness"] > MAX_BRIGHTNESS or m["floor"] > MAX_FLOOR
+          or m["contrast"] < MIN_CONTRAST):
         codes.append("washed_out")
-    if m["focus"] < MIN_FOCUS and "too_dark" not in codes:
+    if m["focus"] < MIN_FOCUS and not {"too_dark", "washed_out"} & set(codes):
         codes.append("blurred")
     return codes
