@@ -158,11 +158,13 @@ class SequenceCamera:
         self.uri = uri
         self._files = files
         self._next = 0
+        self._lock = threading.Lock()  # web requests read from several threads
 
     def read(self) -> np.ndarray:
         """The next image of the sequence."""
-        path = self._files[self._next]
-        self._next = (self._next + 1) % len(self._files)
+        with self._lock:
+            path = self._files[self._next]
+            self._next = (self._next + 1) % len(self._files)
         return _read_image_file(path)
 
     def close(self) -> None:
@@ -174,23 +176,26 @@ class ClipCamera:
 
     def __init__(self, uri: str, path: Path) -> None:
         self.uri = uri
+        self._lock = threading.Lock()  # VideoCapture is not thread-safe
         self._capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         if not self._capture.isOpened():
             raise CameraUnavailable(f"cannot open video clip {path.name}", retryable=False)
 
     def read(self) -> np.ndarray:
         """The next frame; after the last one, the first again."""
-        ok, bgr = self._capture.read()
-        if not ok:
-            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        with self._lock:
             ok, bgr = self._capture.read()
+            if not ok:
+                self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, bgr = self._capture.read()
         if not ok or bgr is None:
             raise CameraDisconnected(f"no frame from {self.uri}", retryable=False)
         return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
     def close(self) -> None:
         """Release the file."""
-        self._capture.release()
+        with self._lock:
+            self._capture.release()
 
 
 class FrameSource(Protocol):

@@ -231,3 +231,48 @@ def test_spooled_films_survive_a_crash_after_the_answer(tmp_path: Path) -> None:
     expected = [str(pydicom.dcmread(shared("dicom", n)).SOPInstanceUID) for n in CHESTS]
     assert sorted(screened) == sorted(expected)
     assert restarted.pending() == [] and not list(restarted.folder.glob("*.partial"))
+
+
+def test_pushed_films_are_screened_or_refused_with_their_reason(tmp_path: Path) -> None:
+    """The whole path in-process: real listener, real pipeline (tiny signed test bundle), real store."""
+    import threading
+
+    from bundle_builder import build_bundle, make_keys
+
+    from hardware.pushed import screen_spooled_film
+    from kiosk.pipeline import Pipeline
+    from kiosk.store import Store
+
+    keys = make_keys(tmp_path)
+    build_bundle(tmp_path / "models", keys, kind="cxr")
+    config = _config(tmp_path, models_dir=tmp_path / "models", trusted_keys=keys.trusted_dir,
+                     engine_cache_dir=tmp_path / "engines", sandbox_workers=0)
+    pipeline, store = Pipeline.from_config(config), Store.open(config)
+    spool = Spool(config.data_dir / "spool", min_free_mb=1)
+    worker = SpoolWorker(spool, lambda p: screen_spooled_film(p, pipeline, store))
+    listener = DicomListener(config, spool, worker)
+    port = listener.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        names = ["SIIM-CXR-no-pneumothorax.dcm", "RG3_J2KR.dcm", "SIIM-CXR-retagged-MONOCHROME1.dcm"]
+        assert _send(port, [shared("dicom", n) for n in names]) == [SUCCESS] * 3  # spooled first
+        assert worker.wait_idle(120)
+        (screening,) = store.worklist()
+        chest = pydicom.dcmread(shared("dicom", names[0]))
+        assert screening.patient.identifier == str(chest.PatientID)
+        (result,) = screening.results
+        assert result["task"] == "cxr-pneumonia" and result["error"] is None
+        assert result["verdict"] in ("referable", "non_referable", "ungradable")
+        reasons = {p.name: r["code"] for p, r in spool.refused()}
+        assert sorted(reasons.values()) == ["photometric_mismatch", "wrong_body_part"]
+        refusals = [e for e in store.audit_entries() if e.action == "dicom_refused"]
+        assert len(refusals) == 2 and {e.actor for e in refusals} == {"dicom:XRAY1"}
+        assert spool.pending() == []
+    finally:
+        stop.set()
+        listener.stop()
+        thread.join(timeout=10)
+        pipeline.close()
+        store.close()
