@@ -170,3 +170,28 @@ def test_the_decode_sandbox_is_used_when_configured(tmp_path: Path) -> None:
                                             ("leftover.jpg", None)])
 def test_laterality_from_the_file_name(name: str, side: str | None) -> None:
     assert laterality_from_name(f"/some/dir/{name}") == side
+
+
+def test_a_full_size_picture_is_shrunk_to_a_working_copy(pipeline: Pipeline) -> None:
+    picture = PILImage.open(io.BytesIO(_fundus("13_left.jpeg"))).convert("RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")  # PNG: no reduced decode, arrives at full size
+    outcome = pipeline.screen(buffer.getvalue(), source="13_left.png")
+    assert outcome.image is not None and min(outcome.image.size) == 512
+    assert outcome.image.original_size == (picture.height, picture.width)
+    assert outcome.result["verdict"] in ("referable", "non_referable")
+
+
+def test_the_same_film_sent_uncompressed_or_as_jpeg2000_is_judged_alike(pipeline: Pipeline) -> None:
+    import pydicom
+
+    path = shared("dicom", "RG1_J2KI.dcm")
+    ds = pydicom.dcmread(path)
+    ds.decompress()
+    native = io.BytesIO()
+    ds.save_as(native, enforce_file_format=True)
+    sent_j2k = pipeline.screen(path.read_bytes(), source="rg1-j2k.dcm").result
+    sent_native = pipeline.screen(native.getvalue(), source="rg1-native.dcm").result
+    assert sent_j2k["error"] is None and sent_native["error"] is None
+    assert sent_j2k["verdict"] == sent_native["verdict"]
+    assert sent_j2k["score"] == pytest.approx(sent_native["score"], abs=0.02)
