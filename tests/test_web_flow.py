@@ -142,6 +142,8 @@ def test_chest_dicom_then_clinician_overrules_and_the_slip_prints(kiosk) -> None
     slip = doctor.get(f"/screenings/{screening_id}/slip.pdf")
     assert slip.status_code == 200 and slip.mimetype == "application/pdf"
     assert slip.data.startswith(b"%PDF") and len(slip.data) > 1000
+    assert b"(No referral needed)" in slip.data and b"Decided by the clinician" in slip.data
+    assert b"not for clinical decisions" in slip.data and b"CXR-7" in slip.data
     assert store.audit_entries("export_referral_slip")
 
 

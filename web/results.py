@@ -10,6 +10,7 @@ from flask_login import current_user
 
 from kiosk.errors import NotFoundError
 from web import slip, words
+from web.patients import SEXES
 from web.security import audit
 from web.services import services
 
@@ -39,6 +40,7 @@ def result(screening_id: int) -> ResponseReturnValue:
         screening=screening,
         patient=patient,
         can_sign=current_user.role == "clinician",
+        sexes=SEXES,
         images=_image_views(screening),
         first_task=screening.results[0].get("task") if screening.results else None,
         any_urgent=any(words.urgent(r) for r in screening.results),

@@ -10,13 +10,14 @@ from typing import Any
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
-from reportlab.lib.utils import ImageReader
+from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfgen.canvas import Canvas
 
 from web import words
 
 LEFT = 18 * mm
 WIDTH = A4[0] - 2 * LEFT
+UNCONFIRMED = "Kiosk result, not yet confirmed by a clinician"
 
 
 def file_name(identifier: str, screening_id: int) -> str:
@@ -30,10 +31,13 @@ def referral_slip(
 ) -> bytes:
     """The slip of one screening: patient, what to do, per image findings, model, warning."""
     buffer = io.BytesIO()
-    canvas = Canvas(buffer, pagesize=A4, invariant=True)
+    canvas = Canvas(buffer, pagesize=A4, invariant=True, pageCompression=0)  # text stays greppable
     canvas.setTitle(f"Referral slip - {clinic_name}")
     y = _header(canvas, screening, patient, clinic_name)
     y = _verdict(canvas, screening, y)
+    canvas.setFont("Helvetica-Bold", 11)
+    canvas.drawString(LEFT, y, "What the kiosk found, per image")
+    y -= 8 * mm
     for index, result in enumerate(screening.results):
         heatmap = heatmaps[index] if index < len(heatmaps) else None
         y = _image_block(canvas, result, heatmap, y)
@@ -55,7 +59,7 @@ def _header(canvas: Canvas, screening: Any, patient: Any, clinic_name: str) -> f
     lines = [
         f"Patient: {patient.name}    Id: {patient.identifier}",
         f"Born: {patient.birth_date or '-'}    Sex: {patient.sex or '-'}",
-        f"Screened: {_when(screening.created)}    Screening no. {screening.id}",
+        f"Screened: {_when(screening.created)} UTC    Screening no. {screening.id}",
     ]
     for offset, line in enumerate(lines, start=1):
         canvas.drawString(LEFT, top - offset * 6 * mm, line)
@@ -64,18 +68,22 @@ def _header(canvas: Canvas, screening: Any, patient: Any, clinic_name: str) -> f
 
 def _verdict(canvas: Canvas, screening: Any, y: float) -> float:
     """The overall action in a box, as big as the page allows."""
-    urgent = any(words.urgent(r) for r in screening.results)
     task = screening.results[0].get("task") if screening.results else None
+    final = screening.sign_off.verdict if screening.sign_off else screening.verdict
+    urgent = final == screening.verdict and any(words.urgent(r) for r in screening.results)
     fill = {"refer": colors.HexColor("#b3261e"), "clear": colors.HexColor("#1b6e3a")}.get(
-        words.tone(screening.verdict), colors.HexColor("#8a5a00")
+        words.tone(final), colors.HexColor("#8a5a00")
     )
     canvas.setFillColor(fill)
-    canvas.rect(LEFT, y - 14 * mm, WIDTH, 14 * mm, stroke=0, fill=1)
+    canvas.rect(LEFT, y - 19 * mm, WIDTH, 19 * mm, stroke=0, fill=1)
     canvas.setFillColor(colors.white)
     canvas.setFont("Helvetica-Bold", 18)
-    canvas.drawString(LEFT + 4 * mm, y - 9.5 * mm, words.action(screening.verdict, task, urgent))
+    canvas.drawString(LEFT + 4 * mm, y - 9 * mm, words.action(final, task, urgent))
+    canvas.setFont("Helvetica", 10)
+    who = "Decided by the clinician" if screening.sign_off else UNCONFIRMED
+    canvas.drawString(LEFT + 4 * mm, y - 15 * mm, who)
     canvas.setFillColor(colors.black)
-    return y - 22 * mm
+    return y - 27 * mm
 
 
 def _image_block(canvas: Canvas, result: dict[str, Any], heatmap: Path | None, y: float) -> float:
@@ -88,17 +96,32 @@ def _image_block(canvas: Canvas, result: dict[str, Any], heatmap: Path | None, y
     canvas.drawString(LEFT, y, f"{title}: {line}")
     canvas.setFont("Helvetica", 10)
     text_y = y - 6 * mm
+    text_width = WIDTH - 48 * mm
     for finding in result.get("findings", []):
-        canvas.drawString(LEFT + 4 * mm, text_y, _finding_line(finding))
-        text_y -= 5 * mm
+        for part in simpleSplit(_finding_line(finding), "Helvetica", 10, text_width):
+            canvas.drawString(LEFT + 4 * mm, text_y, part)
+            text_y -= 5 * mm
     if heatmap is not None and heatmap.exists():
         size = 40 * mm
         canvas.drawImage(
-            ImageReader(str(heatmap)), LEFT + WIDTH - size, y - size + 4 * mm, size, size,
+            _thumbnail(heatmap), LEFT + WIDTH - size, y - size + 4 * mm, size, size,
             preserveAspectRatio=True,
         )
         text_y = min(text_y, y - size)
     return text_y - 8 * mm
+
+
+def _thumbnail(path: Path) -> ImageReader:
+    """A small JPEG of the heat-map (embedded as is: keeps the slip small)."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as picture:
+        small = picture.convert("RGB")
+        small.thumbnail((480, 480))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85)
+    buffer.seek(0)
+    return ImageReader(buffer)
 
 
 def _finding_line(finding: dict[str, Any]) -> str:
@@ -112,12 +135,15 @@ def _finding_line(finding: dict[str, Any]) -> str:
 
 
 def _footer(canvas: Canvas, screening: Any) -> None:
-    """Model, sign-off and the intended-use warning at the foot of the page."""
-    canvas.setFont("Helvetica", 9)
+    """Referral box, model, sign-off and the intended-use warning at the foot of the page."""
     models = sorted(
         {f"{r['model'].get('id')} {r['model'].get('version')}" for r in screening.results if r.get("model")}
     )
     y = 30 * mm
+    canvas.setFont("Helvetica", 10)
+    canvas.drawString(LEFT, y + 14 * mm, "Referred to: ______________________   Date: ___________"
+                      "   Signature: ______________")
+    canvas.setFont("Helvetica", 9)
     canvas.drawString(LEFT, y, f"Model: {', '.join(models) or '-'}")
     sign_off = screening.sign_off
     if sign_off:
