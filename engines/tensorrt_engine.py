@@ -98,7 +98,10 @@ class TensorRtEngine(Engine):
         """Parse the ONNX, build with a 1..batch_size profile, write the plan atomically."""
         trt = self.trt
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        explicit = 0  # TensorRT 10 networks are always explicit-batch; 8.x needs the flag
+        if int(trt.__version__.split(".")[0]) < 10:
+            explicit = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        network = builder.create_network(explicit)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(self.bundle.variant_path("fp32"))):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
