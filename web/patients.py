@@ -28,6 +28,13 @@ CAPTURE_FIELDS = {
 }
 
 
+class NoCamera(KioskError):
+    """The kiosk has no camera configured (KIOSK_CAMERA_URI is empty)."""
+
+    code = "no_camera"
+    http_status = 409
+
+
 class PatientFormError(KioskError):
     """The patient form is incomplete or malformed."""
 
@@ -120,7 +127,7 @@ def camera(patient_id: int) -> ResponseReturnValue:
     svc = services()
     cam = svc.camera
     if cam is None:
-        raise KioskError("No camera is configured on this kiosk.", code="no_camera")
+        raise NoCamera("No camera is configured on this kiosk: upload the photo instead.")
     eye = request.form.get("eye") if request.form.get("eye") in ("L", "R") else None
     offered = [Offered(camera_frame(cam), "camera.jpg", eye, "fundus-dr")]
     return _gate_and_screen(patient_id, offered)
