@@ -57,6 +57,7 @@ class TensorRtEngine(Engine):
         self.stream: Any = None
         self.plan_path: Path | None = None
         self.fast_fp16 = False
+        self.gpu = ""
 
     def load(self) -> None:
         """Import TensorRT, build or reuse the cached engine, and make an execution context."""
@@ -83,7 +84,7 @@ class TensorRtEngine(Engine):
         self.context = self.engine.create_execution_context()
         self.stream = _check(self.cudart.cudaStreamCreate())
         self.variant = "fp16" if self.fast_fp16 else "fp32"
-        self.name = f"tensorrt ({gpu})"
+        self.gpu = gpu
 
     def _gpu_name(self) -> str:
         """The name of CUDA device 0; EngineError when there is no GPU."""
@@ -157,5 +158,5 @@ class TensorRtEngine(Engine):
     def describe(self) -> dict[str, object]:
         """The base description plus the cached engine file."""
         info = super().describe()
-        info["engine_file"] = str(self.plan_path) if self.plan_path else None
+        info.update(gpu=self.gpu, engine_file=str(self.plan_path) if self.plan_path else None)
         return info

@@ -40,6 +40,7 @@ class TritonEngine(Engine):
         self.http: Any = None
         self.model_name = self.bundle.task
         self.verified_sha = False
+        self.address = ""
 
     def load(self) -> None:
         """Connect, wait for nothing: the server and model must be ready now."""
@@ -50,7 +51,7 @@ class TritonEngine(Engine):
 
         self.http = http
         address, tls = split_url(self.config.triton_url)
-        self.name = f"triton ({address})"
+        self.address = address
         try:
             self.client = http.InferenceServerClient(address, ssl=tls, network_timeout=30.0,
                                                      connection_timeout=5.0)
@@ -120,5 +121,6 @@ class TritonEngine(Engine):
     def describe(self) -> dict[str, object]:
         """The base description plus the served model and whether its sha256 was checked."""
         info = super().describe()
-        info.update({"model_name": self.model_name, "bundle_sha256_checked": self.verified_sha})
+        info.update({"server": self.address, "model_name": self.model_name,
+                     "bundle_sha256_checked": self.verified_sha})
         return info

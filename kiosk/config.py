@@ -45,7 +45,7 @@ class Config:
     threads: int = setting(0, "Intra-op threads for CPU inference; 0 means one per physical core.")
     triton_url: str = setting("", "Triton inference server URL (http://host:8000) for the triton back-end.")
     engine_cache_dir: Path = setting(Path("data/engines"), "Cache of TensorRT engines built on this device.")
-    batch_size: int = setting(8, "Images per inference batch when screening many (also the TensorRT max batch).")
+    batch_size: int = setting(8, "Images per inference batch when screening many; also the TensorRT max.")
     # intake limits
     max_upload_mb: int = setting(64, "Largest file accepted for screening, in MiB.")
     max_pixels: int = setting(60_000_000, "Largest image accepted (rows x columns); larger is refused.")

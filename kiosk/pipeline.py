@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -371,7 +372,7 @@ def _load_bundles(config: Config) -> tuple[dict[str, Bundle], list[dict[str, Any
             bundle = load_bundle(path, config.trusted_keys)
         except BundleError as exc:
             log.error("%s", exc.message)
-            refused.append({"path": str(path), "signature": "refused", "error": exc.to_dict()})
+            refused.append(_refused_entry(path, exc))
             continue
         known = bundles.get(bundle.task)
         if known is None or _version_key(bundle.version) > _version_key(known.version):
@@ -381,6 +382,14 @@ def _load_bundles(config: Config) -> tuple[dict[str, Bundle], list[dict[str, Any
         raise BundleError(f"no verified model bundle in {config.models_dir} ({reasons})",
                           code="no_model")
     return bundles, refused
+
+
+def _refused_entry(path: Path, exc: BundleError) -> dict[str, Any]:
+    """How describe() lists a bundle that failed verification (same keys as a loaded one)."""
+    return {"id": path.name.removesuffix(".tar"), "version": None, "name": None, "sha256": None,
+            "path": str(path), "signature": {"status": "refused", "key_id": None},
+            "error": exc.to_dict(), "backend": None, "variant": None, "warmup_ms": None,
+            "skipped": []}
 
 
 def _describe(model: Model) -> dict[str, Any]:

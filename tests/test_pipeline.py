@@ -133,8 +133,9 @@ def test_a_tampered_bundle_is_refused_and_the_others_still_load(tmp_path: Path) 
     (bad / "MODEL_CARD.md").write_text("edited")
     made = Pipeline.from_config(_config(tmp_path))
     assert made.tasks() == ["fundus-dr"]
-    [refused] = [d for d in made.describe() if d.get("signature") == "refused"]
-    assert refused["error"]["code"] == "bad_checksum"
+    [refused] = [d for d in made.describe() if d["signature"]["status"] == "refused"]
+    assert refused["error"]["code"] == "bad_checksum" and refused["id"] == "cxr-pneumonia-1.0.0"
+    assert refused["backend"] is None
     result = made.screen(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()).result
     assert result["error"]["code"] == "no_model"
 
