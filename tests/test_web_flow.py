@@ -231,3 +231,36 @@ def test_bad_patient_forms_say_what_is_wrong(kiosk) -> None:
                         ({"identifier": "X1", "name": "A", "birth_date": "2999-01-01"}, "not possible")]:
         answer = client.post("/patients", data={**form, "csrf_token": token})
         assert answer.status_code == 400 and words in answer.get_data(as_text=True)
+
+
+def test_audit_page_shows_a_tampered_log(kiosk) -> None:
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "boss")
+    client.get("/worklist")
+    with store.db.write() as conn:  # someone with the file drops the guard and edits an entry
+        conn.execute("DROP TRIGGER audit_no_update")
+        conn.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2")
+    page = client.get("/admin/audit").get_data(as_text=True)
+    assert "Tamper check FAILED at entry 2" in page
+
+
+def test_every_view_or_export_of_patient_data_is_audited(kiosk) -> None:
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client, "AUD-1")
+    answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"))
+    screening_id = int(answer.headers["Location"].rsplit("/", 1)[1])
+    views = [f"/patients/{patient_id}/capture", f"/screenings/{screening_id}",
+             f"/screenings/{screening_id}/images/0/heatmap",
+             f"/screenings/{screening_id}/images/0/original",
+             f"/screenings/{screening_id}/slip.pdf", "/worklist", "/patients?q=Mensah",
+             f"/api/screenings/{screening_id}", "/api/patients?q=AUD"]
+    for url in views:
+        before = len(store.audit_entries(limit=10_000))
+        with client.get(url) as response:
+            assert response.status_code == 200, url
+        entries = store.audit_entries(limit=10_000)
+        assert len(entries) == before + 1, url
+        assert entries[0].actor == "nurse", url

@@ -22,6 +22,7 @@ from web.patients import CAPTURE_FIELDS, PatientFormError, _patient_fields
 from web.results import patient_of
 from web.security import audit, requires
 from web.services import services
+from web.worklist import SignOffError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -135,7 +136,7 @@ def sign_off(screening_id: int) -> ResponseReturnValue:
     decision, note = str(body.get("decision", "")), str(body.get("note", "")).strip()
     verdict = body.get("verdict")
     if decision not in ("confirm", "overrule") or (decision == "overrule" and not (verdict and note)):
-        raise KioskError("decision must be confirm, or overrule with verdict and note", code="bad_sign_off")
+        raise SignOffError("decision must be confirm, or overrule with a verdict and a note")
     screening = services().store.sign_off(
         screening_id, clinician=current_user.username, decision=decision, note=note,
         verdict=str(verdict) if decision == "overrule" else None,

@@ -34,6 +34,7 @@ def create_app(
     errors.init_app(app)
     _register_blueprints(app)
     app.jinja_env.globals["clinic_name"] = config.clinic_name
+    app.jinja_env.globals["idle_seconds"] = config.session_timeout_min * 60
     words.register(app.jinja_env)
     return app
 

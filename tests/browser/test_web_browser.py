@@ -160,3 +160,17 @@ def test_admin_pages(page: Any, live_kiosk: Any, artifacts: Path) -> None:
     page.goto("/account")
     _shot(page, artifacts, "15-account")
     assert _unexpected(live_kiosk.console_errors) == []
+
+
+def test_an_idle_screen_logs_itself_off(page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    _log_in(page, "nurse")
+    page.clock.install()
+    page.goto("/worklist")
+    page.clock.fast_forward("14:00")
+    assert page.url.endswith("/worklist")
+    page.clock.fast_forward("01:05")  # 15 minutes without a touch (KIOSK_SESSION_TIMEOUT_MIN)
+    page.wait_for_url(re.compile(r".*/login$"))
+    assert "logged off" in page.inner_text("main")
+    _shot(page, artifacts, "16-idle-logged-off")
+    page.goto("/worklist")
+    assert "/login" in page.url

@@ -40,7 +40,24 @@ async function checkOne(input) {
   note.classList.add(allGood ? "ok" : "bad");
 }
 
+// Inactivity log-off on the screen too: a page left open must not keep showing patient data.
+function startIdleLogOff() {
+  const seconds = Number(document.body.dataset.idleSeconds || 0);
+  const form = document.querySelector("form.who");
+  if (!seconds || !form) { return; }
+  let timer = null;
+  const reset = function () {
+    clearTimeout(timer);
+    timer = setTimeout(function () { form.submit(); }, seconds * 1000);
+  };
+  for (const name of ["pointerdown", "keydown", "scroll", "touchstart"]) {
+    document.addEventListener(name, reset, { passive: true });
+  }
+  reset();
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  startIdleLogOff();
   for (const input of document.querySelectorAll("input[type=file][data-gate]")) {
     input.addEventListener("change", function () { checkOne(input); });
   }
