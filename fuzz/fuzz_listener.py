@@ -17,7 +17,6 @@ from pathlib import Path
 
 import atheris
 from common import import_tree
-from seeds import LISTENER_SYNTAXES
 
 with atheris.instrument_imports(include=["hardware", "pydicom"]):
     import_tree("hardware")
@@ -26,6 +25,7 @@ with atheris.instrument_imports(include=["hardware", "pydicom"]):
     from pynetdicom.association import Association
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.events import Event
+    from seeds import LISTENER_SYNTAXES  # imports pydicom: inside, so that pydicom is instrumented
 
     from hardware.listener import handle_echo, handle_store
     from hardware.pushed import read_header

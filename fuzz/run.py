@@ -11,9 +11,12 @@ libFuzzer did, the crashes, hangs and out-of-memory findings, and the child's pe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +41,13 @@ class Harness:
 
 
 def _upload_seeds() -> Iterable[tuple[str, bytes]]:
-    return [*seeds.photo_seeds(), *seeds.dicom_seeds()[::3]]
+    """Photo and DICOM seeds led by the selector byte of fuzz_upload.py (route, field, task)."""
+    found = []
+    for name, data in seeds.photo_seeds():
+        found += [(f"check-{name}", b"\x00" + data), (f"screen-left-{name}", b"\x82" + data)]
+    for name, data in seeds.dicom_seeds()[::3]:
+        found += [(f"check-{name}", b"\x00" + data), (f"screen-chest-{name}", b"\x84" + data)]
+    return found
 
 
 HARNESSES: dict[str, Harness] = {
@@ -77,8 +86,8 @@ def run(name: str, *, runs: int, max_time: int, corpus: Path, artifacts: Path, l
     harness = HARNESSES[name]
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    seed_folder = _beside(corpus, "seeds")
-    count = seeds.write_corpus(harness.seeds(), seed_folder)
+    seed_folder = _seed_cache(name, harness)
+    count = len(list(seed_folder.iterdir()))
     command = [
         sys.executable, str(HERE / harness.script), str(corpus), str(seed_folder),
         f"-runs={runs}", f"-max_total_time={max_time}", f"-timeout={timeout_s}",
@@ -110,6 +119,23 @@ def parse(output: str, report: Report) -> Report:
     report.crashes = len(re.findall(r"Uncaught Python exception|ERROR: libFuzzer: deadly signal", output))
     report.findings = re.findall(r"Test unit written to (\S+)", output)
     return report
+
+
+def _seed_cache(name: str, harness: Harness) -> Path:
+    """The harness's seeds, built once per version of the seed code (real images decode slowly)."""
+    key = hashlib.sha256((HERE / "seeds.py").read_bytes() + (HERE / "run.py").read_bytes())
+    key.update(str(seeds.SHARED_DATA).encode())
+    root = Path(tempfile.gettempdir()) / f"kiosk-fuzz-seeds-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    folder = root / f"{name}-{key.hexdigest()[:12]}"
+    if not folder.is_dir():
+        scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+        seeds.write_corpus(harness.seeds(), scratch)
+        try:
+            scratch.rename(folder)
+        except OSError:  # another run built it meanwhile
+            shutil.rmtree(scratch)
+    return folder
 
 
 def _beside(folder: Path, suffix: str) -> Path:
