@@ -27,7 +27,8 @@ def command_train(args: argparse.Namespace) -> int:
         f"{args.task}: {len(data.images)} images, splits by patient "
         + str({s: int((data.split == s).sum()) for s in ("train", "calibration", "test")})
     )
-    train(recipe, data, Path(args.work) / args.task, resume=not args.fresh, log=log_line)
+    budget = args.time_budget_min * 60 if args.time_budget_min else None
+    train(recipe, data, Path(args.work) / args.task, resume=not args.fresh, log=log_line, budget_s=budget)
     if args.no_build:
         return 0
     return command_build(args)
@@ -95,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "train":
             sub.add_argument("--fresh", action="store_true", help="ignore checkpoints, start again")
             sub.add_argument("--no-build", action="store_true", help="train only")
+            sub.add_argument(
+                "--time-budget-min",
+                type=float,
+                default=0.0,
+                help="end the (compressed) learning-rate schedule within this many minutes",
+            )
     keygen = verbs.add_parser("keygen", help=command_keygen.__doc__)
     keygen.add_argument("private", help="PEM file to create, e.g. /root/.kiosk-keys/kiosk-dev-2026.pem")
     keygen.add_argument("public", help="public key file, e.g. models/trusted_keys/kiosk-dev-2026.pub")

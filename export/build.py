@@ -221,6 +221,14 @@ def load_trained(recipe: Recipe, workdir: Path) -> ScreeningNet:
     return net.eval()
 
 
+def read_history(workdir: Path) -> dict[str, Any]:
+    """Training history: history.json when training finished, else the last checkpoint's."""
+    finished = workdir / "history.json"
+    if finished.is_file():
+        return dict(json.loads(finished.read_text()))
+    return dict(torch.load(workdir / "last.pt", weights_only=False)["state"])
+
+
 def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log: Log = print) -> Path:
     """Build the signed bundle of a reference model from its training checkpoint."""
     from export.provenance import describe_training, limitations_for, shift_probe, training_data_for
@@ -230,7 +238,8 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
     data = load_real(task, recipe.spec, recipe.seed, data=data_dir, cache=work)
     net = load_trained(recipe, work / task)
     key_path = Path(os.environ.get(KEY_ENV, ""))
-    history = json.loads((work / task / "history.json").read_text())
+    history = read_history(work / task)
+    splits = dict(zip(data.patients.tolist(), data.split.tolist(), strict=True))
     notes = {"training": describe_training(recipe, net, history), "command": f"python -m export train {task}"}
     folder = build_bundle(
         recipe,
@@ -242,7 +251,7 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
         training_data=training_data_for(task, data),
         notes=notes,
         limitations=limitations_for(task),
-        shift=lambda model, manifest: shift_probe(task, model, manifest, data_dir),
+        shift=lambda model, manifest: shift_probe(task, model, manifest, data_dir, splits),
         log=log,
     )
     log(f"signed bundle written: {folder}")

@@ -106,27 +106,59 @@ class ThreadGovernor:
 
 
 class Ema:
-    """Exponential moving average of weights and batch-norm statistics."""
+    """Exponential moving average of weights and batch-norm statistics.
+
+    The decay warms up as (1 + n) / (10 + n) over the first updates, so the average never keeps
+    a large share of the random initial weights.
+    """
 
     def __init__(self, net: ScreeningNet, decay: float) -> None:
         self.model = copy.deepcopy(net).eval()
         self.decay = decay
+        self.updates = 0
 
     @torch.no_grad()
     def update(self, net: ScreeningNet) -> None:
         """Move the average towards the current weights."""
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for average, current in zip(self.model.state_dict().values(), net.state_dict().values(), strict=True):
             if average.dtype.is_floating_point:
-                average.mul_(self.decay).add_(current.detach(), alpha=1 - self.decay)
+                average.mul_(decay).add_(current.detach(), alpha=1 - decay)
             else:
                 average.copy_(current)
 
 
-def learning_rate(recipe: Recipe, step: int, total: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return recipe.lr * (step + 1) / warmup
-    return recipe.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+class Schedule:
+    """Linear warm-up, then cosine decay to zero over the steps, or over a wall-clock budget.
+
+    With ``budget_s`` the cosine follows whichever is further along, the steps or the time, so a
+    run on busy shared cores still ends its schedule (and stops) when the budget is spent.
+    """
+
+    def __init__(
+        self, base_lr: float, total: int, warmup: int, budget_s: float | None, spent_s: float
+    ) -> None:
+        self.base_lr, self.total, self.warmup = base_lr, total, warmup
+        self.budget_s, self.spent_s, self.started = budget_s, spent_s, time.time()
+
+    def fraction(self, step: int) -> float:
+        """How far along the decay is, 0..1."""
+        by_steps = (step - self.warmup) / max(self.total - self.warmup, 1)
+        if self.budget_s is None:
+            return min(max(by_steps, 0.0), 1.0)
+        by_time = (self.spent_s + time.time() - self.started) / self.budget_s
+        return min(max(by_steps, by_time, 0.0), 1.0)
+
+    def lr(self, step: int) -> float:
+        """The learning rate for ``step``."""
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        return self.base_lr * 0.5 * (1 + math.cos(math.pi * self.fraction(step)))
+
+    def done(self, step: int) -> bool:
+        """True once the schedule has run out (steps or budget)."""
+        return step >= self.total or self.fraction(step) >= 1.0
 
 
 def train(
@@ -137,8 +169,12 @@ def train(
     progress: bool = True,
     resume: bool = True,
     log: Any = print,
+    budget_s: float | None = None,
 ) -> ScreeningNet:
-    """Train, checkpointing every epoch into ``workdir``; returns the best EMA network."""
+    """Train, checkpointing every epoch into ``workdir``; returns the best EMA network.
+
+    ``budget_s`` caps the wall-clock time: the cosine schedule is compressed to end within it.
+    """
     torch.set_num_threads(2)
     seed_everything(recipe.seed)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -155,14 +191,22 @@ def train(
     if resume and last.exists():
         saved = torch.load(last, weights_only=False)
         net.load_state_dict(saved["net"])
-        ema.model.load_state_dict(saved["ema"])
+        if "ema_updates" in saved:
+            ema.model.load_state_dict(saved["ema"])
+            ema.updates = int(saved["ema_updates"])
+        else:  # a checkpoint from before the EMA warm-up: restart the average from the weights
+            ema.model.load_state_dict(saved["net"])
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
         state = saved["state"]
         log(f"resumed at epoch {state['epoch']}")
+    spent = float(sum(e["seconds"] for e in state["history"]))
+    warmup = min(2 * steps_per_epoch, total // 10 + 1)
+    schedule = Schedule(recipe.lr, total, warmup, budget_s, spent)
+    state["budget_s"] = budget_s
     for epoch in range(int(state["epoch"]), recipe.epochs):
         started = time.time()
-        loss = run_epoch(net, ema, optimiser, train_set, recipe, epoch, total, generator, progress)
+        loss = run_epoch(net, ema, optimiser, train_set, recipe, epoch, schedule, generator, progress)
         val_logits = predict(ema.model, val_set.images, recipe.spec)
         k = recipe.head_index
         val_auc = auc(val_set.targets[:, k], val_logits[:, k])
@@ -184,6 +228,7 @@ def train(
             {
                 "net": net.state_dict(),
                 "ema": ema.model.state_dict(),
+                "ema_updates": ema.updates,
                 "optimiser": optimiser.state_dict(),
                 "generator": generator.get_state(),
                 "state": state,
@@ -191,6 +236,9 @@ def train(
             last,
         )
         log(json.dumps(state["history"][-1]) + f" best={state['best_auc']:.4f}")
+        if schedule.done((epoch + 1) * steps_per_epoch):
+            log(f"schedule finished after epoch {epoch + 1}")
+            break
     best = torch.load(workdir / "best.pt", weights_only=False)
     ema.model.load_state_dict(best["ema"])
     (workdir / "history.json").write_text(json.dumps(state, indent=2))
@@ -204,7 +252,7 @@ def run_epoch(
     train_set: Dataset,
     recipe: Recipe,
     epoch: int,
-    total: int,
+    schedule: Schedule,
     generator: torch.Generator,
     progress: bool,
 ) -> float:
@@ -212,7 +260,6 @@ def run_epoch(
     net.train()
     steps = max(len(train_set.images) // recipe.batch, 1)
     order = torch.randperm(len(train_set.images), generator=generator).numpy()
-    warmup = min(2 * steps, total // 10 + 1)
     losses = []
     bar = tqdm(
         range(steps),
@@ -223,12 +270,14 @@ def run_epoch(
     )
     governor = ThreadGovernor()
     for step in bar:
+        if schedule.done(epoch * steps + step):
+            break
         governor.before_step()
         index = np.sort(order[step * recipe.batch : (step + 1) * recipe.batch])
         x = augment(to_tensor(train_set.images[index], recipe.spec), recipe, generator)
         y = torch.from_numpy(train_set.targets[index])
         for group in optimiser.param_groups:
-            group["lr"] = learning_rate(recipe, epoch * steps + step, total, warmup)
+            group["lr"] = schedule.lr(epoch * steps + step)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, _ = net(x)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)
