@@ -90,17 +90,41 @@ def test_register_upload_both_eyes_and_read_the_result(kiosk) -> None:
     assert "view_result" in actions and "view_heatmap" in actions
 
 
-def test_an_ungradable_photo_asks_for_a_retake_and_screens_nothing(kiosk) -> None:
+def test_an_ungradable_photo_is_retaken_alone_and_the_good_one_kept(kiosk) -> None:
     app, store, _ = kiosk
     client = app.test_client()
     login(client, "nurse")
     patient_id = _register(client)
-    answer = _upload(client, patient_id, right_eye=(darkened(_fundus()), "dark.jpg"),
+    answer = _upload(client, patient_id, right_eye=(darkened(_fundus("13_right.jpeg")), "dark.jpg"),
                      left_eye=(_fundus(), "13_left.jpeg"))
     page = answer.get_data(as_text=True)
     assert answer.status_code == 422
-    assert "Retake the photo: " in page and "Right eye" in page
-    assert store.worklist() == []
+    assert "Retake the photo: the photograph is too dark" in page and "Right eye" in page
+    assert "Already taken" in page and "13_left.jpeg" in page
+    assert store.worklist() == []  # nothing screened yet
+    retaken = _upload(client, patient_id, right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"))
+    assert retaken.status_code == 302, retaken.get_data(as_text=True)[:1500]
+    [screening] = store.worklist()
+    assert sorted((r["laterality"], r["input"]) for r in screening.results) == [
+        ("L", "13_left.jpeg"), ("R", "13_right.jpeg")]
+    assert "Already taken" not in client.get(f"/patients/{patient_id}/capture").get_data(as_text=True)
+
+
+def test_kept_images_can_be_discarded_and_belong_to_one_patient(kiosk) -> None:
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    first = _register(client, "K-1")
+    _upload(client, first, right_eye=(darkened(_fundus()), "dark.jpg"),
+            left_eye=(_fundus(), "13_left.jpeg"))
+    second = _register(client, "K-2")
+    assert "Already taken" not in client.get(f"/patients/{second}/capture").get_data(as_text=True)
+    assert "Already taken" in client.get(f"/patients/{first}/capture").get_data(as_text=True)
+    token = page_token(client, f"/patients/{first}/capture")
+    assert client.post(f"/patients/{first}/capture/clear", data={"csrf_token": token}).status_code == 302
+    assert "Already taken" not in client.get(f"/patients/{first}/capture").get_data(as_text=True)
+    empty = post_multipart(client, f"/patients/{first}/capture", {"csrf_token": token})
+    assert empty.status_code == 400 and store.worklist() == []
 
 
 def test_a_file_that_is_no_image_is_refused_with_a_reason(kiosk) -> None:

@@ -33,6 +33,7 @@ class Retake:
     title: str
     line: str
     reasons: list[str]
+    index: int = 0  # which offered image
 
 
 class NothingOffered(KioskError):
@@ -47,7 +48,7 @@ def gate(pipeline: Any, offered: list[Offered]) -> list[Retake]:
     if not offered:
         raise NothingOffered("Choose a photograph or an X-ray first.")
     retakes = []
-    for item in offered:
+    for index, item in enumerate(offered):
         try:
             outcome = pipeline.check(item.data, source=item.name, task=item.task)
             result = dict(outcome.result)
@@ -58,9 +59,8 @@ def gate(pipeline: Any, offered: list[Offered]) -> list[Retake]:
         if result.get("error") or not gradable:
             result.setdefault("laterality", item.laterality)
             task = result.get("task") or item.task
-            retakes.append(
-                Retake(item.name, words.image_title(result), words.retake_line(reasons, task), reasons)
-            )
+            line = words.retake_line(reasons, task)
+            retakes.append(Retake(item.name, words.image_title(result), line, reasons, index))
     return retakes
 
 

@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from kiosk.errors import KioskError
+from web import kept, words
 from web.capture import Offered, Retake, camera_frame, gate, screen_and_record
 from web.security import audit
 from web.services import services
@@ -104,7 +105,9 @@ def _capture_page(patient_id: int, retakes: list[Retake], status: int = 200) -> 
     patient = svc.store.get_patient(patient_id)
     audit("view_patient", patient_id=patient_id)
     page = render_template(
-        "capture.html", patient=patient, retakes=retakes, has_camera=svc.has_camera, sexes=SEXES
+        "capture.html", patient=patient, retakes=retakes, has_camera=svc.has_camera, sexes=SEXES,
+        kept=[(words.image_title({"laterality": k.laterality, "task": k.task}), k.name)
+              for k in kept.kept_images(patient_id)],
     )
     return page, status
 
@@ -133,13 +136,26 @@ def camera(patient_id: int) -> ResponseReturnValue:
     return _gate_and_screen(patient_id, offered)
 
 
+@bp.post("/patients/<int:patient_id>/capture/clear")
+def start_again(patient_id: int) -> ResponseReturnValue:
+    """Forget the images kept while waiting for a retake."""
+    kept.forget()
+    return redirect(url_for("patients.capture", patient_id=patient_id))
+
+
 def _gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnValue:
-    """Retake page when any image fails the gate, else the result page of a new screening."""
+    """Retake page when any new image fails the gate (the good ones are kept for the visit),
+    else the result page of a new screening of the kept and new images."""
     svc = services()
     svc.store.get_patient(patient_id)  # NotFoundError before any work
-    retakes = gate(svc.pipeline, offered)
+    held = kept.kept_images(patient_id)
+    retakes = gate(svc.pipeline, offered) if offered or not held else []
+    visit = kept.merge(held, offered)
     if retakes:
+        failed = {r.index for r in retakes}
+        kept.keep(patient_id, kept.merge(held, [o for i, o in enumerate(offered) if i not in failed]))
         audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in retakes))
         return _capture_page(patient_id, retakes, 422)
-    screening = screen_and_record(svc, patient_id, offered, actor=current_user.username)
+    screening = screen_and_record(svc, patient_id, visit, actor=current_user.username)
+    kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id))

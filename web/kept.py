@@ -1,0 +1,49 @@
+"""Images of a visit that passed the gate while another must be retaken: kept on disk (the
+store's content-addressed files) and named in the signed session, so the nurse retakes only
+the bad image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import session
+
+from web.capture import Offered, suffix_of
+from web.services import services
+
+KEY = "kept"
+
+
+def kept_images(patient_id: int) -> list[Offered]:
+    """The images kept for this patient's visit (none for any other patient)."""
+    held = session.get(KEY) or {}
+    if held.get("patient") != patient_id:
+        return []
+    store = services().store
+    return [
+        Offered(store.image_path(item["sha"]).read_bytes(), item["name"], item["laterality"],
+                item["task"])
+        for item in held.get("items", [])
+    ]
+
+
+def keep(patient_id: int, items: list[Offered]) -> None:
+    """Keep gradable images for this patient (replacing what was kept for another one)."""
+    store = services().store
+    entries: list[dict[str, Any]] = []
+    for item in items:
+        sha = store.save_image(item.data, suffix_of(item))
+        entries.append({"sha": sha, "name": item.name, "laterality": item.laterality,
+                        "task": item.task})
+    session[KEY] = {"patient": patient_id, "items": entries}
+
+
+def forget() -> None:
+    """Drop the kept images (the screening was recorded, or the nurse starts again)."""
+    session.pop(KEY, None)
+
+
+def merge(kept: list[Offered], new: list[Offered]) -> list[Offered]:
+    """The visit's images: a new photo of an eye replaces the kept one of that eye."""
+    retaken = {(n.task, n.laterality) for n in new if n.laterality is not None}
+    return [k for k in kept if (k.task, k.laterality) not in retaken] + new
