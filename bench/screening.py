@@ -3,10 +3,12 @@
     python -m bench.screening                 # both ways, every category, 3 timed repeats
     python -m bench.screening --repeats 5 --out bench/results/screening.json
 
-Each way runs in its own fresh process, so cold start (process start to first verdict) and
-peak memory (resident set of the process and its children, sampled every 10 ms) are measured
-alike. Per image: the median of the timed repeats of the whole path (file read, decode,
-windowing, preprocessing, inference, verdict); per category: the median over its images.
+Each way runs in its own fresh worker process, so cold start (process start to first verdict)
+and peak memory (resident set of the process and its children, sampled every 10 ms) are
+measured alike; the workers are started one after the other, then timed interleaved, image by
+image, so that background load hits both alike. Per image: the median of the timed repeats of
+the whole path (file read, decode, windowing, preprocessing, inference, verdict); per category:
+the median over its images.
 The usual way is bench/usual.py; the kiosk way is ``kiosk.pipeline.Pipeline.screen`` with the
 kiosk's default configuration (decode sandbox on, heat-map off as the usual way makes none).
 """
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import CATEGORIES, ROOT, BenchImage, all_images
+from bench.inputs import CATEGORIES, ROOT, all_images
 
 WAYS = ("usual", "kiosk")
 
@@ -87,39 +89,79 @@ def _screener(way: str, models: Path, work: Path, tasks: list[str]) -> Any:
     return screen
 
 
-def worker(way: str, plan: dict[str, Any]) -> dict[str, Any]:
-    """Run one way over the plan's images in this (fresh) process."""
+def worker(way: str, models: Path, work: Path, tasks: list[str]) -> None:
+    """Serve one way in this fresh process: a JSON line per path on stdin, one reply per line.
+
+    The first request loads everything (its reply time is the cold start); at end of input a
+    last line reports the peak memory and, for the kiosk, what the pipeline runs on.
+    """
     memory = PeakMemory()
-    images = [BenchImage(i["category"], Path(i["path"]), i["task"]) for i in plan["images"]]
-    tasks = sorted({i.task for i in images})
-    screen = _screener(way, Path(plan["models"]), Path(plan["work"]), tasks)
-    first = screen(images[0].path)
-    cold_start_s = time.time() - plan["spawned_at"]
-    rows = []
-    for image in images:
-        seconds = []
-        for _ in range(plan["repeats"]):
-            start = time.perf_counter()
-            outcome = screen(image.path)
-            seconds.append(time.perf_counter() - start)
-        rows.append({"category": image.category, "path": str(image.path), **outcome,
-                     "ms": [round(s * 1000, 2) for s in seconds]})
+    screen = _screener(way, models, work, tasks)
+    for line in sys.stdin:
+        path = Path(json.loads(line)["path"])
+        start = time.perf_counter()
+        outcome = screen(path)
+        outcome["ms"] = round((time.perf_counter() - start) * 1000, 2)
+        print(json.dumps(outcome), flush=True)
     described = getattr(screen, "pipeline", None)
-    return {"way": way, "cold_start_s": round(cold_start_s, 3), "first": first,
-            "peak_rss_mib": round(memory.stop(), 1), "rows": rows,
-            "describe": described.describe() if described is not None else None}
+    print(json.dumps({"peak_rss_mib": round(memory.stop(), 1),
+                      "describe": described.describe() if described is not None else None}), flush=True)
 
 
-def run_way(way: str, plan: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Start a fresh process for the way and read back its results."""
-    plan_file, result_file = out / f"plan-{way}.json", out / f"result-{way}.json"
-    plan = {**plan, "spawned_at": time.time()}
-    plan_file.write_text(json.dumps(plan))
-    command = [sys.executable, "-m", "bench.screening", "--worker", way, "--plan", str(plan_file),
-               "--result", str(result_file)]
-    subprocess.run(command, cwd=ROOT, check=True)
-    result: dict[str, Any] = json.loads(result_file.read_text())
-    return result
+class Way:
+    """A running worker process for one way."""
+
+    def __init__(self, way: str, plan: dict[str, Any]) -> None:
+        self.way = way
+        self.spawned_at = time.time()
+        command = [sys.executable, "-m", "bench.screening", "--worker", way, "--models", plan["models"],
+                   "--work", plan["work"], "--tasks", ",".join(plan["tasks"])]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def ask(self, path: str) -> dict[str, Any]:
+        """Screen one file in the worker; its reply."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"path": path}) + "\n")
+        self.process.stdin.flush()
+        reply = self.process.stdout.readline()
+        if not reply:
+            raise SystemExit(f"the {self.way} worker died (exit {self.process.wait()})")
+        answer: dict[str, Any] = json.loads(reply)
+        return answer
+
+    def finish(self) -> dict[str, Any]:
+        """Close its input; the final report (peak memory, description)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        final: dict[str, Any] = json.loads(self.process.stdout.readline())
+        self.process.wait()
+        return final
+
+
+def run_both(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Start each way in turn (cold start alone), then time them interleaved, image by image.
+
+    Interleaving exposes both ways to the same background load; each timed repeat screens the
+    same file in one way and then the other.
+    """
+    images, ways, results = plan["images"], {}, {}
+    for way in WAYS:
+        ways[way] = Way(way, plan)
+        first = ways[way].ask(images[0]["path"])
+        results[way] = {"way": way, "cold_start_s": round(time.time() - ways[way].spawned_at, 3),
+                        "first": first, "rows": []}
+    for image in images:
+        replies: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
+        for _ in range(plan["repeats"]):
+            for way in WAYS:
+                replies[way].append(ways[way].ask(image["path"]))
+        for way in WAYS:
+            last = replies[way][-1]
+            results[way]["rows"].append({**image, **last, "ms": [r["ms"] for r in replies[way]]})
+    for way in WAYS:
+        results[way].update(ways[way].finish())
+    return results
 
 
 def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -135,10 +177,22 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             ratio = round(medians["usual"] / medians["kiosk"], 1)
             summary["categories"][category] = {**medians, "ratio": ratio,
                                                "images": _count(results["kiosk"], category)}
+    summary["stages"] = {way: _stage_medians(result["rows"]) for way, result in results.items()}
     summary["agreement"] = _agreement(results["usual"]["rows"], results["kiosk"]["rows"])
     summary["cold_start_s"] = {way: r["cold_start_s"] for way, r in results.items()}
     summary["peak_rss_mib"] = {way: r["peak_rss_mib"] for way, r in results.items()}
     return summary
+
+
+def _stage_medians(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median ms of each stage (decode, quality, preprocess, infer) per category, last repeat."""
+    stages: dict[str, dict[str, float]] = {}
+    for category in CATEGORIES:
+        timings = [r["timings_ms"] for r in rows if r["category"] == category and r.get("timings_ms")]
+        if timings:
+            names = [n for n in ("decode", "quality", "preprocess", "infer") if n in timings[0]]
+            stages[category] = {n: round(statistics.median(t[n] for t in timings), 1) for n in names}
+    return stages
 
 
 def _count(result: dict[str, Any], category: str) -> int:
@@ -167,16 +221,48 @@ def report(summary: dict[str, Any], repeats: int) -> str:
              "| --- | --- | --- | --- | --- |"]
     for category, row in summary["categories"].items():
         lines.append(f"| {category} | {row['images']} | {row['usual']} | {row['kiosk']} | {row['ratio']}x |")
+    lines += ["", "| images | way | decode | quality | preprocess | infer (ms, medians) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for way, stages in summary["stages"].items():
+        for category, stage in stages.items():
+            cells = " | ".join(str(stage.get(n, "–")) for n in ("decode", "quality", "preprocess", "infer"))
+            lines.append(f"| {category} | {way} | {cells} |")
     cold, peak, agree = summary["cold_start_s"], summary["peak_rss_mib"], summary["agreement"]
     lines += ["", "Cold start (process start to first verdict): "
               f"usual {cold['usual']} s, kiosk {cold['kiosk']} s. "
               f"Peak memory (RSS incl. children): usual {peak['usual']} MiB, kiosk {peak['kiosk']} MiB.",
               f"Verdicts: {agree['same']} the same, {agree['different']} different, "
               f"{agree['kiosk_ungradable_or_refused']} ungradable/refused by the kiosk's quality gate; "
-              f"largest |score difference| {agree['max_abs_score_difference']}. "
+              f"largest |score difference| {agree['max_abs_score_difference']}; checkpoint vs bundle "
+              f"ONNX max |logit difference| {summary.get('network_parity_max_abs_logit_diff')}. "
               f"{repeats} timed repeats per image after a first untimed one; "
               f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}."]
     return "\n".join(lines)
+
+
+def same_network(task: str, models: Path, work: Path) -> float:
+    """Max |logit difference| between the bundle's ONNX (onnxruntime) and the checkpoint (torch).
+
+    The usual way rebuilds the network from the training checkpoint; if training went on after
+    the bundle was built, the two are different networks and the verdicts cannot be compared.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from bench.usual import bundle_manifest, load_network
+
+    manifest = bundle_manifest(models, task)
+    folder = sorted(models.glob(f"{task}-*/manifest.json"))[-1].parent
+    spec = manifest["input"]
+    batch = np.random.default_rng(0).normal(size=(4, spec["channels"], spec["size"], spec["size"]))
+    batch = batch.astype(np.float32)
+    session = ort.InferenceSession(str(folder / manifest["variants"]["fp32"]["file"]),
+                                   providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(["logits"], {spec.get("name", "image"): batch})[0]
+    with torch.inference_mode():
+        torch_logits = load_network(task, work)(torch.from_numpy(batch))[0].numpy()
+    return float(np.abs(onnx_logits - torch_logits).max())
 
 
 def _ready(task: str, models: Path, work: Path) -> bool:
@@ -198,11 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where export/ keeps the training checkpoints")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
-    parser.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tasks", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        args.result.write_text(json.dumps(worker(args.worker, json.loads(args.plan.read_text()))))
+        worker(args.worker, args.models, args.work, args.tasks.split(","))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     images = [i for i in all_images(args.out / "inputs") if _ready(i.task, args.models, args.work)]
@@ -210,9 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to benchmark: no task has both a bundle and a training checkpoint", file=sys.stderr)
         return 1
     plan = {"images": [{"category": i.category, "path": str(i.path), "task": i.task} for i in images],
-            "repeats": args.repeats, "models": str(args.models), "work": str(args.work)}
-    results = {way: run_way(way, plan, args.out) for way in WAYS}
+            "repeats": args.repeats, "models": str(args.models), "work": str(args.work),
+            "tasks": sorted({i.task for i in images})}
+    parity = {task: round(same_network(task, args.models, args.work), 6) for task in plan["tasks"]}
+    for task, worst in parity.items():
+        if worst > 1e-3:
+            print(f"warning: {task}: the checkpoint is not the bundle's network (max |logit diff| "
+                  f"{worst:.3g}); verdicts may differ for that reason", file=sys.stderr)
+    results = run_both(plan)
     summary = summarise(results)
+    summary["network_parity_max_abs_logit_diff"] = parity
     (args.out / "screening.json").write_text(json.dumps({"summary": summary, **results}, indent=1))
     print(report(summary, args.repeats))
     return 0

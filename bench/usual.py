@@ -10,6 +10,7 @@ decide alike and only the route to the number differs.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,21 @@ class UsualScreener:
         from kiosk.domain import Image
         from kiosk.preprocess import prepare
 
+        start = time.perf_counter()
         pixels, kind = decode_full(path)
+        decoded = time.perf_counter()
         task = "cxr-pneumonia" if kind == "cxr" else "fundus-dr"
         manifest = self.manifests[task]
         tensor = prepare(Image(pixels=pixels, kind=kind), manifest["input"])  # type: ignore[arg-type]
+        prepared = time.perf_counter()
         with torch.inference_mode():
             logits, _cam = self.nets[task](torch.from_numpy(tensor[None]))
+        inferred = time.perf_counter()
         temperature = float(manifest["calibration"]["temperature"])
         probability = float(torch.sigmoid(logits[0, 0] / temperature))
         threshold = float(manifest["findings"][0]["threshold"])
         verdict = "referable" if probability >= threshold else "non_referable"
-        return {"task": task, "verdict": verdict, "score": probability}
+        timings = {"decode": decoded - start, "preprocess": prepared - decoded,
+                   "infer": inferred - prepared}
+        return {"task": task, "verdict": verdict, "score": probability,
+                "timings_ms": {k: round(v * 1000, 2) for k, v in timings.items()}}
