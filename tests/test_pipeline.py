@@ -196,3 +196,14 @@ def test_the_same_film_sent_uncompressed_or_as_jpeg2000_is_judged_alike(pipeline
     assert sent_j2k["error"] is None and sent_native["error"] is None
     assert sent_j2k["verdict"] == sent_native["verdict"]
     assert sent_j2k["score"] == pytest.approx(sent_native["score"], abs=0.02)
+
+
+def test_an_image_whose_kind_cannot_be_told_needs_a_task(pipeline: Pipeline) -> None:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (300, 300), (200, 40, 40)).save(buffer, format="PNG")  # neither eye nor film
+    result = pipeline.screen(buffer.getvalue(), source="red.png").result
+    assert result["verdict"] is None and result["error"]["code"] == "unknown_task"
+    assert "fundus-dr" in result["error"]["message"] and "cxr-pneumonia" in result["error"]["message"]
+    told = pipeline.screen(buffer.getvalue(), source="red.png", task="fundus-dr").result
+    assert told["task"] == "fundus-dr" and told["error"] is None
+    assert told["verdict"] == "ungradable" and told["quality"]["reasons"]
