@@ -24,7 +24,7 @@ from pydicom.uid import (
 
 from kiosk.errors import IntakeError
 from kiosk.intake import read_image
-from kiosk.intake.jpeg2000 import reduction_level
+from kiosk.intake.codestreams import reduction_level
 
 STORED = chest_phantom(256, bits=12, seed=1)  # 12-bit stored values, MONOCHROME2 sense
 

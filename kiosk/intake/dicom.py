@@ -24,8 +24,8 @@ from pydicom.uid import (
 from kiosk.domain import Image, ImageKind
 from kiosk.errors import IntakeError
 from kiosk.intake import DEFAULT_LIMITS, IntakeLimits, check_dimensions
+from kiosk.intake.codestreams import decode_reduced, first_frame, frame_size, is_jpeg2000
 from kiosk.intake.detect import as_kind, check_chest_content, detect_kind
-from kiosk.intake.jpeg2000 import decode_reduced, is_jpeg2000
 from kiosk.intake.photo import stretch_to_uint8
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -114,11 +114,21 @@ def check_header(ds: Dataset, limits: IntakeLimits) -> None:
 def _check_native_length(ds: Dataset, samples: int, allocated: int) -> None:
     """Uncompressed pixel data shorter than its dimensions promise is a truncated file."""
     if ds.file_meta.TransferSyntaxUID.is_compressed:
+        _check_frame_size(ds)
         return
     expected = int(ds.Rows) * int(ds.Columns) * samples * allocated // 8
     if len(ds.PixelData) < expected:
         raise IntakeError("The DICOM file is truncated: its pixel data is shorter than its "
                           "dimensions. Send it again.", code="truncated")
+
+
+def _check_frame_size(ds: Dataset) -> None:
+    """A codestream declaring another size than the header is refused before it is decoded."""
+    declared = frame_size(first_frame(ds))
+    if declared is not None and declared != (int(ds.Rows), int(ds.Columns)):
+        raise IntakeError(
+            f"The compressed image is {declared[1]}x{declared[0]} pixels but the header says "
+            f"{ds.Columns}x{ds.Rows}: the file is damaged or crafted.", code="bad_dimensions")
 
 
 def _words(text: object) -> set[str]:

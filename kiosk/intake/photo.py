@@ -22,7 +22,8 @@ def read_photo(data: bytes, fmt: str, *, source: str = "", kind_hint: ImageKind 
                target_size: int | None = None,
                limits: IntakeLimits = DEFAULT_LIMITS) -> Image:
     """Decode a PNG or JPEG, at reduced resolution when ``target_size`` allows it."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # Pillow's other warnings become notes on the image
         # A declared size past Pillow's own bomb limit must stop here, not only warn.
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         try:
@@ -41,8 +42,10 @@ def read_photo(data: bytes, fmt: str, *, source: str = "", kind_hint: ImageKind 
     original = (columns, rows) if oriented.size != opened.size else (rows, columns)
     kind = kind_hint or detect_kind(pixels)
     meta = {"format": fmt, "bits": str(bits)}
+    notes = [warning] if warning else []
+    notes += sorted({f"{fmt.upper()}: {w.message}" for w in caught})[:5]
     return Image(pixels=as_kind(pixels, kind), source=source, kind=kind, original_size=original,
-                 meta=meta, warnings=[warning] if warning else [])
+                 meta=meta, warnings=notes)
 
 
 def _orient(opened: PILImage.Image) -> tuple[PILImage.Image, str]:

@@ -21,11 +21,12 @@ def assess(image: Image) -> QualityReport:
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or min(pixels.shape[:2]) < 8:
         raise QualityError(f"Cannot assess pixels of shape {pixels.shape} and type {pixels.dtype}.")
     if image.kind == "fundus":
-        if saturation(pixels) < MIN_SATURATION:
+        rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+        if saturation(rgb) < MIN_SATURATION and int(pixels.max()) > 30:
             return QualityReport(False, (QualityReason(
                 "not_a_fundus_photo", "This is a grey picture, not a colour fundus photograph: "
                 "check the right image was chosen."),), {})
-        return assess_fundus(pixels)
+        return assess_fundus(rgb)
     if image.kind == "cxr":
         grey = pixels if pixels.ndim == 2 else pixels.mean(axis=2).astype(np.uint8)
         return assess_chest(grey)

@@ -1,4 +1,9 @@
-"""JPEG 2000 films decoded at a reduced resolution level: far faster than full size.
+"""Compressed DICOM pixel data: frame headers checked before decoding, and JPEG 2000 films
+decoded at a reduced resolution level (far faster than full size).
+
+A hostile file can declare a small image in its DICOM header and a huge one in the codestream;
+decoders allocate by the codestream, so the frame's own size is read (JPEG SOF, JPEG 2000 SIZ)
+and must match Rows and Columns before any decoder runs.
 
 A 2500x2048 lossless film takes about a second at full size and 17-65 ms two or three levels
 down (Pillow's ``reduce`` on the raw codestream). Some codestreams refuse deep levels, so the
@@ -8,6 +13,7 @@ deepest level that keeps the smaller side at or above the target is tried first,
 from __future__ import annotations
 
 import math
+import struct
 from io import BytesIO
 
 import numpy as np
@@ -26,6 +32,40 @@ def is_jpeg2000(ds: Dataset) -> bool:
     return ds.file_meta.get("TransferSyntaxUID") in J2K_SYNTAXES
 
 
+def frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG or JPEG 2000 codestream declares, or None when it is not one."""
+    if frame[:4] == b"\xff\x4f\xff\x51" and len(frame) >= 24:  # JPEG 2000 SOC + SIZ
+        xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", frame[8:24])
+        return ysiz - yosiz, xsiz - xosiz
+    if frame[:2] == b"\xff\xd8":
+        return _jpeg_frame_size(frame)
+    return None
+
+
+def _jpeg_frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from the first SOF marker of a JPEG (baseline, extended, lossless, LS)."""
+    at = 2
+    while at + 9 <= len(frame):
+        if frame[at] != 0xFF:
+            return None
+        marker = frame[at + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            at += 2
+            continue
+        length = struct.unpack(">H", frame[at + 2 : at + 4])[0]
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
+            rows, columns = struct.unpack(">HH", frame[at + 5 : at + 9])
+            return rows, columns
+        at += 2 + length
+    return None
+
+
+def first_frame(ds: Dataset) -> bytes:
+    """The first frame's compressed bytes."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    return next(generate_frames(ds.PixelData, number_of_frames=frames))
+
+
 def reduction_level(rows: int, columns: int, target_size: int) -> int:
     """The deepest level whose smaller side is still at least ``target_size``."""
     level = 0
@@ -40,8 +80,7 @@ def decode_reduced(ds: Dataset, target_size: int) -> np.ndarray | None:
     level = reduction_level(rows, columns, target_size)
     if level == 0 or int(ds.get("PixelRepresentation") or 0) != 0:
         return None
-    frames = int(ds.get("NumberOfFrames") or 1)
-    codestream = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    codestream = first_frame(ds)
     for attempt in range(level, 0, -1):
         pixels = _decode_level(codestream, attempt, rows, columns)
         if pixels is not None:
