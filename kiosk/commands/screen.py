@@ -115,7 +115,9 @@ def human(result: dict[str, Any]) -> str:
     if result["verdict"] == "ungradable":
         reasons = "; ".join(r["message"] for r in result["quality"]["reasons"])
         return f"{result['input']}: {verdict} — {reasons}"
-    positives = [f"{f['display']} ({f['probability']:.2f} ≥ {f['threshold']:.2f})"
+    positives = [f"{f['display']} ({f['probability']:.2f} ≥ {f['threshold']:.2f}"
+                 + (f"; here about {round(100 * f['ppv'])} in 100 flagged truly have it)"
+                    if f.get("ppv") is not None else ")")
                  for f in result["findings"] if f["positive"]]
     detail = ", ".join(positives) if positives else "no finding above its threshold"
     return (f"{result['input']}: {verdict} [{result['task']}, score {result['score']:.2f}, "
