@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -254,21 +255,34 @@ class _V4l2Source:
 
 
 class LiveCamera:
-    """A live source read continuously by a thread that keeps only the newest frame."""
+    """A live source read continuously by a thread that keeps only the newest frame.
 
-    def __init__(self, uri: str, source: FrameSource, *, timeout_s: float = 5.0) -> None:
+    When the source fails, the next ``read`` raises the failure once; later reads reconnect
+    (at most every ``reconnect_s``), so a camera plugged back in works without a restart.
+    """
+
+    def __init__(self, uri: str, source: FrameSource, *, timeout_s: float = 5.0,
+                 reconnect_s: float = 2.0) -> None:
         self.uri = uri
         self._source = source
         self._timeout_s = timeout_s
+        self._reconnect_s = reconnect_s
         self._lock = threading.Condition()
         self._frame: np.ndarray | None = None
         self._serial = 0
         self._delivered = 0
         self._failure: CameraError | None = None
+        self._reported = False
+        self._last_attempt = time.monotonic()
         self._stopping = threading.Event()
         source.open()
-        self._thread = threading.Thread(target=self._pump, name=f"camera {uri}", daemon=True)
-        self._thread.start()
+        self._thread = self._start_pump()
+
+    def _start_pump(self) -> threading.Thread:
+        """Start the reading thread."""
+        thread = threading.Thread(target=self._pump, name=f"camera {self.uri}", daemon=True)
+        thread.start()
+        return thread
 
     def _pump(self) -> None:
         """Read frames until closed or the source fails; remember the failure for ``read``."""
@@ -285,14 +299,36 @@ class LiveCamera:
                 self._failure = exc
                 self._lock.notify_all()
 
+    def _reconnect(self) -> None:
+        """Reopen a failed source (lock held); raise the failure when it is too soon or fails."""
+        assert self._failure is not None
+        if not self._reported or time.monotonic() - self._last_attempt < self._reconnect_s:
+            self._reported = True
+            raise self._failure
+        self._last_attempt = time.monotonic()
+        self._thread.join(timeout=self._timeout_s)
+        self._source.close()
+        try:
+            self._source.open()
+        except CameraError as exc:
+            self._failure = exc
+            raise
+        LOG.info("camera %s reconnected", self.uri)
+        self._failure, self._reported, self._frame = None, False, None
+        self._delivered = self._serial
+        self._thread = self._start_pump()
+
     def read(self) -> np.ndarray:
         """The newest frame not yet returned, waiting up to the timeout for one."""
         with self._lock:
+            if self._failure is not None:
+                self._reconnect()
             fresh = self._lock.wait_for(
                 lambda: self._serial > self._delivered or self._failure is not None,
                 timeout=self._timeout_s,
             )
             if self._failure is not None:
+                self._reported = True
                 raise self._failure
             if not fresh or self._frame is None:
                 raise CameraDisconnected(

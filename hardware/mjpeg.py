@@ -173,13 +173,17 @@ class MjpegStream:
 
     def close(self) -> None:
         """Close the connection (this also unblocks a read waiting in another thread)."""
+        body, self._body = self._body, None
         if self._conn is not None:
             sock = self._conn.sock
             if sock is not None:
                 with contextlib.suppress(OSError):  # already closed by the peer
                     sock.shutdown(socket.SHUT_RDWR)
             self._conn.close()
-        self._conn, self._body = None, None
+        if body is not None:
+            with contextlib.suppress(OSError, ValueError):  # a read in another thread may hold it
+                body.close()
+        self._conn = None
 
 
 def _decode_jpeg(data: bytes) -> np.ndarray | None:

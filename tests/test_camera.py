@@ -136,10 +136,13 @@ def test_v4l2_without_a_device_says_what_to_check() -> None:
 class _Mjpeg:
     """A real MJPEG server on 127.0.0.1 sending the given JPEG frames in a loop."""
 
-    def __init__(self, frames: list[bytes], *, content_length: bool = True, stop_after: int = 0):
+    def __init__(self, frames: list[bytes], *, content_length: bool = True, stop_after: int = 0,
+                 max_streams: int = 0):
         self.frames = frames
         self.content_length = content_length
         self.stop_after = stop_after
+        self.max_streams = max_streams
+        self.streams = 0
         self.sent = 0
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -166,6 +169,10 @@ class _Mjpeg:
                     return
                 if self.path != "/stream.mjpg":
                     self.send_error(404)
+                    return
+                peer.streams += 1
+                if peer.max_streams and peer.streams > peer.max_streams:
+                    self.send_error(503, "camera busy")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=kioskframe")
@@ -221,12 +228,42 @@ def test_mjpeg_stream_delivers_the_photographs(
 
 
 def test_mjpeg_stream_that_stops_is_a_disconnection(mjpeg_frames: list[bytes]) -> None:
-    with _Mjpeg(mjpeg_frames, stop_after=3) as server:
-        camera = open_camera(server.url + "/stream.mjpg", timeout_s=2.0)
+    from hardware.camera import LiveCamera
+    from hardware.mjpeg import MjpegStream
+
+    with _Mjpeg(mjpeg_frames, stop_after=3, max_streams=1) as server:
+        url = server.url + "/stream.mjpg"
+        camera = LiveCamera(url, MjpegStream(url, timeout_s=2.0), timeout_s=2.0, reconnect_s=0.05)
         with pytest.raises(CameraDisconnected):
             for _ in range(50):
                 camera.read()
+        time.sleep(0.1)
+        with pytest.raises(CameraUnavailable, match="HTTP 503"):  # reconnecting, refused
+            camera.read()
         camera.close()
+
+
+def test_mjpeg_camera_reconnects_after_the_stream_ends(mjpeg_frames: list[bytes]) -> None:
+    from hardware.camera import LiveCamera
+    from hardware.mjpeg import MjpegStream
+
+    with _Mjpeg(mjpeg_frames, stop_after=3) as server:
+        url = server.url + "/stream.mjpg"
+        camera = LiveCamera(url, MjpegStream(url, timeout_s=2.0), timeout_s=2.0, reconnect_s=0.05)
+        frames, failures = 0, 0
+        try:
+            for _ in range(200):
+                try:
+                    camera.read()
+                    frames += 1
+                except CameraError:
+                    failures += 1
+                    time.sleep(0.06)
+                if frames >= 8:
+                    break
+        finally:
+            camera.close()
+    assert frames >= 8 and failures >= 1 and server.streams >= 2
 
 
 def test_mjpeg_errors_say_what_is_wrong(mjpeg_frames: list[bytes]) -> None:
