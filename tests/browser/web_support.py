@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,15 @@ def make_app(config: Config, **services: Any) -> tuple[Flask, Store]:
     return app, store
 
 
+@functools.cache
+def _hash(password: str) -> str:
+    """One Argon2 hash per password for the whole run (hashing is slow on purpose)."""
+    return hash_password(password)
+
+
 def add_user(store: Store, username: str, role: str, password: str = PASSWORD) -> Any:
     """Create an account with an Argon2 hash."""
-    return store.add_user(username, hash_password(password), role)
+    return store.add_user(username, _hash(password), role)
 
 
 def csrf_from(html: str) -> str:
