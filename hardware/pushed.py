@@ -8,6 +8,7 @@ screened as something it is not.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import struct
@@ -98,10 +99,30 @@ def _refusal(result: dict) -> IntakeError | None:
     return IntakeError(str(error), code="refused")
 
 
+def _already_recorded(store: Recorder, image_sha: str) -> bool:
+    """Whether a recorded screening already holds the image with this sha256."""
+    find = getattr(store, "screening_for_image", None)
+    if find is not None:
+        return find(image_sha) is not None
+    database = getattr(store, "db", None)
+    if database is None:
+        return False
+    # the store's results table keeps each result's image sha256 (kiosk/store/records.py)
+    with database.read() as conn:
+        row = conn.execute("SELECT 1 FROM results WHERE image_sha = ? LIMIT 1", (image_sha,)).fetchone()
+    return row is not None
+
+
 def screen_spooled_film(path: Path, pipeline: Screener, store: Recorder) -> None:
     """Screen one spooled film and record it; raise ``IntakeError`` when it is refused."""
     data = path.read_bytes()
     film = read_header(data)
+    if _already_recorded(store, hashlib.sha256(data).hexdigest()):
+        # the same bytes again: a resend by the modality, or a crash after the screening was
+        # recorded but before the spool file was removed; screening it twice would report twice
+        store.audit(film.actor, "dicom_duplicate", detail=f"{film.sop_uid}: already screened")
+        LOG.info("pushed film %s from %s was already screened; not again", film.sop_uid, film.actor)
+        return
     source = f"dicom://{film.calling_ae or 'unknown'}/{film.sop_uid}"
     outcome = pipeline.screen(data, source=source)
     refusal = _refusal(outcome.result)

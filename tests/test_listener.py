@@ -270,6 +270,12 @@ def test_pushed_films_are_screened_or_refused_with_their_reason(tmp_path: Path) 
         refusals = [e for e in store.audit_entries() if e.action == "dicom_refused"]
         assert len(refusals) == 2 and {e.actor for e in refusals} == {"dicom:XRAY1"}
         assert spool.pending() == []
+        # the X-ray unit sends the same film again: recorded once, the resend audited
+        assert _send(port, [shared("dicom", names[0])]) == [SUCCESS]
+        assert worker.wait_idle(120)
+        assert len(store.worklist()) == 1
+        assert [e.action for e in store.audit_entries() if e.action == "dicom_duplicate"] == [
+            "dicom_duplicate"]
     finally:
         stop.set()
         listener.stop()
