@@ -23,7 +23,8 @@ from builders import (
     png_bytes,
     truncated,
 )
-from pydicom.uid import JPEG2000Lossless
+from pydicom.encaps import encapsulate
+from pydicom.uid import MPEG2MPML, JPEG2000Lossless
 
 from kiosk.config import Config
 from kiosk.errors import IntakeError
@@ -126,6 +127,16 @@ def test_codestream_larger_than_its_header_is_refused_before_decoding() -> None:
     ds.save_as(crafted)
     error = _refused(crafted.getvalue())
     assert error.code == "bad_dimensions" and "512x512" in error.message
+
+
+def test_unsupported_transfer_syntax() -> None:
+    ds = pydicom.dcmread(BytesIO(film_dicom(chest_phantom(64))))
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML  # a video syntax: no decoder for it here
+    ds.PixelData = encapsulate([bytes(64)])
+    out = BytesIO()
+    ds.save_as(out)
+    error = _refused(out.getvalue())
+    assert error.code == "unsupported_transfer_syntax" and "MPEG2" in error.message
 
 
 def test_limits_come_from_the_configuration() -> None:

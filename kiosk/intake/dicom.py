@@ -14,7 +14,13 @@ from typing import Literal
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    get_decoder,
+    pixel_array,
+)
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -94,6 +100,7 @@ def check_header(ds: Dataset, limits: IntakeLimits) -> None:
             raise IntakeError(f"The DICOM file lacks {keyword}: its image cannot be read.",
                               code="corrupt")
     check_dimensions(int(ds.Rows), int(ds.Columns), limits)
+    _check_transfer_syntax(ds)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     if photometric not in MONOCHROME + COLOUR:
         raise IntakeError(
@@ -109,6 +116,19 @@ def check_header(ds: Dataset, limits: IntakeLimits) -> None:
         raise IntakeError(f"{samples} samples per pixel do not match {photometric}.",
                           code="unsupported_photometric")
     _check_native_length(ds, samples, allocated)
+
+
+def _check_transfer_syntax(ds: Dataset) -> None:
+    """Refuse pixel data no installed decoder can read (video, JPEG XL, private syntaxes)."""
+    syntax = ds.file_meta.TransferSyntaxUID
+    try:
+        available = get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        available = False
+    if not available:
+        raise IntakeError(f"The image is stored as {syntax.name or syntax}, which this kiosk "
+                          "cannot decode: export it uncompressed, JPEG or JPEG 2000.",
+                          code="unsupported_transfer_syntax")
 
 
 def _check_native_length(ds: Dataset, samples: int, allocated: int) -> None:

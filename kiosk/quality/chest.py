@@ -192,24 +192,26 @@ def exposure_measures(grey: np.ndarray) -> dict[str, float]:
 
 def exposure_failure(measures: dict[str, float]) -> str | None:
     """The reason code for a film that is mostly blank, clipped or flat, else None."""
-    if measures["blank"] > MAX_BLANK:
-        return "mostly_blank"
     if measures["clipped"] > MAX_CLIPPED:
         return "clipped"
     if measures["contrast"] < MIN_CONTRAST:
         return "low_contrast"
+    if measures["blank"] > MAX_BLANK:
+        return "mostly_blank"
     return None
 
 
 def assess_chest(grey: np.ndarray) -> QualityReport:
     """Orientation, inversion and exposure of a chest film, with reasons a nurse can act on."""
     measures = exposure_measures(grey)
-    exposure = exposure_failure(measures)
     layouts = chest_layouts(grey)
     as_is = layouts["as_is"]
     measures.update(chest_layout=as_is.score, upright=as_is.upright, aspect=as_is.aspect,
                     across=as_is.across, polarity=as_is.score - layouts["inverted"].score)
-    layout = layout_failure(layouts) if exposure is None else None
-    codes = [code for code in (exposure, layout) if code]
+    # The shape of the exposed area speaks first; the layout means nothing on a blank film.
+    shape = None if plausible_shape(as_is) else "not_a_chest"
+    exposure = exposure_failure(measures)
+    layout = layout_failure(layouts) if shape is None and exposure is None else None
+    codes = [code for code in (shape, exposure, layout) if code]
     reasons = tuple(QualityReason(code, REASONS[code]) for code in codes)
     return QualityReport(gradable=not reasons, reasons=reasons, measures=measures)
