@@ -165,3 +165,24 @@ def test_csrf_endpoint_conforms(kiosk) -> None:
     body = _conforms("/api/csrf", "get", client.get("/api/csrf",
                                                     headers=_headers(app, store, "nurse")))
     assert body["csrf_token"]
+
+
+def test_a_refused_bundle_shows_on_admin_and_degrades_health(tmp_path: Path) -> None:
+    from browser.web_support import login
+    from bundle_builder import build_bundle, make_keys
+
+    keys = make_keys(tmp_path)
+    build_bundle(tmp_path / "models", keys, kind="fundus")
+    bad = build_bundle(tmp_path / "models", keys, kind="cxr")
+    (bad / "model.onnx").write_bytes((bad / "model.onnx").read_bytes() + b"tampered")
+    config = web_config(tmp_path, models_dir=tmp_path / "models", trusted_keys=keys.trusted_dir,
+                        sandbox_workers=0)
+    app, store = make_app(config)  # the pipeline loads on first use, as in `kiosk serve`
+    add_user(store, "boss", "admin")
+    client = app.test_client()
+    login(client, "boss")
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "Refused" in page and "cxr-pneumonia-1.0.0" in page and "verified" in page
+    body = _conforms("/api/health", "get", client.get("/api/health"))
+    assert body["status"] == "degraded" and body["backends"] == ["onnxruntime-cpu"]
+    app.extensions["kiosk"].pipeline.close()

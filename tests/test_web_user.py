@@ -24,6 +24,8 @@ def _store(tmp_path: Path) -> Store:
 
 
 def test_first_admin_from_stdin_can_log_in(data_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty, _ = make_app(web_config(data_env), store=_store(data_env))
+    assert "kiosk user add --role admin" in empty.test_client().get("/login").get_data(as_text=True)
     monkeypatch.setattr("sys.stdin", io.StringIO("a good long password\n"))
     assert main(["user", "add", "--role", "admin", "Matron", "--password-stdin"]) == 0
     store = _store(data_env)
@@ -35,6 +37,7 @@ def test_first_admin_from_stdin_can_log_in(data_env: Path, monkeypatch: pytest.M
     client = app.test_client()
     assert login(client, "matron", "a good long password").status_code == 302
     assert client.get("/admin/").status_code == 200
+    assert "kiosk user add" not in app.test_client().get("/login").get_data(as_text=True)
 
 
 def test_password_is_asked_twice_without_echo(data_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,8 @@ def login() -> ResponseReturnValue:
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(safe_next(request.args.get("next")))
-        return render_template("login.html", next=request.args.get("next", ""))
+        first_run = not services().store.list_users()
+        return render_template("login.html", next=request.args.get("next", ""), first_run=first_run)
     username = request.form.get("username", "").strip().lower()
     password = request.form.get("password", "")
     keys = (f"user:{username}", f"addr:{request.remote_addr}")
