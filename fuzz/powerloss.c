@@ -8,7 +8,8 @@
  * disk kept nothing but what was synced. Directory entries (create, rename, unlink) are treated
  * as durable when made; a new file's unsynced contents are dropped (it is left empty).
  * With $KIOSK_PL_ENOSPC_AFTER set, writes under the root fail with ENOSPC once that many bytes
- * have been written there (a disk that fills up).
+ * have been written there (a disk that fills up). With $KIOSK_PL_CUT_AT_WRITE=n the process
+ * kills itself (SIGKILL) right after its n-th write under the root: a power cut at a chosen write.
  * Build: cc -shared -fPIC -O2 -o powerloss.so powerloss.c -ldl -lpthread
  */
 #define _GNU_SOURCE
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,8 @@ static const char *root = NULL;
 static size_t root_len = 0;
 static long long budget = -1;
 static long long written = 0;
+static long long cut_at = -1;
+static long long writes = 0;
 static int ready = 0;
 
 static ssize_t (*real_write)(int, const void *, size_t);
@@ -61,6 +65,8 @@ static void setup(void) {
     root_len = root ? strlen(root) : 0;
     const char *limit = getenv("KIOSK_PL_ENOSPC_AFTER");
     budget = limit ? atoll(limit) : -1;
+    const char *cut = getenv("KIOSK_PL_CUT_AT_WRITE");
+    cut_at = cut ? atoll(cut) : -1;
     const char *journal = getenv("KIOSK_PL_JOURNAL");
     if (journal) journal_fd = open(journal, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     ready = 1;
@@ -118,6 +124,11 @@ static void record_name(char kind, const char *path) {
     put_path(path);
 }
 
+/* After a write under the root: the chosen power cut, if this is the write it falls on. */
+static void maybe_cut(void) {
+    if (cut_at > 0 && ++writes == cut_at) kill(getpid(), SIGKILL);
+}
+
 static int over_budget(size_t count) {
     if (budget < 0) return 0;
     if (written + (long long)count > budget) { errno = ENOSPC; return 1; }
@@ -135,6 +146,7 @@ static ssize_t tracked_pwrite(ssize_t (*real)(int, const void *, size_t, off_t),
     if (!over_budget(count)) {
         record_undo('W', fd, path, (uint64_t)offset, count);
         result = real(fd, buf, count, offset);
+        maybe_cut();
     }
     pthread_mutex_unlock(&lock);
     return result;
@@ -162,6 +174,7 @@ ssize_t write(int fd, const void *buf, size_t count) {
         off_t offset = (flags & O_APPEND) && fstat(fd, &st) == 0 ? st.st_size : lseek(fd, 0, SEEK_CUR);
         if (offset >= 0) record_undo('W', fd, path, (uint64_t)offset, count);
         result = real_write(fd, buf, count);
+        maybe_cut();
     }
     pthread_mutex_unlock(&lock);
     return result;

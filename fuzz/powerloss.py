@@ -35,13 +35,15 @@ def build(folder: Path) -> Path:
 
 
 def environment(shim: Path, *, root: Path, journal: Path | None = None,
-                enospc_after: int | None = None) -> dict[str, str]:
+                enospc_after: int | None = None, cut_at_write: int | None = None) -> dict[str, str]:
     """The environment of a process whose writes under ``root`` go through the shim."""
     env = dict(os.environ, LD_PRELOAD=str(shim), KIOSK_PL_ROOT=str(root.resolve()))
     if journal is not None:
         env["KIOSK_PL_JOURNAL"] = str(journal)
     if enospc_after is not None:
         env["KIOSK_PL_ENOSPC_AFTER"] = str(enospc_after)
+    if cut_at_write is not None:
+        env["KIOSK_PL_CUT_AT_WRITE"] = str(cut_at_write)
     return env
 
 
@@ -96,6 +98,11 @@ def _records(data: bytes) -> list[tuple[str, tuple[object, ...]]]:
     except struct.error:
         pass
     return found
+
+
+def journal_records(journal: Path) -> list[tuple[str, tuple[object, ...]]]:
+    """The file operations the shim journalled so far (to show it was loaded and saw writes)."""
+    return _records(journal.read_bytes() if journal.exists() else b"")
 
 
 def power_cut(journal: Path) -> PowerCut:

@@ -7,7 +7,8 @@ after the kill, every write that was not fsync-ed is rolled back before the stor
 For the full-disk rounds the same shim fails writes with ENOSPC past a random byte budget.
 After each round the store must open, pass ``PRAGMA integrity_check`` and the audit chain check,
 and hold every acknowledged screening exactly once with its images whole and one outbox row per
-destination. Rounds: ``KIOSK_FAULT_ROUNDS`` (default 6; docs/reliability.md reports a longer run).
+destination. Power cuts fall at a random moment or right after a random write (``KIOSK_PL_CUT_AT_WRITE``).
+Rounds: ``KIOSK_FAULT_ROUNDS`` (default 6; docs/reliability.md reports a longer run).
 """
 
 from __future__ import annotations
@@ -164,8 +165,11 @@ def test_power_cuts_during_capture_lose_and_duplicate_nothing(tmp_path: Path, sh
     data_dir, journal = tmp_path / "data", tmp_path / "journal"
     data_dir.mkdir()
     for round_ in range(ROUNDS):
-        env = powerloss.environment(shim, root=data_dir, journal=journal)
-        run = _run(data_dir, round_ * 1000, env=env, kill_after_s=rng.uniform(0.05, 1.5))
+        # even rounds: a cut at a random moment; odd rounds: a cut right after a random write
+        cut_at = rng.randrange(1, 300) if round_ % 2 else None
+        env = powerloss.environment(shim, root=data_dir, journal=journal, cut_at_write=cut_at)
+        run = _run(data_dir, round_ * 1000, env=env,
+                   kill_after_s=None if cut_at else rng.uniform(0.05, 1.5))
         assert run.status == -signal.SIGKILL, run.stderr[-2000:]
         undone += powerloss.power_cut(journal).undone_writes
         acked |= run.acked
