@@ -96,7 +96,8 @@ def test_power_cuts_during_sync_deliver_exactly_once(tmp_path: Path, world: Worl
         _clock_jumps(store)
     result = census(world, store, before)
     print(f"\n[power cut during sync] N={N} x 4 destinations, {CUTS} cuts, {logged} journalled file "
-          f"operations, {undone} unsynced writes dropped; exactly once: {result.exactly_once()}; extra: {result.extra}")
+          f"operations, {undone} unsynced writes dropped; exactly once: {result.exactly_once()}; "
+          f"extra: {result.extra}")
     assert logged > 0, "the shim saw no write: it was not loaded"
     assert result.exactly_once(), result
     assert store.verify_audit()[0]
