@@ -282,3 +282,29 @@ def test_pushed_films_are_screened_or_refused_with_their_reason(tmp_path: Path) 
         thread.join(timeout=10)
         pipeline.close()
         store.close()
+
+
+def test_association_limit_and_idle_peers(tmp_path: Path) -> None:
+    limits = ListenerLimits(max_associations=2, network_timeout_s=1.0)
+    run = _Running(_config(tmp_path), limits=limits)
+    held = []
+    try:
+        for _ in range(2):
+            ae = AE(ae_title="XRAY1")
+            ae.add_requested_context(sop.Verification)
+            assoc = ae.associate("127.0.0.1", run.port, ae_title="KIOSK")
+            assert assoc.is_established
+            held.append(assoc)
+        third = AE(ae_title="XRAY1")
+        third.add_requested_context(sop.Verification)
+        refused = third.associate("127.0.0.1", run.port, ae_title="KIOSK")
+        assert refused.is_rejected  # "local limit exceeded", not a third thread
+        for assoc in held:
+            assoc.release()
+        # a peer that connects and says nothing is dropped after the network timeout
+        with socket.create_connection(("127.0.0.1", run.port), timeout=15) as silent:
+            started = time.monotonic()
+            assert silent.recv(1) == b""
+            assert time.monotonic() - started < 10
+    finally:
+        run.listener.stop()
