@@ -3,14 +3,15 @@
 ``open_camera(uri)`` gives a :class:`Camera` whose ``read()`` returns the newest frame as an RGB
 uint8 array and whose ``close()`` releases the device. Supported URIs:
 
-- ``v4l2:///dev/video0``: a USB/CSI camera through OpenCV's V4L2 back-end;
+- ``v4l2:///dev/video0``: a USB camera through OpenCV's V4L2 back-end;
+- ``csi://0``: a Jetson CSI camera through GStreamer (``?width=&height=&fps=``);
 - ``file:///path/photo.jpg``: one image, returned on every read (an uploaded still);
 - ``file:///path/folder/`` or ``file:///path/frame_%04d.png``: an image sequence, looped;
 - ``file:///path/clip.avi``: a video clip, looped;
 - ``http://host/stream.mjpg``: an MJPEG stream (``multipart/x-mixed-replace``), as sent by IP
   cameras and ``mjpg-streamer``.
 
-Live sources (V4L2, HTTP) are read by a background thread that keeps only the newest frame, so
+Live sources (V4L2, CSI, HTTP) are read by a background thread that keeps only the newest frame, so
 the frame a nurse captures is the one on screen, not one queued seconds ago.
 """
 
@@ -21,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -79,15 +80,20 @@ def open_camera(uri: str, *, timeout_s: float = 5.0) -> Camera:
     """Open the camera named by ``uri`` (see the module docstring for the schemes)."""
     parts = urlsplit(uri)
     if parts.scheme == "v4l2":
-        return LiveCamera(uri, _V4l2Source(unquote(parts.path)), timeout_s=timeout_s)
+        return LiveCamera(uri, _v4l2_source(parts), timeout_s=timeout_s)
+    if parts.scheme == "csi":
+        return LiveCamera(uri, _csi_source(parts), timeout_s=timeout_s)
     if parts.scheme in ("http", "https"):
         from hardware.mjpeg import MjpegStream  # imports this module's errors
 
         return LiveCamera(uri, MjpegStream(uri, timeout_s=timeout_s), timeout_s=timeout_s)
     if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise CameraURIError(f"{uri!r}: a file URI needs an absolute path, file:///folder/file")
         return _open_file(uri, _file_path(parts.path))
     raise CameraURIError(
-        f"unknown camera URI {uri!r}: use v4l2:///dev/videoN, file:///path or http://host/stream"
+        f"unknown camera URI {uri!r}: use v4l2:///dev/videoN, csi://N, file:///path or "
+        "http://host/stream"
     )
 
 
@@ -215,36 +221,34 @@ class FrameSource(Protocol):
         ...
 
 
-class _V4l2Source:
-    """A V4L2 device through OpenCV, with a one-frame driver buffer."""
+class _OpenCvSource:
+    """A camera OpenCV opens itself (V4L2 device, GStreamer pipeline), one-frame buffer."""
 
-    def __init__(self, device: str) -> None:
-        self.device = device
+    def __init__(self, target: str, api: int, label: str, hint: str) -> None:
+        self.target, self.api, self.label, self.hint = target, api, label, hint
         self._capture: cv2.VideoCapture | None = None
 
     def open(self) -> None:
-        """Open the device node."""
-        if not Path(self.device).exists():
+        """Open the camera."""
+        if self.api == cv2.CAP_V4L2 and not Path(self.target).exists():
             raise CameraUnavailable(
-                f"no camera at {self.device}: check the USB cable and that the camera is powered",
+                f"no camera at {self.target}: check the USB cable and that the camera is powered",
                 retryable=True,
             )
-        capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        capture = cv2.VideoCapture(self.target, self.api)
         if not capture.isOpened():
-            raise CameraUnavailable(
-                f"cannot open {self.device}: is another program using it, or is the kiosk user "
-                "missing from the 'video' group?"
-            )
+            capture.release()
+            raise CameraUnavailable(f"cannot open {self.label}: {self.hint}")
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         self._capture = capture
 
     def grab(self) -> np.ndarray:
         """The next frame from the driver."""
         if self._capture is None:
-            raise CameraDisconnected(f"{self.device} is not open")
+            raise CameraDisconnected(f"{self.label} is not open")
         ok, bgr = self._capture.read()
         if not ok or bgr is None:
-            raise CameraDisconnected(f"{self.device} stopped sending frames: check the cable")
+            raise CameraDisconnected(f"{self.label} stopped sending frames: check the cable")
         return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
     def close(self) -> None:
@@ -252,6 +256,37 @@ class _V4l2Source:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+def _v4l2_source(parts: SplitResult) -> _OpenCvSource:
+    """``v4l2:///dev/video0`` (also ``v4l2://0``): a USB camera through V4L2."""
+    device = unquote(parts.netloc + parts.path)
+    if device.isdigit():
+        device = f"/dev/video{device}"
+    elif not device.startswith("/"):
+        device = "/" + device
+    return _OpenCvSource(device, cv2.CAP_V4L2, device, "is another program using it, or is "
+                         "the kiosk user missing from the 'video' group?")
+
+
+def _csi_source(parts: SplitResult) -> _OpenCvSource:
+    """``csi://0``: a Jetson CSI camera through GStreamer's nvarguscamerasrc (JetPack)."""
+    sensor = (parts.netloc or parts.path.strip("/")) or "0"
+    if not sensor.isdigit():
+        raise CameraURIError(f"csi://{sensor}: the sensor id must be a number, e.g. csi://0")
+    query = parse_qs(parts.query)
+    width, height = query.get("width", ["1920"])[0], query.get("height", ["1080"])[0]
+    fps = query.get("fps", ["30"])[0]
+    if not (width.isdigit() and height.isdigit() and fps.isdigit()):
+        raise CameraURIError(f"csi://{sensor}: width, height and fps must be numbers")
+    pipeline = (
+        f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM),width={width},"
+        f"height={height},framerate={fps}/1 ! nvvidconv ! video/x-raw,format=BGRx ! "
+        "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+    )
+    return _OpenCvSource(pipeline, cv2.CAP_GSTREAMER, f"CSI camera {sensor}",
+                         "needs JetPack's nvarguscamerasrc and an OpenCV built with GStreamer "
+                         "(check the ribbon cable and 'nvgstcapture-1.0')")
 
 
 class LiveCamera:

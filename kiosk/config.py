@@ -65,7 +65,9 @@ class Config:
     session_timeout_min: int = setting(15, "Log users off after this many minutes without activity.")
     secure_cookies: bool = setting(True, "Send session cookies with the Secure flag (HTTPS).")
     # hardware
-    camera_uri: str = setting("", "Camera to capture from: v4l2:///dev/video0, file://..., http://...")
+    camera_uri: str = setting(
+        "", "Camera to capture from: v4l2:///dev/video0, csi://0 (Jetson), file:///..., http://... (MJPEG)."
+    )
     dicom_ae_title: str = setting("KIOSK", "AE title of the kiosk's DICOM listener.")
     dicom_port: int = setting(11112, "Port of the DICOM listener (C-STORE/C-ECHO); 0 disables it.")
     dicom_host: str = setting(

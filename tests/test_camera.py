@@ -125,9 +125,26 @@ def test_unknown_scheme_is_refused() -> None:
 def test_v4l2_without_a_device_says_what_to_check() -> None:
     if list(Path("/dev").glob("video*")):
         pytest.skip("a V4L2 device exists here; this test is for machines without one")
-    with pytest.raises(CameraUnavailable, match="check the USB cable") as excinfo:
-        open_camera("v4l2:///dev/video0")
-    assert excinfo.value.retryable and excinfo.value.http_status == 503
+    for uri in ("v4l2:///dev/video0", "v4l2://0", "v4l2://dev/video0"):
+        with pytest.raises(CameraUnavailable, match="no camera at /dev/video0") as excinfo:
+            open_camera(uri)
+        assert excinfo.value.retryable and excinfo.value.http_status == 503
+
+
+def test_csi_camera_without_jetpack_fails_cleanly() -> None:
+    if Path("/etc/nv_tegra_release").exists():
+        pytest.skip("a Jetson: a CSI camera may really be there")
+    with pytest.raises(CameraUnavailable, match="CSI camera 0"):
+        open_camera("csi://0?width=1280&height=720&fps=30")
+    with pytest.raises(CameraURIError):
+        open_camera("csi://front")
+    with pytest.raises(CameraURIError):
+        open_camera("csi://0?width=wide")
+
+
+def test_relative_file_uri_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CameraURIError, match="absolute path"):
+        open_camera("file://clip.avi")
 
 
 # --- http:// MJPEG -------------------------------------------------------------------------------
