@@ -16,9 +16,9 @@ from flask_wtf.csrf import generate_csrf
 from kiosk import __version__
 from kiosk.errors import KioskError
 from web import words
-from web.capture import Offered, gate, screen_and_record
+from web.capture import Offered, gate, record, screen_visit
 from web.openapi import openapi_document
-from web.patients import CAPTURE_FIELDS, PatientFormError, _patient_fields
+from web.patients import CAPTURE_FIELDS, PatientFormError, patient_fields
 from web.results import patient_of
 from web.security import audit, requires
 from web.services import services
@@ -77,7 +77,7 @@ def create_patient() -> ResponseReturnValue:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise PatientFormError("Send a JSON object with identifier, name, birth_date, sex.")
-    identifier, name, birth, sex = _patient_fields({k: str(v) for k, v in body.items() if v})
+    identifier, name, birth, sex = patient_fields({k: str(v) for k, v in body.items() if v})
     patient = services().store.upsert_patient(
         identifier, name, birth, sex, actor=current_user.username
     )
@@ -107,7 +107,7 @@ def create_screening() -> ResponseReturnValue:
     patient_id = _patient_id(request.form.get("patient_id", ""))
     svc.store.get_patient(patient_id)
     offered = _offered()
-    retakes = gate(svc.pipeline, offered)
+    outcomes, retakes = screen_visit(svc.pipeline, offered)
     if retakes:
         body = {
             "code": "retake",
@@ -115,7 +115,7 @@ def create_screening() -> ResponseReturnValue:
             "retakes": [{"name": r.name, "line": r.line, "reasons": r.reasons} for r in retakes],
         }
         return jsonify(body), 422
-    screening = screen_and_record(svc, patient_id, offered, actor=current_user.username)
+    screening = record(svc, patient_id, offered, outcomes, actor=current_user.username)
     audit("api_create_screening", patient_id=patient_id, detail=f"screening={screening.id}")
     return jsonify(screening_json(screening)), 201
 

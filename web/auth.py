@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
@@ -70,8 +79,6 @@ def _check_credentials(username: str, password: str) -> Any | None:
 
 def _start_session(user: Any) -> None:
     """Log the user in with a fresh session that expires after inactivity."""
-    from flask import session
-
     session.clear()
     session.permanent = True
     session["seen"] = time.time()
@@ -91,8 +98,6 @@ def logout() -> ResponseReturnValue:
     """End the session."""
     audit("logout")
     logout_user()
-    from flask import session
-
     session.clear()
     flash("You are logged off.", "info")
     return redirect(url_for("auth.login"))

@@ -44,42 +44,63 @@ class NothingOffered(KioskError):
 
 
 def gate(pipeline: Any, offered: list[Offered]) -> list[Retake]:
-    """Run the quality gate on every image; the retakes needed (empty when all pass)."""
-    if not offered:
-        raise NothingOffered("Choose a photograph or an X-ray first.")
-    retakes = []
-    for index, item in enumerate(offered):
+    """The instant gate (intake and quality, no inference): the retakes needed, if any."""
+    _require(offered)
+    results = []
+    for item in offered:
         try:
-            outcome = pipeline.check(item.data, source=item.name, task=item.task)
-            result = dict(outcome.result)
+            results.append(dict(pipeline.check(item.data, source=item.name, task=item.task).result))
         except IntakeError as exc:
-            result = {"error": exc.to_dict(), "task": item.task}
-        reasons = words.quality_reasons(result)
+            results.append({"error": exc.to_dict(), "task": item.task})
+    return retakes_of(offered, results)
+
+
+def screen_visit(pipeline: Any, offered: list[Offered]) -> tuple[list[Any], list[Retake]]:
+    """Screen every image of a visit: the outcomes, and the retakes the quality step asked for.
+
+    One decode per image: the pipeline stops at the quality step for an ungradable image, so
+    its gate answer comes from the same pass that screens the gradable ones. The caller
+    records nothing while any retake is needed.
+    """
+    _require(offered)
+    outcomes = [
+        pipeline.screen(item.data, source=item.name, task=item.task, laterality=item.laterality)
+        for item in offered
+    ]
+    return outcomes, retakes_of(offered, [o.result for o in outcomes])
+
+
+def retakes_of(offered: list[Offered], results: list[dict[str, Any]]) -> list[Retake]:
+    """The images refused by intake or judged ungradable, with the nurse's retake line."""
+    retakes = []
+    for index, (item, result) in enumerate(zip(offered, results, strict=True)):
         gradable = (result.get("quality") or {}).get("gradable", False)
         if result.get("error") or not gradable:
-            result.setdefault("laterality", item.laterality)
-            task = result.get("task") or item.task
-            line = words.retake_line(reasons, task)
-            retakes.append(Retake(item.name, words.image_title(result), line, reasons, index))
+            reasons = words.quality_reasons(result)
+            shown = {**result, "laterality": result.get("laterality") or item.laterality}
+            line = words.retake_line(reasons, result.get("task") or item.task)
+            retakes.append(Retake(item.name, words.image_title(shown), line, reasons, index))
     return retakes
 
 
-def screen_and_record(
-    services: Services, patient_id: int, offered: list[Offered], *, actor: str
+def _require(offered: list[Offered]) -> None:
+    """NothingOffered when the form carried no image."""
+    if not offered:
+        raise NothingOffered("Choose a photograph or an X-ray first.")
+
+
+def record(
+    services: Services, patient_id: int, offered: list[Offered], outcomes: list[Any], *, actor: str
 ) -> Any:
-    """Screen every image, keep the images and heat-maps, and record one screening."""
-    store, pipeline = services.store, services.pipeline
-    results, image_shas, heatmap_shas = [], [], []
-    for item in offered:
-        outcome = pipeline.screen(
-            item.data, source=item.name, task=item.task, laterality=item.laterality
-        )
-        image_shas.append(store.save_image(item.data, suffix_of(item)))
-        heatmap = outcome.heatmap_png
-        heatmap_shas.append(store.save_image(heatmap, ".png") if heatmap else None)
-        results.append(outcome.result)
+    """Keep the images and heat-maps, and record one screening of the visit."""
+    store = services.store
+    image_shas = [store.save_image(item.data, suffix_of(item)) for item in offered]
+    heatmap_shas = [
+        store.save_image(o.heatmap_png, ".png") if o.heatmap_png else None for o in outcomes
+    ]
     return store.record_screening(
-        patient_id, results, actor=actor, image_shas=image_shas, heatmap_shas=heatmap_shas
+        patient_id, [o.result for o in outcomes], actor=actor, image_shas=image_shas,
+        heatmap_shas=heatmap_shas,
     )
 
 

@@ -12,7 +12,7 @@ from flask_login import current_user
 
 from kiosk.errors import KioskError
 from web import kept, words
-from web.capture import Offered, Retake, camera_frame, gate, screen_and_record
+from web.capture import Offered, Retake, camera_frame, record, screen_visit
 from web.security import audit
 from web.services import services
 
@@ -60,7 +60,7 @@ def register() -> ResponseReturnValue:
     """Register a new patient (or update one with the same id), then go to capture."""
     form = request.form
     try:
-        identifier, name, birth_date, sex = _patient_fields(form)
+        identifier, name, birth_date, sex = patient_fields(form)
     except PatientFormError as exc:
         flash(exc.message, "error")
         return render_template("patients.html", query="", found=[], sexes=SEXES, form=form), 400
@@ -70,7 +70,7 @@ def register() -> ResponseReturnValue:
     return redirect(url_for("patients.capture", patient_id=patient.id))
 
 
-def _patient_fields(form: Mapping[str, str]) -> tuple[str, str, str | None, str | None]:
+def patient_fields(form: Mapping[str, str]) -> tuple[str, str, str | None, str | None]:
     """Checked (identifier, name, birth date, sex) from the registration form."""
     get = form.get
     identifier = str(get("identifier", "")).strip()
@@ -144,18 +144,17 @@ def start_again(patient_id: int) -> ResponseReturnValue:
 
 
 def _gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnValue:
-    """Retake page when any new image fails the gate (the good ones are kept for the visit),
-    else the result page of a new screening of the kept and new images."""
+    """Retake page when any image of the visit is ungradable (the good ones are kept), else
+    the result page of the newly recorded screening."""
     svc = services()
     svc.store.get_patient(patient_id)  # NotFoundError before any work
-    held = kept.kept_images(patient_id)
-    retakes = gate(svc.pipeline, offered) if offered or not held else []
-    visit = kept.merge(held, offered)
+    visit = kept.merge(kept.kept_images(patient_id), offered)
+    outcomes, retakes = screen_visit(svc.pipeline, visit)
     if retakes:
         failed = {r.index for r in retakes}
-        kept.keep(patient_id, kept.merge(held, [o for i, o in enumerate(offered) if i not in failed]))
+        kept.keep(patient_id, [item for i, item in enumerate(visit) if i not in failed])
         audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in retakes))
         return _capture_page(patient_id, retakes, 422)
-    screening = screen_and_record(svc, patient_id, visit, actor=current_user.username)
+    screening = record(svc, patient_id, visit, outcomes, actor=current_user.username)
     kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, flash, g, jsonify, redirect, request, session, url_for
+from flask import Flask, current_app, flash, g, jsonify, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
@@ -105,8 +105,6 @@ def user_for_token(token: str) -> SessionUser | None:
 
 def _token_mac(user: Any) -> str:
     """HMAC of the user's id and password hash under the app's secret key."""
-    from flask import current_app
-
     key = str(current_app.config["SECRET_KEY"]).encode()
     message = f"kiosk-api:{user.id}:{user.password_hash}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
@@ -128,8 +126,6 @@ def _unauthorized() -> ResponseReturnValue:
 
 def _guard() -> ResponseReturnValue | None:
     """Before every request: CSRF (unless a bearer token), log-in required, inactivity."""
-    from flask import current_app
-
     if request.endpoint == "static":
         return None
     authenticated = bool(current_user.is_authenticated)
