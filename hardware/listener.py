@@ -183,6 +183,9 @@ class DicomListener:
 
     def start(self) -> int:
         """Listen; returns the port really bound (useful with port 0 in tests)."""
+        # pynetdicom logs every association at INFO: keep the service log for what matters
+        verbose = LOG.isEnabledFor(logging.DEBUG)
+        logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose else logging.WARNING)
         ae = make_ae(self.config, self.limits)
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, handle_echo),

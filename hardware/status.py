@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ JETSON_GPU_LOAD = (Path("/sys/devices/gpu.0/load"), Path("/sys/devices/platform/
 PLATFORM_PROFILE = Path("/sys/firmware/acpi/platform_profile")
 CPU_GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 HOT_C = 85.0  # Jetson modules throttle around 90-99 C; warn before
+
+#: Set by ``kiosk serve``: the supervised services' state (name, running, restarts, last error).
+_services: Callable[[], list[dict[str, Any]]] | None = None
+
+
+def report_services(status: Callable[[], list[dict[str, Any]]] | None) -> None:
+    """Let ``read_status`` include the running services (``kiosk serve`` calls this)."""
+    global _services
+    _services = status
 
 
 def _read_text(path: Path) -> str | None:
@@ -233,6 +243,7 @@ def read_status(config: Config | None = None) -> dict[str, Any]:
         "disk": _disk(Path(data_dir), min_free),
         "gpu": gpu,
         "uptime_s": round(time.time() - psutil.boot_time()),
+        "services": _services() if _services is not None else [],
     }
     status["warnings"] = warnings(status)
     return status
@@ -251,4 +262,8 @@ def warnings(status: dict[str, Any]) -> list[str]:
                      "new captures are refused until space is freed")
     if status["memory"]["percent"] >= 95:
         found.append("Memory almost full: screening may slow down or fail")
+    for service in status.get("services", []):
+        if not service["running"]:
+            found.append(f"The {service['name']} service is down ({service['last_error']}); "
+                         "it is being restarted")
     return found

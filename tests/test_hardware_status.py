@@ -106,3 +106,20 @@ def test_a_real_nvidia_gpu_is_reported(config: Config) -> None:
     assert status["gpu"] is not None and status["gpu"]["name"] == names[0].strip()
     assert status["gpu"]["memory_total_mb"] > 0
     assert status["temperatures_c"]["gpu"] is not None
+
+
+def test_services_reported_by_kiosk_serve_appear_with_a_warning_when_down(config: Config) -> None:
+    from hardware.status import report_services
+    from hardware.supervisor import Supervisor
+
+    supervisor = Supervisor()
+    supervisor.add("dicom-listener", lambda stop: None)
+    report_services(supervisor.status)
+    try:
+        status = read_status(config)
+    finally:
+        report_services(None)
+    assert status["services"] == [{"name": "dicom-listener", "running": False, "restarts": 0,
+                                   "last_error": ""}]
+    assert any("dicom-listener service is down" in w for w in status["warnings"])
+    assert read_status(config)["services"] == []

@@ -183,6 +183,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     stop = kiosk.supervisor.stopping
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    from hardware.status import report_services
+
+    report_services(kiosk.supervisor.status)  # the admin page's hardware panel shows them
     kiosk.supervisor.start()
     LOG.info("kiosk serving: %s; data in %s",
              ", ".join(s.name for s in kiosk.supervisor.services) or "nothing", config.data_dir)
