@@ -308,3 +308,37 @@ def test_association_limit_and_idle_peers(tmp_path: Path) -> None:
             assert time.monotonic() - started < 10
     finally:
         run.listener.stop()
+
+
+def _store_event(dataset: bytes | None) -> object:
+    """A C-STORE event built the way pynetdicom hands it to the handler (no network needed)."""
+    import io
+
+    from pynetdicom import build_context, evt
+    from pynetdicom.ae import ApplicationEntity
+    from pynetdicom.association import Association
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.events import Event
+
+    assoc = Association(ApplicationEntity("KIOSK"), "acceptor")
+    assoc.requestor.ae_title = "XRAY1"
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = sop.ComputedRadiographyImageStorage
+    request.AffectedSOPInstanceUID = generate_uid()
+    if dataset is not None:
+        request.DataSet = io.BytesIO(dataset)
+    context = build_context(sop.ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    context.context_id = 1
+    return Event(assoc, evt.EVT_C_STORE, {"request": request, "context": context.as_tuple})
+
+
+def test_handler_statuses_for_what_it_cannot_understand_or_store(tmp_path: Path) -> None:
+    from hardware.listener import CANNOT_UNDERSTAND, handle_store
+
+    spool = Spool(tmp_path / "spool")
+    assert handle_store(_store_event(None), spool, None) == CANNOT_UNDERSTAND  # no dataset at all
+    assert spool.pending() == []
+    assert handle_store(_store_event(b"\x08\x00\x16\x00UI\x02\x001\x00"), spool, None) == SUCCESS
+    shutil.rmtree(spool.folder)  # the disk or folder went away under the kiosk
+    assert handle_store(_store_event(b"\x08\x00\x16\x00UI\x02\x001\x00"), spool, None) == OUT_OF_RESOURCES
