@@ -342,3 +342,30 @@ def test_handler_statuses_for_what_it_cannot_understand_or_store(tmp_path: Path)
     assert handle_store(_store_event(b"\x08\x00\x16\x00UI\x02\x001\x00"), spool, None) == SUCCESS
     shutil.rmtree(spool.folder)  # the disk or folder went away under the kiosk
     assert handle_store(_store_event(b"\x08\x00\x16\x00UI\x02\x001\x00"), spool, None) == OUT_OF_RESOURCES
+
+
+def test_worker_keeps_a_film_while_no_model_can_screen_it(tmp_path: Path) -> None:
+    import threading
+
+    from kiosk.errors import KioskError
+
+    spool = Spool(tmp_path / "spool")
+    path = spool.put(shared("dicom", CHESTS[0]).read_bytes())
+    attempts: list[Path] = []
+
+    def screen(film: Path) -> None:
+        attempts.append(film)
+        if len(attempts) < 3:  # as serve does while the models are not loadable yet
+            raise KioskError("no model can screen it yet", code="no_model", retryable=True)
+
+    worker = SpoolWorker(spool, screen, retry_s=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=5)
+    assert attempts == [path, path, path]
+    assert spool.pending() == [] and spool.refused() == []
