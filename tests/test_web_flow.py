@@ -105,8 +105,8 @@ def test_an_ungradable_photo_is_retaken_alone_and_the_good_one_kept(kiosk) -> No
     retaken = _upload(client, patient_id, right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"))
     assert retaken.status_code == 302, retaken.get_data(as_text=True)[:1500]
     [screening] = store.worklist()
-    assert sorted((r["laterality"], r["input"]) for r in screening.results) == [
-        ("L", "13_left.jpeg"), ("R", "13_right.jpeg")]
+    assert [(r["laterality"], r["input"]) for r in screening.results] == [
+        ("R", "13_right.jpeg"), ("L", "13_left.jpeg")]
     assert "Already taken" not in client.get(f"/patients/{patient_id}/capture").get_data(as_text=True)
 
 
@@ -288,3 +288,26 @@ def test_every_view_or_export_of_patient_data_is_audited(kiosk) -> None:
         entries = store.audit_entries(limit=10_000)
         assert len(entries) == before + 1, url
         assert entries[0].actor == "nurse", url
+
+
+def test_result_page_of_an_ungradable_screening_recorded_elsewhere(kiosk) -> None:
+    """The DICOM listener records what it was sent, ungradable or refused: the page still says
+    what to do, and the slip prints."""
+    app, store, pipeline = kiosk
+    patient = store.upsert_patient("L-1", "Yaa Asantewaa", None, None, actor="listener")
+    outcomes = [pipeline.screen(darkened(_fundus()), source="dark.jpg", laterality="L"),
+                pipeline.screen(b"junk", source="junk.bin")]
+    shas = [store.save_image(darkened(_fundus()), ".jpg"), store.save_image(b"junk", ".bin")]
+    screening = store.record_screening(patient.id, [o.result for o in outcomes], actor="listener",
+                                       image_shas=shas, heatmap_shas=[None, None])
+    client = app.test_client()
+    login(client, "doctor")
+    page = client.get(f"/screenings/{screening.id}").get_data(as_text=True)
+    assert "Retake the photo: the photograph is too dark" in page
+    assert "Not screened: " in page and "Left eye" in page
+    assert screening.verdict in ("retake", "ungradable")
+    with client.get(f"/screenings/{screening.id}/images/0/original") as original:
+        assert original.status_code == 200 and original.mimetype == "image/jpeg"
+    slip = client.get(f"/screenings/{screening.id}/slip.pdf")
+    assert slip.status_code == 200 and b"Retake the photo" in slip.data
+    assert "Yaa Asantewaa" in client.get("/worklist").get_data(as_text=True)

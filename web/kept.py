@@ -44,6 +44,11 @@ def forget() -> None:
 
 
 def merge(kept: list[Offered], new: list[Offered]) -> list[Offered]:
-    """The visit's images: a new photo of an eye replaces the kept one of that eye."""
+    """The visit's images, right eye first, then left, then films; a new photo of an eye
+    replaces the kept one of that eye."""
     retaken = {(n.task, n.laterality) for n in new if n.laterality is not None}
-    return [k for k in kept if (k.task, k.laterality) not in retaken] + new
+    visit = [k for k in kept if (k.task, k.laterality) not in retaken] + new
+    return sorted(visit, key=lambda item: _EYE_ORDER.get(item.laterality or "", 2))
+
+
+_EYE_ORDER = {"R": 0, "L": 1}

@@ -90,10 +90,7 @@ def _image_block(canvas: Canvas, result: dict[str, Any], heatmap: Path | None, y
     """One eye or film: its action, findings and the heat-map thumbnail."""
     canvas.setFont("Helvetica-Bold", 13)
     title = words.image_title(result)
-    line = words.action(result.get("verdict"), result.get("task"), words.urgent(result))
-    if result.get("verdict") == "ungradable":
-        line = words.retake_line(words.quality_reasons(result), result.get("task"))
-    canvas.drawString(LEFT, y, f"{title}: {line}")
+    canvas.drawString(LEFT, y, f"{title}: {words.image_line(result)}"[:95])
     canvas.setFont("Helvetica", 10)
     text_y = y - 6 * mm
     text_width = WIDTH - 48 * mm

@@ -49,6 +49,16 @@ def retake_line(reasons: list[str], task: str | None = None) -> str:
     return f"{head}: {first[:1].lower()}{first[1:]}"
 
 
+def image_line(result: dict[str, Any]) -> str:
+    """What to do about one image: its action, a retake line, or why it was not screened."""
+    if result.get("error"):
+        reasons = quality_reasons(result)
+        return f"Not screened: {reasons[0]}" if reasons else "Not screened"
+    if result.get("verdict") in ("ungradable", None):
+        return retake_line(quality_reasons(result), result.get("task"))
+    return action(result.get("verdict"), result.get("task"), urgent(result))
+
+
 def quality_reasons(result: dict[str, Any]) -> list[str]:
     """The reasons an image was refused or ungradable, as sentences."""
     error = result.get("error")
@@ -96,6 +106,7 @@ def register(env: Any) -> None:
         action=action,
         tone=tone,
         retake_line=retake_line,
+        image_line=image_line,
         quality_reasons=quality_reasons,
         image_title=image_title,
         is_urgent=urgent,

@@ -91,6 +91,7 @@ def test_nurse_registers_captures_retakes_and_reads_the_verdict(
     assert page.locator("img.picture").count() == 2
     assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     _shot(page, artifacts, "06-result-fundus")
+    fundus_result = page.url
 
     _register(page, "CXR-2026-002", "Kwame Nkrumah")
     page.set_input_files("input[name=chest]", str(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm")))
@@ -107,6 +108,9 @@ def test_nurse_registers_captures_retakes_and_reads_the_verdict(
     _shot(page, artifacts, "08-worklist")
     page.set_viewport_size({"width": 480, "height": 800})
     _shot(page, artifacts, "08b-worklist-small-screen")
+    page.goto(fundus_result)
+    _shot(page, artifacts, "06b-result-small-screen")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     assert _unexpected(live_kiosk.console_errors) == []
 
 
