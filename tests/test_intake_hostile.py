@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import zlib
 from io import BytesIO
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from builders import (
     truncated,
 )
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, JPEG2000Lossless
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import MPEG2MPML, DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
 from kiosk.config import Config
 from kiosk.errors import IntakeError
@@ -137,6 +139,25 @@ def test_unsupported_transfer_syntax() -> None:
     ds.save_as(out)
     error = _refused(out.getvalue())
     assert error.code == "unsupported_transfer_syntax" and "MPEG2" in error.message
+
+
+def test_deflated_dicom_bomb_is_refused_before_pydicom_inflates_it() -> None:
+    header = film_dicom(chest_phantom(64), transfer_syntax=DeflatedExplicitVRLittleEndian)
+    stream = BytesIO(header)
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    meta_end = stream.tell()  # the deflated body starts after the file meta group
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = b"".join(squeezer.compress(bytes(2**20)) for _ in range(64)) + squeezer.flush()
+    assert meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    bomb = header[:meta_end] + body  # 64 MiB of zeros squeezed into ~64 KiB
+    error = _refused(bomb, limits=IntakeLimits(max_pixels=1_000_000))
+    assert error.code == "decompression_bomb"
+
+
+def test_deflated_dicom_within_limits_is_read() -> None:
+    data = film_dicom(chest_phantom(128), transfer_syntax=DeflatedExplicitVRLittleEndian)
+    assert read_image(data).size == (128, 128)
 
 
 def test_limits_come_from_the_configuration() -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import warnings
+import zlib
 from io import BytesIO
 from typing import Literal
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import (
     apply_color_lut,
     apply_modality_lut,
@@ -22,6 +24,7 @@ from pydicom.pixels import (
     pixel_array,
 )
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -59,6 +62,7 @@ def read_dicom(data: bytes, *, source: str = "", kind_hint: ImageKind | None = N
     """Decode a DICOM image (with or without a Part 10 header) into an Image."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        guard_deflated(data, limits)
         ds = parse(data, caught)
         check_header(ds, limits)
         kind = kind_from_header(ds) or kind_hint
@@ -73,10 +77,38 @@ def read_dicom(data: bytes, *, source: str = "", kind_hint: ImageKind | None = N
                  laterality=laterality(ds), meta=describe(ds), warnings=notes)
 
 
+def guard_deflated(data: bytes, limits: IntakeLimits) -> None:
+    """Refuse a deflated dataset that would inflate past any image the limits allow.
+
+    pydicom inflates a Deflated Explicit VR Little Endian file in one piece, so a small file
+    could otherwise expand to gigabytes: inflate it here first, bounded, and stop early.
+    """
+    if DeflatedExplicitVRLittleEndian.encode() not in data[:4096] or data[128:132] != b"DICM":
+        return
+    stream = BytesIO(data)
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    bound = 6 * limits.max_pixels + 2**24  # 16-bit RGB at the pixel limit, plus header
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = data[stream.tell():], 0
+    while pending and total <= bound:  # in 1 MiB pieces, kept by nobody: memory stays flat
+        total += len(inflater.decompress(pending, 2**20))
+        pending = inflater.unconsumed_tail
+    if total > bound:
+        raise IntakeError("The deflated DICOM file would expand beyond any image the kiosk "
+                          "accepts: refused as a possible decompression bomb.",
+                          code="decompression_bomb")
+
+
 def parse(data: bytes, caught: list[warnings.WarningMessage] | None = None) -> Dataset:
     """The dataset, with a transfer syntax set for files that have no Part 10 header."""
     ds = pydicom.dcmread(BytesIO(data), force=True)
     cut_off = any("end of file" in str(w.message).lower() for w in caught or [])
+    if "PixelData" not in ds and ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds):
+        raise IntakeError("Floating-point pixel data (a parametric map) is not an image the "
+                          "kiosk screens.", code="unsupported_pixel_data")
     if "PixelData" not in ds and ("Rows" in ds or cut_off):
         raise IntakeError("The DICOM file is truncated: it ends before its pixel data. Send it "
                           "again.", code="truncated")
