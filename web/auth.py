@@ -95,11 +95,14 @@ def _throttle() -> LoginThrottle:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session."""
-    audit("logout")
+    """End the session (the screen sends reason=idle when nobody touched it)."""
+    idle = request.form.get("reason") == "idle"
+    audit("logout", detail="idle" if idle else "")
     logout_user()
     session.clear()
-    flash("You are logged off.", "info")
+    minutes = int(current_app.config["PERMANENT_SESSION_LIFETIME"].total_seconds() // 60)
+    flash(f"You were logged off after {minutes} minutes without activity." if idle
+          else "You are logged off.", "info")
     return redirect(url_for("auth.login"))
 
 

@@ -48,7 +48,10 @@ function startIdleLogOff() {
   let timer = null;
   const reset = function () {
     clearTimeout(timer);
-    timer = setTimeout(function () { form.submit(); }, seconds * 1000);
+    timer = setTimeout(function () {
+      form.elements.reason.value = "idle";
+      form.submit();
+    }, seconds * 1000);
   };
   for (const name of ["pointerdown", "keydown", "scroll", "touchstart"]) {
     document.addEventListener(name, reset, { passive: true });
