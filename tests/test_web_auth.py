@@ -165,6 +165,9 @@ def test_security_headers_on_every_answer(client: FlaskClient) -> None:
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["X-Frame-Options"] == "DENY"
     assert client.get("/login").headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in client.get("/login").headers  # plain http here
+    assert "max-age" in client.get("/login", base_url="https://localhost").headers[
+        "Strict-Transport-Security"]
 
 
 def test_session_cookie_flags(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
 
 #: Content Security Policy: everything from this kiosk only, no inline script or style.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
@@ -163,6 +163,8 @@ def _headers(response: Any) -> Any:
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     if request.endpoint != "static":
         response.headers["Cache-Control"] = "no-store"
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
     return response
 
 
