@@ -1,9 +1,10 @@
 """Chest film gradability and the layout checks intake relies on, on real films and phantoms.
 
 Measured on 608 upright films (the 8 adult samples and 600 Kermany films) when the thresholds
-were set: 600 gradable; every inverted copy refused at intake (photometric_mismatch) and flagged
-by quality; 94 % of films turned 90 degrees flagged `rotated` (the rest `inverted` or
-`not_a_chest`, still ungradable); 81 % of upside-down copies flagged `upside_down`.
+were set: 599 gradable; every inverted copy refused at intake (photometric_mismatch) and flagged
+by quality (603 `inverted`, 5 `rotated`); 93 % of films turned 90 degrees flagged `rotated` (the
+rest `inverted` or `not_a_chest`, 1 of 1,216 gradable); 87 % of upside-down copies flagged
+`upside_down` (8 % missed).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def test_upright_films_are_gradable_and_pass_intake(films: list[tuple[str, np.nd
         results[_first_code(grey)] += 1
         if name.startswith(("nih", "tbx", "jsrt", "covid", "padchest")):
             assert _first_code(grey) == "gradable", name  # every adult sample
-    assert results["gradable"] >= 0.97 * len(films), results
+    assert results["gradable"] >= 0.95 * len(films), results  # 98.5 % over 608 films
 
 
 def test_inverted_copies_are_refused_and_flagged(films: list[tuple[str, np.ndarray]]) -> None:
@@ -73,7 +74,7 @@ def test_turned_films_are_flagged(films: list[tuple[str, np.ndarray]]) -> None:
         upside_down[_first_code(np.rot90(grey, 2).copy())] += 1
     assert turned["rotated"] >= 0.85 * 2 * len(films), turned
     assert turned["gradable"] <= 0.02 * 2 * len(films), turned
-    assert upside_down["upside_down"] >= 0.7 * len(films), upside_down
+    assert upside_down["upside_down"] >= 0.75 * len(films), upside_down
 
 
 def test_phantom_and_its_faults() -> None:
