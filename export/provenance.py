@@ -87,12 +87,19 @@ def describe_training(recipe: Recipe, net: ScreeningNet, history: dict[str, Any]
     epochs = history["history"]
     best = max(epochs, key=lambda e: e["val_auc"])
     minutes = sum(e["seconds"] for e in epochs) / 60
+    budget = ""
+    if history.get("budget_s"):
+        budget = (
+            f" compressed into a wall-clock budget of {history['budget_s'] / 60:.0f} min (the cores were "
+            "shared with other work, so the schedule ended by time, not by epochs)"
+        )
     return (
         f"ResNet-style CNN trained from scratch ({params / 1e6:.2f} M parameters; widths {recipe.widths}, "
         f"blocks {recipe.blocks}; last layer a 1x1 convolution whose spatial mean is the logit, so the `cam` "
-        f"output explains the score exactly). {recipe.epochs} epochs, batch {recipe.batch}, AdamW "
-        f"(lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + cosine schedule, bf16 autocast on "
-        f"2 CPU cores, {minutes:.0f} min; augmentation: flips, rotation, zoom, shift, brightness/contrast. "
+        f"output explains the score exactly). {len(epochs)} of at most {recipe.epochs} epochs, batch "
+        f"{recipe.batch}, AdamW (lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + cosine "
+        f"schedule{budget}, bf16 autocast on 2 shared CPU cores, {minutes:.0f} min; augmentation: flips, "
+        "rotation, zoom, shift, brightness/contrast. "
         f"Weights: exponential moving average, checkpoint of epoch {best['epoch']} chosen by "
         "calibration-split "
         f"AUC ({best['val_auc']:.3f})."
