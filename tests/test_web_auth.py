@@ -77,6 +77,17 @@ def test_throttle_unlocks_after_the_lockout() -> None:
     assert throttle.wait_s("user:a") == 0
 
 
+def test_the_kiosk_address_locks_only_after_many_names_fail() -> None:
+    throttle = LoginThrottle(clock=lambda: 0.0)
+    for n in range(19):
+        throttle.failed(f"user:{n}", "addr:10.0.0.5")
+    assert throttle.wait_s("user:new", "addr:10.0.0.5") == 0
+    throttle.failed("user:19", "addr:10.0.0.5")
+    assert throttle.wait_s("user:new", "addr:10.0.0.5") > 0
+    throttle.succeeded("user:3")
+    assert throttle.wait_s("user:new", "addr:10.0.0.6") == 0
+
+
 def test_inactivity_logs_off(client: FlaskClient) -> None:
     login(client, "nurse")
     assert client.get("/worklist").status_code == 200
