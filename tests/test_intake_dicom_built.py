@@ -124,6 +124,11 @@ def test_body_part_in_the_descriptions_is_refused() -> None:
     assert refused.value.code == "wrong_body_part"
 
 
+def test_secondary_capture_of_a_chest_is_a_chest_film() -> None:
+    image = read_image(film_dicom(STORED, bits_stored=12, modality="OT", body_part="CHEST"))
+    assert image.kind == "cxr" and image.meta["modality"] == "OT"
+
+
 def test_other_modalities_are_refused() -> None:
     with pytest.raises(IntakeError) as refused:
         read_image(film_dicom(STORED, bits_stored=12, modality="MG", body_part=None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import numpy as np
 import pytest
 from builders import (
@@ -12,6 +14,7 @@ from builders import (
     stored_for_orientation,
 )
 from conftest import shared
+from PIL import Image as PILImage
 
 from kiosk.errors import IntakeError
 from kiosk.intake import read_image
@@ -109,3 +112,16 @@ def test_a_gif_is_refused_as_not_supported() -> None:
     with pytest.raises(IntakeError) as refused:
         read_image(b"GIF89a" + bytes(100))
     assert refused.value.code == "not_an_image"
+
+
+def test_sixteen_bit_colour_png_and_cmyk_jpeg_are_read_as_rgb() -> None:
+    import cv2  # writes 16-bit colour PNGs, which Pillow cannot
+
+    ok, encoded = cv2.imencode(".png", (FUNDUS.astype(np.uint16) * 257)[:, :, ::-1].copy())
+    assert ok
+    image = read_image(encoded.tobytes())
+    assert image.kind == "fundus" and np.array_equal(image.pixels, FUNDUS)
+    cmyk = BytesIO()
+    PILImage.fromarray(FUNDUS).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    image = read_image(cmyk.getvalue())
+    assert image.kind == "fundus" and image.pixels.shape == (240, 240, 3)
