@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from browser.screening_setup import model_settings, open_pipeline
 from browser.web_support import add_user, make_app, web_config
+from kiosk.config import Config
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "web"
@@ -32,11 +33,8 @@ class LiveKiosk:
     console_errors: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(scope="module")
-def live_kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKiosk]:
-    root = tmp_path_factory.mktemp("kiosk")
-    config = web_config(root, fhir_url="http://127.0.0.1:9/fhir", **model_settings(root))
-    pipeline = open_pipeline(config)
+def serve_kiosk(config: Config, pipeline: Any) -> Iterator[LiveKiosk]:
+    """Run the app around a fresh store and the pipeline on a free loopback port."""
     app, store = make_app(config, pipeline=pipeline)
     app.config["TESTING"] = False
     for name, role in (("nurse", "operator"), ("doctor", "clinician"), ("boss", "admin")):
@@ -52,6 +50,13 @@ def live_kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKiosk]:
         thread.join(timeout=10)
         pipeline.close()
         store.close()
+
+
+@pytest.fixture(scope="module")
+def live_kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKiosk]:
+    root = tmp_path_factory.mktemp("kiosk")
+    config = web_config(root, fhir_url="http://127.0.0.1:9/fhir", **model_settings(root))
+    yield from serve_kiosk(config, open_pipeline(config))
 
 
 @pytest.fixture(scope="module")
