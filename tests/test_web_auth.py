@@ -141,6 +141,9 @@ def test_bearer_token_authenticates_api_without_cookies(app_store: tuple[Flask, 
     assert client.get("/api/patients?q=P-7", headers=headers).get_json()["patients"][0]["name"] == "Esi"
     bad = client.get("/api/patients?q=P-7", headers={"Authorization": f"Bearer {token}x"})
     assert bad.status_code == 401 and bad.headers["WWW-Authenticate"].startswith("Bearer")
+    for forged in ("1.\u00e9t\u00e9", "\u00b2.abc", ".", "1", "99.abc", "Basic x"):
+        header = {"Authorization": f"Bearer {forged}".encode().decode("latin-1")}
+        assert client.get("/api/csrf", headers=header).status_code == 401, forged
     # a token is not a page log-in
     assert client.get("/worklist", headers=headers).status_code == 200
     assert client.get("/worklist").status_code == 302

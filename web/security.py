@@ -95,10 +95,10 @@ def api_token(user: Any) -> str:
 def user_for_token(token: str) -> SessionUser | None:
     """The user a bearer token belongs to, or None when it is not valid."""
     user_id, _, mac = token.partition(".")
-    if not user_id.isdigit() or not mac:
+    if not (user_id.isascii() and user_id.isdigit()) or not mac:
         return None
     user = services().store.get_user_by_id(int(user_id))
-    if user is None or not hmac.compare_digest(mac, _token_mac(user)):
+    if user is None or not hmac.compare_digest(mac.encode(), _token_mac(user).encode()):
         return None
     return SessionUser.from_store(user)
 
