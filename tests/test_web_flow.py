@@ -311,3 +311,15 @@ def test_result_page_of_an_ungradable_screening_recorded_elsewhere(kiosk) -> Non
     slip = client.get(f"/screenings/{screening.id}/slip.pdf")
     assert slip.status_code == 200 and b"Retake the photo" in slip.data
     assert "Yaa Asantewaa" in client.get("/worklist").get_data(as_text=True)
+
+
+def test_without_a_model_capture_says_so_and_nothing_is_recorded(tmp_path: Path) -> None:
+    app, store = make_app(web_config(tmp_path, models_dir=tmp_path / "empty"))
+    add_user(store, "nurse", "operator")
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client, "NM-1")
+    answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"))
+    assert answer.status_code == 503
+    assert "no verified model bundle" in answer.get_data(as_text=True)
+    assert store.worklist() == []

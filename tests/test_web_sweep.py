@@ -76,3 +76,22 @@ def test_admin_routes_refuse_an_operator(app: Flask) -> None:
     for endpoint, method, url in admin:
         response = client.open(url, method=method)
         assert response.status_code == 403, (endpoint, url, response.status_code)
+
+
+@pytest.mark.parametrize("role", ["operator", "clinician", "admin"])
+def test_no_route_fails_with_a_500_on_junk_input(tmp_path: Path, role: str) -> None:
+    made, store = make_app(web_config(tmp_path, models_dir=tmp_path / "no-models"))
+    made.config["WTF_CSRF_ENABLED"] = False
+    add_user(store, "someone", role)
+    client = made.test_client()
+    login(client, "someone")
+    junk = {"q": "\x00é' OR 1=1 --", "decision": "overrule", "verdict": "<b>", "note": "x" * 5000,
+            "identifier": "../../etc", "name": "\u202e", "birth_date": "31/02/2020", "sex": "?",
+            "role": "root", "username": "é", "password": "", "eye": "Z", "reason": "idle",
+            "prevalence_fundus_dr": "nan", "patient_id": "-1"}
+    for endpoint, method, url in _routes(made):
+        if endpoint == "auth.logout":
+            continue
+        response = client.open(url, method=method, data=junk, query_string={"q": junk["q"]})
+        response.close()
+        assert response.status_code < 500, (role, endpoint, method, url, response.status_code)

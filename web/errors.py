@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from kiosk.errors import KioskError
+from kiosk.errors import BundleError, KioskError
 from web.security import is_api_request
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,11 @@ def answer(code: str, message: str, status: int) -> ResponseReturnValue:
 
 
 def _kiosk_error(exc: KioskError) -> ResponseReturnValue:
-    if exc.http_status >= 500:
+    # no usable model bundle: the kiosk cannot screen now, which is 503 to a client
+    status = 503 if isinstance(exc, BundleError) else exc.http_status
+    if status >= 500:
         log.warning("request failed: %s [%s]", exc.message, exc.code)
-    return answer(exc.code, exc.message, exc.http_status)
+    return answer(exc.code, exc.message, status)
 
 
 def _csrf_error(exc: CSRFError) -> ResponseReturnValue:
