@@ -323,3 +323,13 @@ def test_without_a_model_capture_says_so_and_nothing_is_recorded(tmp_path: Path)
     assert answer.status_code == 503
     assert "no verified model bundle" in answer.get_data(as_text=True)
     assert store.worklist() == []
+
+
+def test_a_search_that_finds_nobody_starts_the_registration(kiosk) -> None:
+    app, _, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    by_id = client.get("/patients?q=BC-7731").get_data(as_text=True)
+    assert 'name="identifier" value="BC-7731"' in by_id
+    by_name = client.get("/patients?q=Akosua").get_data(as_text=True)
+    assert 'name="name" value="Akosua"' in by_name and 'name="identifier" value=""' in by_name

@@ -52,7 +52,18 @@ def find() -> ResponseReturnValue:
         audit("search_patients", detail=f"q={query} found={len(found)}")
     if len(found) == 1 and found[0].identifier == query:
         return redirect(url_for("patients.capture", patient_id=found[0].id))
-    return render_template("patients.html", query=query, found=found, sexes=SEXES, form={})
+    return render_template(
+        "patients.html", query=query, found=found, sexes=SEXES, form=_prefill(query, found)
+    )
+
+
+def _prefill(query: str, found: list[object]) -> dict[str, str]:
+    """A search that found nobody starts the registration: an id if it has digits, else a name."""
+    if found or not query:
+        return {}
+    if IDENTIFIER.match(query) and any(c.isdigit() for c in query):
+        return {"identifier": query}
+    return {"name": query}
 
 
 @bp.post("/patients")

@@ -103,6 +103,9 @@ def test_nurse_registers_captures_retakes_and_reads_the_verdict(
                                               "No referral needed")
     _shot(page, artifacts, "07-result-chest")
 
+    page.goto("/patients?q=Owusu")
+    assert "EYE-2026-001" in page.inner_text(".list")
+    _shot(page, artifacts, "07b-patient-search")
     page.goto("/worklist")
     assert page.locator("table.worklist tbody tr").count() == 2
     _shot(page, artifacts, "08-worklist")
