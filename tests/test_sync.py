@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from peers.fixtures import FhirPeer, OrthancPeer
@@ -165,3 +168,39 @@ def test_pacs_gets_sr_and_overlays_once_by_cstore_and_stow(
     final_sr = sr_uid(_delivery(store, final_item))
     assert cstore.sop_uids()[final_sr] == 1 and stow.sop_uids()[final_sr] == 1
     store.close()
+
+
+def test_kiosk_sync_command_reports_status_and_retries_parked_items(
+        config: Config, mllp_peer: MllpPeer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from kiosk.cli import main
+
+    monkeypatch.setenv("KIOSK_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("KIOSK_HL7_ADDRESS", mllp_peer.address)
+    monkeypatch.setenv("KIOSK_MIN_FREE_DISK_MB", "1")
+    store = _store(config, hl7_address=mllp_peer.address)
+    mllp_peer.inbox.answers["CLI-1"] = ("AE", "no such ward")
+    screen(store, 401, identifier="CLI-1")
+    store.close()
+    assert main(["sync"]) == 1  # one item parked
+    assert main(["sync", "--status"]) == 0
+    status = json.loads(capsys.readouterr().out.split("\n", 2)[-1])
+    assert status["parked"][0]["error"].endswith("no such ward")
+    del mllp_peer.inbox.answers["CLI-1"]
+    assert main(["sync", "--retry", str(status["parked"][0]["id"])]) == 0
+    assert main(["sync", "--status"]) == 0
+    assert '"sent": 1' in capsys.readouterr().out
+
+
+def test_kiosk_backup_command(config: Config, monkeypatch: pytest.MonkeyPatch,
+                              tmp_path: Path) -> None:
+    from kiosk.cli import main
+
+    monkeypatch.setenv("KIOSK_DATA_DIR", str(config.data_dir))
+    store = _store(config)
+    screen(store, 402)
+    store.close()
+    assert main(["backup", str(tmp_path / "copy.db")]) == 0
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    assert copy.execute("SELECT COUNT(*) FROM screenings").fetchone()[0] == 1
+    copy.close()

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from kiosk.errors import DiskFullError, NotFoundError, StoreError
@@ -36,6 +37,18 @@ def check_free_space(folder: Path, needed_bytes: int, min_free_mb: int) -> None:
 
 def _shard(root: Path, sha256: str) -> Path:
     return root / sha256[:2]
+
+
+def sweep_partial(root: Path, older_than_s: float = 3600.0) -> int:
+    """Remove temp files a crash left behind (never referenced); returns how many."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in root.glob("*/.tmp-*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def find(root: Path, sha256: str) -> Path:

@@ -34,6 +34,7 @@ class Store:
         self.db = db
         self.images_dir = config.data_dir / "images"
         self.destinations = outbox.configured_destinations(config)
+        images.sweep_partial(self.images_dir)  # only files an hour old: no capture in flight
 
     @classmethod
     def open(cls, config: Config) -> Store:

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
+import socket
 import ssl
 import uuid
+from pathlib import Path
 
 import requests
-from pydicom import Dataset
+from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, Association
+from pynetdicom import AE, Association, evt
+from pynetdicom.transport import AssociationSocket
 
 from kiosk.config import Config
 from kiosk.errors import SyncError
 from kiosk.sync.base import Delivery, host_port, http_auth, refused, tls_verify, unreachable
-from kiosk.sync.dicom_objects import datasets
+from kiosk.sync.dicom_objects import spooled
+
+
+def _close_always(self: AssociationSocket) -> None:
+    """Shut down and close the socket: pynetdicom 3.0.4 skips close() when shutdown() fails
+    (after a refused connect), leaking a descriptor per failed try; a kiosk retrying for days
+    would run out of them."""
+    sock = self.socket
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+AssociationSocket._shutdown_socket = _close_always  # type: ignore[method-assign]
 
 #: C-STORE statuses that mean "stored" (success, and warnings such as coercion of elements).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -39,22 +57,23 @@ class CStoreDestination:
         self.called_ae = called or "ANY-SCP"
         self.host, self.port = host_port(address, "pacs_address")
 
-    def _ae(self, objects: list[Dataset]) -> AE:
+    def _ae(self, objects: list[Path]) -> AE:
         ae = AE(ae_title=self.config.pacs_ae_title or self.config.dicom_ae_title)
-        for sop_class, syntax in sorted({_context(d) for d in objects}):
+        for sop_class, syntax in sorted({_context(path) for path in objects}):
             ae.add_requested_context(sop_class, syntax)
         timeout = self.config.sync_timeout_s
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
         ae.connection_timeout = timeout
         return ae
 
-    def _associate(self, objects: list[Dataset]) -> Association:
+    def _associate(self, objects: list[Path]) -> Association:
         tls = None
         if self.config.pacs_tls:
             context = ssl.create_default_context(cafile=self.config.tls_ca_file or None)
             tls = (context, self.host)
         assoc = self._ae(objects).associate(self.host, self.port, ae_title=self.called_ae,
-                                            tls_args=tls)
+                                            tls_args=tls,
+                                            evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])
         if not assoc.is_established:
             raise unreachable("dicom", f"no association with {self.called_ae}@{self.host}:"
                               f"{self.port} (refused, aborted or not listening)")
@@ -63,11 +82,11 @@ class CStoreDestination:
     def send(self, delivery: Delivery) -> None:
         """C-STORE every object of the item on one association; the PACS keeps one copy per
         SOP Instance UID, so a resend after a lost response stores nothing twice."""
-        objects = datasets(delivery, self.config)
+        objects = spooled(delivery, self.config)
         assoc = self._associate(objects)
         try:
-            for dataset in objects:
-                _store(assoc, dataset)
+            for path in objects:
+                _store(assoc, path)
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -76,29 +95,30 @@ class CStoreDestination:
         """Nothing is held between items (one association per item)."""
 
 
-def _context(dataset: Dataset) -> tuple[str, str]:
-    meta = getattr(dataset, "file_meta", None)
-    syntax = getattr(meta, "TransferSyntaxUID", None) or ExplicitVRLittleEndian
+def _no_delay(event: evt.Event) -> None:
+    """Switch Nagle off: a C-STORE is several small PDU writes that would each wait an ACK."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _context(path: Path) -> tuple[str, str]:
+    dataset = dcmread(path, stop_before_pixels=True)
+    syntax = dataset.file_meta.get("TransferSyntaxUID") or ExplicitVRLittleEndian
     return str(dataset.SOPClassUID), str(syntax)
 
 
-def _store(assoc: Association, dataset: Dataset) -> None:
+def _store(assoc: Association, path: Path) -> None:
     try:
-        status = assoc.send_c_store(dataset)
+        status = assoc.send_c_store(path)
     except ValueError as exc:  # no accepted presentation context for this object
-        raise refused("dicom", f"the PACS accepts no {dataset.SOPClassUID.name}: {exc}") from exc
+        raise refused("dicom", f"the PACS accepts none of {path.name}: {exc}") from exc
     except (RuntimeError, OSError) as exc:
         raise unreachable("dicom", f"C-STORE interrupted: {exc}") from exc
     if not status or "Status" not in status:
         raise unreachable("dicom", "no C-STORE response (connection lost or timed out)")
     if int(status.Status) not in STORED:
-        raise _store_status_error(int(status.Status), str(dataset.SOPInstanceUID))
-
-
-def _part10(dataset: Dataset) -> bytes:
-    out = io.BytesIO()
-    dataset.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+        raise _store_status_error(int(status.Status), path.name)
 
 
 def multipart(parts: list[bytes]) -> tuple[bytes, str]:
@@ -126,7 +146,7 @@ class StowDestination:
 
     def send(self, delivery: Delivery) -> None:
         """POST every object of the item in one request."""
-        body, content_type = multipart([_part10(d) for d in datasets(delivery, self.config)])
+        body, content_type = multipart([p.read_bytes() for p in spooled(delivery, self.config)])
         try:
             response = self.session.post(self.url, data=body, timeout=self.config.sync_timeout_s,
                                          headers={"Content-Type": content_type})

@@ -9,6 +9,9 @@ same study, marked verified by the clinician.
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -173,3 +176,25 @@ def datasets(delivery: Delivery, config: Config) -> list[Dataset]:
     sr = structured_report(delivery, evidence, config)
     return (evidence if not delivery.final else []) + [sr]
 
+
+
+def spooled(delivery: Delivery, config: Config) -> list[Path]:
+    """The item's objects as DICOM files in the spool, rendered once and reused by every retry
+    and by both PACS routes (C-STORE, STOW-RS), so each resend is byte-identical."""
+    folder = config.data_dir / "spool" / "dicom" / f"{delivery.screening.uid}-" \
+        f"{delivery.item.report_status}"
+    if not folder.exists():
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=_mkdirs(folder.parent)))
+        for number, dataset in enumerate(datasets(delivery, config)):
+            name = f"{number:03d}_{dataset.SOPInstanceUID}.dcm"
+            dataset.save_as(partial / name, enforce_file_format=True)
+        try:
+            partial.rename(folder)
+        except OSError:  # another worker rendered it first: keep theirs
+            shutil.rmtree(partial, ignore_errors=True)
+    return sorted(folder.glob("*.dcm"))
+
+
+def _mkdirs(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

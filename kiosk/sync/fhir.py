@@ -1,10 +1,11 @@
 """FHIR R4 destination: one transaction Bundle per outbox item, idempotent by identifiers.
 
-Patient, Device, ImagingStudy and (preliminary) Observations and DiagnosticReport are created
-with ``ifNoneExist`` on their identifier, so a resend finds them and creates nothing; the final
-report (after sign-off) updates the same DiagnosticReport and Observations by conditional
-update (``PUT DiagnosticReport?identifier=...``). Every resource is validated here with
-``fhir.resources.R4B`` before it leaves, because a FHIR server may validate nothing.
+Patient and Device are conditional creates (``ifNoneExist`` on their identifier: the EHR may
+know the patient already); ImagingStudy, the Observations and the DiagnosticReport have
+client-assigned ids derived from the screening and are PUT, so a resend rewrites the same
+resources and never adds one (the final report after sign-off updates them in place). Every
+resource is validated here with ``fhir.resources.R4B`` before it leaves, because a FHIR
+server may validate nothing.
 """
 
 from __future__ import annotations
@@ -164,34 +165,52 @@ def _search(resource: dict) -> str:
     return "identifier=" + quote(f"{ident['system']}|{ident['value']}", safe=":|")
 
 
-def _entry(ref: str, resource: dict, update: bool = False) -> dict:
+def resource_id(s: Screening, part: str) -> str:
+    """The client-assigned id of one of the screening's resources (the same on every kiosk)."""
+    return str(stable_uuid(s.uid, part))
+
+
+def _create(ref: str, resource: dict) -> dict:
+    """A conditional create: found by identifier, created only when absent."""
     kind = resource["resourceType"]
-    request = ({"method": "PUT", "url": f"{kind}?{_search(resource)}"} if update
-               else {"method": "POST", "url": kind, "ifNoneExist": _search(resource)})
-    return {"fullUrl": ref, "resource": resource, "request": request}
+    return {"fullUrl": ref, "resource": resource,
+            "request": {"method": "POST", "url": kind, "ifNoneExist": _search(resource)}}
+
+
+def _put(resource: dict) -> dict:
+    """An update of a client-assigned id: the same resource however often it is sent."""
+    kind, rid = resource["resourceType"], resource["id"]
+    return {"fullUrl": f"urn:uuid:{rid}", "resource": resource,
+            "request": {"method": "PUT", "url": f"{kind}/{rid}"}}
 
 
 def bundle(delivery: Delivery, config: Config) -> dict:
-    """The transaction Bundle for one outbox item, validated resource by resource."""
-    s, final = delivery.screening, delivery.final
+    """The transaction Bundle for one outbox item, validated resource by resource.
+
+    It always carries the screening's current state (final once signed off), so a late resend
+    of the preliminary item can never turn a final report back into a preliminary one.
+    """
+    s = delivery.screening
+    final = s.sign_off is not None
     key = delivery.item.idempotency_key
-    refs = {"patient": _ref(key + "/patient"), "study": _ref(key + "/study")}
-    entries = [_entry(refs["patient"], patient(s, config))]
+    refs = {"patient": _ref(key + "/patient"),
+            "study": f"ImagingStudy/{resource_id(s, 'study')}"}
+    entries = [_create(refs["patient"], patient(s, config))]
     models: dict[str, str] = {}
     for position, result in enumerate(s.results):
         model = result.get("model") or {}
         name = f"{model.get('id')}@{model.get('version')}"
         if name not in models:
             models[name] = _ref(f"{key}/device/{name}")
-            entries.append(_entry(models[name], device(model)))
+            entries.append(_create(models[name], device(model)))
         refs[f"device{position}"] = models[name]
-    entries.append(_entry(refs["study"], imaging_study(s, refs["patient"])))
+    entries.append(_put({**imaging_study(s, refs["patient"]), "id": resource_id(s, "study")}))
     status = "final" if final else "preliminary"
-    observations = [_ref(f"{key}/observation/{i}") for i in range(len(s.results))]
-    entries += [_entry(ref, observation(s, i, status, refs), update=final)
-                for i, ref in enumerate(observations)]
-    entries.append(_entry(_ref(key + "/report"), report(s, final, refs, observations),
-                          update=final))
+    observations = [resource_id(s, f"observation-{i}") for i in range(len(s.results))]
+    entries += [_put({**observation(s, i, status, refs), "id": rid})
+                for i, rid in enumerate(observations)]
+    entries.append(_put({**report(s, final, refs, [f"Observation/{o}" for o in observations]),
+                         "id": resource_id(s, "report")}))
     for entry in entries:
         validate(entry["resource"])
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": entries}

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class SyncReport:
     retrying: int = 0
     parked: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per destination
 
 
 def backoff_s(attempts: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -87,6 +89,7 @@ class SyncWorker:
 
     def _deliver(self, item: OutboxItem, report: SyncReport, down: set[str]) -> None:
         destination = self.destinations.get(item.destination)
+        started = time.monotonic()
         try:
             if destination is None:
                 raise SyncError(f"destination {item.destination!r} is not configured",
@@ -102,6 +105,9 @@ class SyncWorker:
         else:
             self.store.item_sent(item.id)
             report.sent += 1
+        finally:
+            report.seconds[item.destination] = (report.seconds.get(item.destination, 0.0)
+                                                + time.monotonic() - started)
 
     def _failed(self, item: OutboxItem, exc: KioskError, report: SyncReport,
                 down: set[str]) -> None:

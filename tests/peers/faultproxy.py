@@ -10,6 +10,7 @@ the kernel, until ``up()`` opens it again on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import select
 import socket
@@ -22,11 +23,9 @@ FAULTS = ("refuse", "drop", "stall", "reset")
 
 def _hard_close(sock: socket.socket) -> None:
     """Close with RST instead of FIN."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
-    except OSError:
-        pass
+    sock.close()
 
 
 class FaultProxy:
@@ -65,6 +64,9 @@ class FaultProxy:
         """Stop listening: new connections are refused by the kernel."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not on Linux
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
 
     def _draw(self) -> str:
@@ -97,6 +99,8 @@ class FaultProxy:
             return
         try:
             self._pump(client, upstream, fault)
+        except OSError:  # either side reset or vanished (e.g. a client killed with kill -9)
+            pass
         finally:
             _hard_close(client)
             _hard_close(upstream)

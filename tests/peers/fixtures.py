@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -60,16 +61,20 @@ class FhirPeer:
 
     def search(self, resource_type: str, **params: str) -> list[dict]:
         """Every resource of a type matching the search, following the paging links."""
-        url: str | None = f"{self.base}/{resource_type}"
-        query: dict[str, str] | None = {"_count": "1000", **params}
         found: list[dict] = []
-        while url:
-            answer = requests.get(url, params=query, timeout=30).json()
-            found += [e["resource"] for e in answer.get("entry", [])]
-            url = next((link["url"] for link in answer.get("link", [])
-                        if link.get("relation") == "next"), None)
-            query = None
-        return found
+        while True:  # page by _offset: this server caps _count and gives no next links
+            answer = requests.get(f"{self.base}/{resource_type}", timeout=60, params={
+                "_count": "1000", "_offset": str(len(found)), **params}).json()
+            page = [e["resource"] for e in answer.get("entry", [])]
+            found += page
+            if len(page) < 1000:
+                return found
+
+    def total(self, resource_type: str) -> int:
+        """How many resources of a type the server holds."""
+        answer = requests.get(f"{self.base}/{resource_type}", params={"_count": "1"},
+                              timeout=30).json()
+        return int(answer["total"])
 
     def reports_by_screening(self) -> Counter[str]:
         """How many DiagnosticReports each screening uid has."""
@@ -152,17 +157,22 @@ def _orthanc(folder: Path) -> tuple[subprocess.Popen, OrthancPeer]:
 
 
 @pytest.fixture(scope="session")
-def orthanc_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancPeer,
-                                                                              OrthancPeer]]:
+def orthanc_pair() -> Iterator[tuple[OrthancPeer, OrthancPeer]]:
     """Two Orthancs (one for C-STORE, one for STOW-RS), only inside a private network namespace."""
     if os.environ.get("KIOSK_TEST_NETNS") != "1":
         pytest.skip("Orthanc listens on every interface: it runs only inside the private network "
                     "namespace of scripts/test.sh (KIOSK_TEST_NETNS=1)")
     if shutil.which("Orthanc") is None or not ORTHANC_PLUGIN.exists():
         pytest.skip("Orthanc and its DICOMweb plugin are not installed (scripts/setup.sh)")
-    started = [_orthanc(tmp_path_factory.mktemp(f"orthanc{n}")) for n in (1, 2)]
+    # The PACS's own storage lives in memory when it can (its fsyncs are not what is tested).
+    shm = Path("/dev/shm")
+    folders = [Path(tempfile.mkdtemp(prefix="kiosk-orthanc-", dir=shm if shm.is_dir() else None))
+               for _ in (1, 2)]
+    started = [_orthanc(folder) for folder in folders]
     try:
         yield started[0][1], started[1][1]
     finally:
         for process, _ in started:
             _stop(process)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -40,6 +40,12 @@ def _ack(control_id: str, code: str, text: str) -> bytes:
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
+        try:
+            self._serve()
+        except OSError:  # the sender reset or dropped the connection: nothing to answer
+            return
+
+    def _serve(self) -> None:
         data = b""
         while True:
             chunk = self.request.recv(65536)
