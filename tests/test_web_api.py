@@ -182,7 +182,7 @@ def test_a_refused_bundle_shows_on_admin_and_degrades_health(tmp_path: Path) -> 
     client = app.test_client()
     login(client, "boss")
     page = client.get("/admin/").get_data(as_text=True)
-    assert "Refused" in page and "cxr-pneumonia-1.0.0" in page and "verified" in page
+    assert "refused" in page and "cxr-pneumonia-1.0.0" in page and "verified" in page
     body = _conforms("/api/health", "get", client.get("/api/health"))
     assert body["status"] == "degraded" and body["backends"] == ["onnxruntime-cpu"]
     app.extensions["kiosk"].pipeline.close()

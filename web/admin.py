@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -41,11 +42,23 @@ def index() -> ResponseReturnValue:
     return render_template(
         "admin.html",
         models=models,
+        measured=_measured_today(svc.store.worklist()),
         model_error=model_error,
         prevalence=_prevalence(),
         users=svc.store.list_users(),
         roles=ROLES,
     )
+
+
+def _measured_today(screenings: list[Any]) -> dict[str, tuple[float, int]]:
+    """Per model id: median milliseconds from upload to verdict today, and how many images."""
+    times: dict[str, list[float]] = {}
+    for screening in screenings:
+        for result in screening.results:
+            total = (result.get("timings_ms") or {}).get("total")
+            if result.get("model") and total is not None and result.get("verdict"):
+                times.setdefault(str(result["model"].get("id")), []).append(float(total))
+    return {model: (statistics.median(ms), len(ms)) for model, ms in times.items()}
 
 
 def _prevalence() -> list[dict[str, Any]]:

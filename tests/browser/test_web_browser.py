@@ -160,6 +160,7 @@ def test_admin_pages(page: Any, live_kiosk: Any, artifacts: Path) -> None:
     page.goto("/admin/")
     assert "verified" in page.inner_text("table")
     assert "onnxruntime-cpu" in page.inner_text("table")
+    assert "median per image today" in page.inner_text("table")
     _shot(page, artifacts, "13-admin")
     page.goto("/admin/audit?q=view_result")
     assert "Tamper check passed" in page.inner_text("main")
