@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from peers.fixtures import FhirPeer, OrthancPeer
+from peers.fixtures import FhirPeer, OrthancPeer, start_fhir
 from peers.mllp import MllpPeer
 from store_helpers import screen
 
@@ -204,3 +204,73 @@ def test_kiosk_backup_command(config: Config, monkeypatch: pytest.MonkeyPatch,
     copy = sqlite3.connect(tmp_path / "copy.db")
     assert copy.execute("SELECT COUNT(*) FROM screenings").fetchone()[0] == 1
     copy.close()
+
+
+def test_fhir_bearer_credentials(config: Config, tmp_path: Path) -> None:
+    servers = start_fhir(tmp_path, token="s3cret-token")
+    peer = next(servers)
+    try:
+        store = _store(config, fhir_url=peer.base)
+        screen(store, 501, identifier="AUTH-501")
+        report = make_worker(store).run_once()
+        assert report.retrying == 1 and "KIOSK_FHIR_AUTH" in report.errors["fhir"]
+        store.close()
+        store = _store(config, fhir_url=peer.base, fhir_auth="bearer:s3cret-token")
+        with store.db.write() as conn:
+            conn.execute("UPDATE outbox SET next_attempt = 0")
+        assert make_worker(store).run_once().sent == 1
+        store.close()
+    finally:
+        servers.close()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "peer.pem", folder / "peer.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_hl7_over_tls_is_verified_against_the_configured_ca(config: Config,
+                                                            tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    peer = MllpPeer(tls=context)
+    try:
+        store = _store(config, hl7_address=peer.address, hl7_tls=True)
+        screen(store, 601, identifier="TLS-601")
+        report = make_worker(store).run_once()  # the system CAs do not know this peer
+        assert report.retrying == 1 and "CERTIFICATE_VERIFY_FAILED" in report.errors["hl7"]
+        store.close()
+        store = _store(config, hl7_address=peer.address, hl7_tls=True, tls_ca_file=str(cert))
+        with store.db.write() as conn:
+            conn.execute("UPDATE outbox SET next_attempt = 0")
+        assert make_worker(store).run_once().sent == 1 and len(peer.inbox.messages) == 1
+        store.close()
+    finally:
+        peer.stop()

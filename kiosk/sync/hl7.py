@@ -122,8 +122,8 @@ class Hl7Destination:
 
     def _exchange(self, message: bytes) -> str:
         try:
-            with socket.create_connection(self.address, timeout=self.config.sync_timeout_s) as raw:
-                conn = self._wrap(raw)
+            raw = socket.create_connection(self.address, timeout=self.config.sync_timeout_s)
+            with raw, self._wrap(raw) as conn:
                 conn.sendall(START + message + END)
                 return _read_frame(conn).decode("utf-8", errors="replace")
         except (OSError, ssl.SSLError) as exc:

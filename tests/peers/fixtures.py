@@ -83,23 +83,29 @@ class FhirPeer:
                        if ident.get("system") == "urn:kiosk:screening")
 
 
-@pytest.fixture(scope="session")
-def fhir_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirPeer]:
-    """The FHIR server on a free loopback port (skips when its npm packages are absent)."""
+def start_fhir(log_folder: Path, token: str = "") -> Iterator[FhirPeer]:
+    """Run the FHIR server on a free loopback port until the generator is closed."""
     if shutil.which("node") is None:
         pytest.skip("node is not installed (scripts/setup.sh installs it)")
     if not (HERE / "fhir" / "node_modules" / "@medplum" / "fhir-router").exists():
         pytest.skip("the FHIR peer's npm packages are absent: run scripts/setup.sh (npm ci)")
     port = free_port()
-    log = (tmp_path_factory.mktemp("fhir") / "server.log").open("w")
+    log = (log_folder / "server.log").open("w")
     process = subprocess.Popen(["node", "server.js", str(port)], cwd=HERE / "fhir",
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "FHIR_PEER_TOKEN": token})
     try:
         _wait_http(f"http://127.0.0.1:{port}/fhir/Patient", process, "the FHIR server")
         yield FhirPeer(f"http://127.0.0.1:{port}/fhir")
     finally:
         _stop(process)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def fhir_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirPeer]:
+    """The FHIR server on a free loopback port (skips when its npm packages are absent)."""
+    yield from start_fhir(tmp_path_factory.mktemp("fhir"))
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,12 @@ listed in ``answers`` gets that ACK code instead (AE/AR), to test the kiosk's ha
 
 from __future__ import annotations
 
+import socket
 import socketserver
+import ssl
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 START, END = b"\x0b", b"\x1c\x0d"
 
@@ -73,14 +76,22 @@ class _Handler(socketserver.BaseRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True)
+        return conn, address
 
 
 class MllpPeer:
-    """The receiver, serving in a background thread until ``stop``."""
+    """The receiver, serving in a background thread until ``stop`` (over TLS with a context)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.inbox = Inbox()
         self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.tls = tls
         self._server.inbox = self.inbox  # type: ignore[attr-defined]
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
