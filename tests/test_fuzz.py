@@ -34,20 +34,20 @@ def _fuzz(harness: str, runs: int, max_time: int) -> dict:
 
 @pytest.mark.parametrize("harness", ["dicom", "photo"])
 def test_a_bounded_fuzz_run_of_intake_finds_nothing(harness: str) -> None:
-    report = _fuzz(harness, runs=4000, max_time=5)
+    report = _fuzz(harness, runs=4000, max_time=3)
     assert report["seeds"] >= 5, "the corpus was not seeded from the real files"
-    assert report["executions"] >= 200, f"the fuzzer barely ran: {report}"
+    assert report["executions"] >= 100, f"the fuzzer barely ran: {report}"
     assert report["peak_rss_mb"] < 1024
 
 
 def test_a_bounded_fuzz_run_of_the_upload_api_finds_nothing() -> None:
-    report = _fuzz("upload", runs=2000, max_time=8)
+    report = _fuzz("upload", runs=2000, max_time=5)
     assert report["seeds"] >= 10
-    assert report["executions"] >= 40, f"the fuzzer barely ran: {report}"
+    assert report["executions"] >= 20, f"the fuzzer barely ran: {report}"
 
 
 def test_a_bounded_fuzz_run_of_the_listener_handlers_finds_nothing() -> None:
     # Before 47a1bc3 this run found read_header's NotImplementedError/struct.error in ~230 runs.
-    report = _fuzz("listener", runs=2000, max_time=5)
+    report = _fuzz("listener", runs=2000, max_time=3)
     assert report["seeds"] >= 10
-    assert report["executions"] >= 100, f"the fuzzer barely ran: {report}"
+    assert report["executions"] >= 50, f"the fuzzer barely ran: {report}"

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "fuzz"))
 
 import powerloss  # noqa: E402
 
-N = int(os.environ.get("KIOSK_POWERCUT_N", "40"))
-CUTS = int(os.environ.get("KIOSK_POWERCUT_CUTS", "8"))
+N = int(os.environ.get("KIOSK_POWERCUT_N", "20"))
+CUTS = int(os.environ.get("KIOSK_POWERCUT_CUTS", "5"))
 
 
 @pytest.fixture
