@@ -134,8 +134,25 @@ def _fundus_report(path: Path, target: int | None = None) -> Any:
     return assess(read_image(path.read_bytes(), kind_hint="fundus", target_size=target))
 
 
+def bench_degraded(paths: list[Path], target: int | None) -> dict[str, str]:
+    """How often each degraded copy of a gradable photograph is flagged with its reason."""
+    from test_quality_fundus import DEGRADATIONS
+
+    caught: Counter[str] = Counter()
+    tried = 0
+    for path in paths:
+        image = read_image(path.read_bytes(), kind_hint="fundus", target_size=target)
+        if not assess(image).gradable:
+            continue
+        tried += 1
+        for name, (degrade, code) in DEGRADATIONS.items():
+            report = assess(Image(pixels=degrade(image.pixels), kind="fundus"))
+            caught[name] += code in {reason.code for reason in report.reasons}
+    return {name: f"{caught[name]}/{tried}" for name in DEGRADATIONS}
+
+
 def bench_fundus_quality(every: bool) -> dict[str, Any]:
-    """Share of EyePACS photographs flagged ungradable, and why."""
+    """Share of EyePACS photographs flagged ungradable and why; degraded copies caught."""
     folder = DATA / "fundus" / "eyepacs-256" / "images"
     paths = sorted(folder.glob("*.jpeg"))
     if not every:
@@ -148,9 +165,12 @@ def bench_fundus_quality(every: bool) -> dict[str, Any]:
         reasons.update(reason.code for reason in report.reasons)
     full = sorted((DATA / "fundus" / "eyepacs-fullres").glob("*.jpeg"))
     full_gradable = sum(_fundus_report(path, 512).gradable for path in full)
+    sample = random.Random(2026).sample(paths, min(300, len(paths)))
     return {"eyepacs256_photos": len(paths), "eyepacs256_flagged": flagged,
             "eyepacs256_share": flagged / max(1, len(paths)), "reasons": dict(reasons),
-            "fullres_gradable": f"{full_gradable}/{len(full)}"}
+            "fullres_gradable": f"{full_gradable}/{len(full)}",
+            "degraded_caught_256": bench_degraded(sample, None),
+            "degraded_caught_fullres": bench_degraded(full, 512)}
 
 
 def bench_chest_quality() -> dict[str, Any]:
