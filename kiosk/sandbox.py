@@ -115,6 +115,8 @@ class SandboxedIntake:
         if self._closed:
             raise RuntimeError("the decode sandbox is closed")
         worker = self._idle.get()
+        if not worker.process.is_alive():  # killed while idle (OOM killer): not this file's fault
+            worker = self._replace(worker)
         try:
             reply = self._ask(worker, data, kwargs)
             if reply[0] == "bug" or reply[:2] == ("refused", "decode_failed"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import io
 import os
+import signal
 import time
 
 import numpy as np
@@ -95,6 +96,15 @@ def test_a_crashing_decoder_is_replaced_and_the_next_file_decodes(fake_pool: San
     assert refused.value.code == "decode_failed"
     assert len(before - set(fake_pool.pids())) == 1
     assert fake_pool.read_image(b"\x05").pixels.tolist() == [[5]]
+
+
+def test_a_worker_killed_while_idle_is_replaced_before_the_next_file(fake_pool: SandboxedIntake) -> None:
+    for pid in fake_pool.pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    for _ in range(3):  # no innocent file is refused for a worker that died in between
+        assert fake_pool.read_image(b"\x03").pixels.tolist() == [[3]]
+    assert len(fake_pool.pids()) == 2
 
 
 def test_a_decoder_bug_is_refused_not_raised(fake_pool: SandboxedIntake) -> None:
