@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from kiosk.config import load_config
 from kiosk.domain import Image
 from kiosk.errors import IntakeError
+from kiosk.intake import IntakeLimits
 from kiosk.sandbox import SandboxedIntake
 
 FAKE = "test_sandbox:fake_decoder"
@@ -123,7 +124,6 @@ def test_zero_workers_decodes_in_process() -> None:
 
 
 def test_settings_size_the_sandbox() -> None:
-    _intake_limits()
     config = load_config(env={"KIOSK_SANDBOX_WORKERS": "0", "KIOSK_SANDBOX_MEMORY_MB": "300",
                               "KIOSK_SANDBOX_TIMEOUT_S": "2.5"})
     with SandboxedIntake.from_config(config) as sandbox:
@@ -134,18 +134,8 @@ def test_settings_size_the_sandbox() -> None:
 # -- the real intake in the workers -------------------------------------------------------------
 
 
-def _intake_limits() -> type:
-    """IntakeLimits, skipping until the intake module has landed (being written in parallel)."""
-    intake = pytest.importorskip("kiosk.intake")
-    if not hasattr(intake, "read_image"):
-        pytest.skip("kiosk.intake.read_image is not written yet")
-    limits: type = intake.IntakeLimits
-    return limits
-
-
 @pytest.fixture(scope="module")
 def intake_pool() -> object:
-    IntakeLimits = _intake_limits()
 
     with SandboxedIntake(IntakeLimits(), memory_mb=96, timeout_s=20.0, workers=1) as pool:
         yield pool
@@ -164,7 +154,6 @@ def test_a_real_decompression_bomb_under_the_pixel_limit_is_refused(intake_pool:
 
 
 def test_a_slow_real_decode_is_stopped_by_the_time_limit() -> None:
-    IntakeLimits = _intake_limits()
 
     with SandboxedIntake(IntakeLimits(), memory_mb=1024, timeout_s=0.001, workers=1) as pool:
         with pytest.raises(IntakeError) as refused:
