@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import film_dicom
 from conftest import shared
 
 from kiosk.errors import IntakeError
@@ -47,3 +48,26 @@ def test_other_files_are_refused_with_the_reason(name: str) -> None:
         read_image(shared("dicom", name).read_bytes(), source=name)
     assert refused.value.code == REFUSED[name]
     assert len(refused.value.message) > 20
+
+
+def test_reduced_jpeg2000_decode_matches_the_full_decode() -> None:
+    data = shared("dicom", "RG1_J2KI.dcm").read_bytes()
+    full = read_image(data).pixels.astype(np.float32)
+    reduced = read_image(data, target_size=224).pixels.astype(np.float32)
+    assert reduced.shape == (978, 921)  # level 1: this codestream refuses deeper levels
+    # The same window applies to the decoded values: a 2x2 average of the full film matches.
+    halved = full[:1954, :1840].reshape(977, 2, 920, 2).mean(axis=(1, 3))
+    assert float(np.abs(halved - reduced[:977, :920]).mean()) < 4.0
+
+
+def test_every_sample_film_as_dicom_keeps_its_polarity_and_a_retag_is_caught() -> None:
+    for path in sorted(shared("cxr", "samples").iterdir()):
+        grey = read_image(path.read_bytes(), target_size=256).pixels
+        assert read_image(film_dicom(grey, modality="CR")).kind == "cxr", path.name
+        as_sent = film_dicom(255 - grey, modality="CR", photometric="MONOCHROME1")
+        shown = read_image(as_sent).pixels  # auto-windowed (no VOI in the file): same polarity
+        assert np.corrcoef(shown.ravel(), grey.ravel())[0, 1] > 0.98, path.name
+        retagged = film_dicom(grey, modality="CR", photometric="MONOCHROME1")
+        with pytest.raises(IntakeError) as refused:
+            read_image(retagged)
+        assert refused.value.code == "photometric_mismatch", path.name
