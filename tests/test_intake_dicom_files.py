@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import numpy as np
+import pydicom
 import pytest
 from builders import film_dicom
 from conftest import shared
+from pydicom.uid import JPEGLosslessSV1
 
 from kiosk.errors import IntakeError
-from kiosk.intake import read_image
+from kiosk.intake import IntakeLimits, read_image
+from kiosk.intake.dicom import check_header, parse, stored_pixels, to_uint8
 
 READ = {  # file -> (rows, columns) of the stored image
     "CR-MONO1-10-chest.dcm": (440, 440),
@@ -71,3 +76,33 @@ def test_every_sample_film_as_dicom_keeps_its_polarity_and_a_retag_is_caught() -
         with pytest.raises(IntakeError) as refused:
             read_image(retagged)
         assert refused.value.code == "photometric_mismatch", path.name
+
+
+def _claimed_chest(name: str) -> bytes:
+    """A real non-chest film re-tagged as a chest (body part and descriptions)."""
+    ds = pydicom.dcmread(BytesIO(shared("dicom", name).read_bytes()))
+    ds.BodyPartExamined = "CHEST"
+    ds.StudyDescription = ds.SeriesDescription = "CHEST PA"
+    out = BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", ["RG3_J2KI.dcm", "RG3_J2KR.dcm", "CR-ModalitySequenceLUT.dcm"])
+def test_non_chest_films_tagged_as_chests_are_refused_by_their_pixels(name: str) -> None:
+    with pytest.raises(IntakeError) as refused:
+        read_image(_claimed_chest(name), target_size=224)
+    assert refused.value.code == "wrong_body_part"
+    assert "shaped like a limb or a dental film" in refused.value.message
+
+
+def test_jpeg_lossless_film_with_a_modality_lut_sequence_decodes() -> None:
+    # The dental film is refused as a chest, so its decode path is checked step by step.
+    ds = parse(shared("dicom", "CR-ModalitySequenceLUT.dcm").read_bytes())
+    check_header(ds, IntakeLimits())
+    assert ds.file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    grey = to_uint8(stored_pixels(ds, None), ds)
+    assert grey.shape == (1576, 1976) and grey.dtype == np.uint8
+    top, teeth = grey[:500], grey[700:1300, 300:1700]
+    assert float(top.mean()) < 10  # the unexposed padding above the film shows black
+    assert float(np.percentile(teeth, 99)) > 200  # fillings and enamel bright (MONOCHROME1 inverted)
