@@ -180,6 +180,7 @@ KNOWN_OPEN = {
     ("export/train.py", "B614"),
     ("kiosk/commands/doctor.py", "B310"),  # scheme checked to be http(s) above: a justified nosec
     ("kiosk/store/outbox.py", "B608"),  # only "?" placeholders are formatted in: a justified nosec
+    ("kiosk/store/store.py", "B608"),  # the same pattern in unsent_siblings: a justified nosec
 }
 
 
