@@ -158,6 +158,7 @@ def test_pacs_gets_sr_and_overlays_once_by_cstore_and_stow(
     for peer in (cstore, stow):
         held = peer.sop_uids()
         assert all(held[uid] == 1 for uid in uids)
+    assert not list((config.data_dir / "spool" / "dicom").iterdir())  # released once sent
     store.sign_off(screening.id, clinician="dr_k", decision="confirm", note="")
     make_worker(store).run_once()
     final_uid = sr_uid(_delivery(store, store.due_items()[0].id)) if store.due_items() else None

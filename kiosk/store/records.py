@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 
+from kiosk.decide import combine
 from kiosk.errors import KioskError, NotFoundError, StoreError
 from kiosk.store.db import from_text, to_text, utc_now
 from kiosk.store.models import Patient, Screening, SignOff, User
@@ -86,27 +85,6 @@ def find_patients(conn: sqlite3.Connection, query: str, limit: int) -> list[Pati
     return [patient_from_row(row) for row in rows]
 
 
-def _fallback_combine(results: list[dict]) -> dict:
-    """The overall verdict by the rule of interfaces.md, when kiosk.decide is not installed."""
-    verdicts = [r.get("verdict") for r in results]
-    if "referable" in verdicts:
-        verdict = "referable"
-    elif any(v != "non_referable" for v in verdicts):
-        verdict = "retake"
-    else:
-        verdict = "non_referable"
-    return {"verdict": verdict, "priority": max((int(r.get("priority") or 0) for r in results),
-                                                default=0)}
-
-
-def _combiner() -> Callable[[list[dict]], dict]:
-    try:
-        module = importlib.import_module("kiosk.decide")
-    except ImportError:
-        return _fallback_combine
-    return getattr(module, "combine", _fallback_combine)
-
-
 def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[dict], actor: str,
                      image_shas: list[str], heatmap_shas: list[str | None]) -> int:
     """Write a screening and its per-image results; returns its id."""
@@ -114,7 +92,7 @@ def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[di
         raise StoreError("a screening needs one image and one heat-map entry per result",
                          code="bad_screening")
     get_patient(conn, patient_id)
-    overall = _combiner()(results)
+    overall = combine(results)
     cursor = conn.execute(
         "INSERT INTO screenings (uid, patient_id, created, verdict, priority, actor)"
         " VALUES (?, ?, ?, ?, ?, ?)",

@@ -209,6 +209,19 @@ class Store:
             outbox.park(conn, item_id, error)
             audit_log.append(conn, "sync", "outbox.park", detail=f"item {item_id}: {error[:200]}")
 
+    def unsent_siblings(self, item: OutboxItem, destinations: tuple[str, ...]) -> int:
+        """How many other items of the same screening and report, to these destinations, are
+        not sent yet (to know when a rendering shared between them can go)."""
+        marks = ",".join("?" * len(destinations))  # placeholders only: no value is formatted in
+        query = f"SELECT COUNT(*) FROM outbox WHERE destination IN ({marks})"  # noqa: S608
+        with self.db.read() as conn:
+            row = conn.execute(
+                query + " AND screening_id = ? AND report_status = ? AND state != 'sent'"
+                " AND id != ?",
+                (*destinations, item.screening_id, item.report_status, item.id),
+            ).fetchone()
+            return int(row[0])
+
     def get_item(self, item_id: int) -> OutboxItem:
         """One outbox item (NotFoundError when absent)."""
         with self.db.read() as conn:

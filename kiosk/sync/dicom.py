@@ -17,7 +17,7 @@ from pynetdicom.transport import AssociationSocket
 from kiosk.config import Config
 from kiosk.errors import SyncError
 from kiosk.sync.base import Delivery, host_port, http_auth, refused, tls_verify, unreachable
-from kiosk.sync.dicom_objects import spooled
+from kiosk.sync.dicom_objects import release_spool, spooled
 
 
 def _close_always(self: AssociationSocket) -> None:
@@ -90,6 +90,7 @@ class CStoreDestination:
         finally:
             if assoc.is_established:
                 assoc.release()
+        release_spool(delivery, self.config)
 
     def close(self) -> None:
         """Nothing is held between items (one association per item)."""
@@ -153,6 +154,7 @@ class StowDestination:
         except requests.RequestException as exc:
             raise unreachable("dicomweb", str(exc)) from exc
         check_stow(response)
+        release_spool(delivery, self.config)
 
     def close(self) -> None:
         """Close pooled connections."""

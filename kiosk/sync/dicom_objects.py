@@ -28,6 +28,7 @@ MANUFACTURER = "Screening kiosk"
 SEX = {"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}
 LOCAL = "99KIOSK"  # a private coding scheme for the kiosk's own verdict and finding codes
 EYE_SIDE = {"L": codes.SCT.Left, "R": codes.SCT.Right}
+PACS_ROUTES = ("dicom", "dicomweb")
 
 
 def study_uid(screening: Screening) -> str:
@@ -178,11 +179,21 @@ def datasets(delivery: Delivery, config: Config) -> list[Dataset]:
 
 
 
+def _spool_folder(delivery: Delivery, config: Config) -> Path:
+    return config.data_dir / "spool" / "dicom" / (
+        f"{delivery.screening.uid}-{delivery.item.report_status}")
+
+
+def release_spool(delivery: Delivery, config: Config) -> None:
+    """Remove the item's rendering once no PACS route still needs it."""
+    if not delivery.store.unsent_siblings(delivery.item, PACS_ROUTES):
+        shutil.rmtree(_spool_folder(delivery, config), ignore_errors=True)
+
+
 def spooled(delivery: Delivery, config: Config) -> list[Path]:
     """The item's objects as DICOM files in the spool, rendered once and reused by every retry
     and by both PACS routes (C-STORE, STOW-RS), so each resend is byte-identical."""
-    folder = config.data_dir / "spool" / "dicom" / f"{delivery.screening.uid}-" \
-        f"{delivery.item.report_status}"
+    folder = _spool_folder(delivery, config)
     if not folder.exists():
         partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=_mkdirs(folder.parent)))
         for number, dataset in enumerate(datasets(delivery, config)):

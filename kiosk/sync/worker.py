@@ -129,7 +129,12 @@ class SyncWorker:
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Pass after pass until ``stop`` is set, sleeping between passes."""
         while not stop.is_set():
-            report = self.run_once()
+            try:
+                report = self.run_once()
+            except KioskError as exc:  # e.g. the store busy for long: try again next pass
+                log.warning("sync pass failed: %s", exc.message)
+                stop.wait(interval_s)
+                continue
             if report.sent or report.retrying or report.parked:
                 log.info("sync pass: %s sent, %s to retry, %s parked", report.sent,
                          report.retrying, report.parked)
