@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from peers.fixtures import FhirPeer, OrthancPeer, start_fhir
 from peers.mllp import MllpPeer
-from store_helpers import screen
+from store_helpers import png_bytes, result, screen
 
 from kiosk.config import Config
 from kiosk.errors import ConfigError, SyncError
@@ -275,3 +275,41 @@ def test_hl7_over_tls_is_verified_against_the_configured_ca(config: Config,
         store.close()
     finally:
         peer.stop()
+
+
+def _received_dicom() -> bytes:
+    """A small DICOM file as if a modality had pushed it (an SC made with highdicom)."""
+    import io
+
+    import highdicom as hd
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    sc = hd.sc.SCImage(
+        pixel_array=np.zeros((16, 16), dtype=np.uint8), photometric_interpretation="MONOCHROME2",
+        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=generate_uid(),
+        series_instance_uid=generate_uid(), series_number=1, sop_instance_uid=generate_uid(),
+        instance_number=1, manufacturer="X-ray unit", patient_orientation=("L", "F"),
+        patient_id="ORIG-1")
+    out = io.BytesIO()
+    sc.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_originals_are_sent_when_configured(config: Config) -> None:
+    from pydicom import dcmread
+
+    store = _store(config, pacs_address="ORTHANC@127.0.0.1:9", send_originals=True)
+    patient = store.upsert_patient("ORIG-1", "Film Patient", None, None, actor="nurse")
+    film = _received_dicom()
+    photo = store.save_image(png_bytes(777), ".png")
+    film_sha = store.save_image(film, ".dcm")
+    store.record_screening(patient.id, [result(laterality="L"), result(laterality="R")],
+                           actor="nurse", image_shas=[film_sha, photo], heatmap_shas=[None, None])
+    objects = datasets(_delivery(store, store.due_items()[0].id), store.config)
+    assert [o.Modality for o in objects] == ["OT", "OT", "SR"]
+    assert str(objects[0].SOPInstanceUID) == str(dcmread(store.image_path(film_sha))
+                                                 .SOPInstanceUID)  # the film as it came
+    assert objects[1].SeriesDescription == "Original image"
+    store.close()
+
