@@ -32,9 +32,10 @@ class FaultProxy:
     """Forwards 127.0.0.1:port to the upstream, injecting faults with the given odds."""
 
     def __init__(self, upstream: tuple[str, int], *, odds: dict[str, float] | None = None,
-                 seed: int = 0, stall_s: float = 3.0):
+                 seed: int = 0, stall_s: float = 3.0, first: tuple[str, ...] = ()):
         self.upstream = upstream
         self.odds = dict(odds or {})
+        self.first = list(first)  # faults forced on the first connections, then random ones
         self.rng = random.Random(seed)
         self.stall_s = stall_s
         self.injected: Counter[str] = Counter()
@@ -71,6 +72,10 @@ class FaultProxy:
 
     def _draw(self) -> str:
         with self._lock:
+            if self.first:
+                fault = self.first.pop(0)
+                self.injected[fault] += 1
+                return fault
             roll = self.rng.random()
             for fault in FAULTS:
                 roll -= self.odds.get(fault, 0.0)

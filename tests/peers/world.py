@@ -92,7 +92,7 @@ class World:
 
 def open_world(fhir: FhirPeer, mllp: MllpPeer, orthancs: tuple[OrthancPeer, OrthancPeer],
                odds: dict[str, float] | None = None, seed: int = 0,
-               stall_s: float = 3.0) -> World:
+               stall_s: float = 3.0, first: tuple[str, ...] = ()) -> World:
     """Proxies in front of the four peers (with the given fault odds)."""
     cstore, stow = orthancs
     world = World(fhir, mllp, cstore, stow)
@@ -100,7 +100,8 @@ def open_world(fhir: FhirPeer, mllp: MllpPeer, orthancs: tuple[OrthancPeer, Orth
                  "hl7": ("127.0.0.1", mllp.port), "dicom": ("127.0.0.1", cstore.dicom_port),
                  "dicomweb": ("127.0.0.1", int(stow.http.rsplit(":", 1)[1]))}
     for n, (name, upstream) in enumerate(upstreams.items()):
-        world.proxies[name] = FaultProxy(upstream, odds=odds, seed=seed + n, stall_s=stall_s)
+        world.proxies[name] = FaultProxy(upstream, odds=odds, seed=seed + n, stall_s=stall_s,
+                                         first=first)
     return world
 
 
