@@ -313,3 +313,17 @@ def test_originals_are_sent_when_configured(config: Config) -> None:
     assert objects[1].SeriesDescription == "Original image"
     store.close()
 
+
+
+def test_hl7_escapes_delimiters_in_patient_data(config: Config) -> None:
+    from kiosk.sync.hl7 import escape
+
+    assert escape("A|B^C~D\\E&F") == "A\\F\\B\\S\\C\\R\\D\\E\\E\\T\\F"
+    store = _store(config, hl7_address="127.0.0.1:9")
+    screen(store, 701, identifier="ESC|701")
+    message = build_oru(_delivery(store, store.due_items()[0].id), store.config)
+    pid = next(line for line in message.split("\r") if line.startswith("PID|")).split("|")
+    assert pid[3].startswith("ESC\\F\\701^^^") and len(pid) == 9
+    status = sync_status(store)
+    assert status["waiting"] == 1 and status["destinations"][0]["oldest_age_s"] is not None
+    store.close()
