@@ -24,6 +24,8 @@ from builders import (
     png_bytes,
     truncated,
 )
+from conftest import shared
+from PIL import Image as PILImage
 from pydicom.encaps import encapsulate
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import MPEG2MPML, DeflatedExplicitVRLittleEndian, JPEG2000Lossless
@@ -68,11 +70,27 @@ def test_decompression_bombs_are_refused_from_the_header(data: bytes) -> None:
     assert _refused(data).code == "decompression_bomb"
 
 
+@pytest.mark.parametrize("mode", ["P", "RGBA", "RGB", "I;16", "L"])
+def test_small_png_of_many_pixels_under_the_limit_is_a_bomb(mode: str) -> None:
+    # 6 megapixels of one colour squeeze into a few kilobytes: inside the pixel limit, but no
+    # photograph or film compresses a thousandfold; decoding it is what the bomb wants.
+    out = BytesIO()
+    PILImage.new(mode, (2500, 2500), 0).save(out, format="PNG")
+    error = _refused(out.getvalue())
+    assert error.code == "decompression_bomb" and "would expand" in error.message
+
+
+def test_real_pngs_are_not_taken_for_bombs() -> None:
+    for path in sorted(shared("cxr", "samples").glob("*.png")):
+        assert read_image(path.read_bytes()).kind == "cxr", path.name
+
+
 def test_pillow_own_bomb_limit_is_an_error_not_a_warning() -> None:
     # Past Pillow's MAX_IMAGE_PIXELS but inside a (generous) kiosk limit: Pillow's warning,
     # escalated locally, is what stops it.
     generous = IntakeLimits(max_pixels=10**12)
-    assert _refused(png_bomb(12_000, 12_000), limits=generous).code == "decompression_bomb"
+    error = _refused(png_bomb(12_000, 12_000), limits=generous)
+    assert error.code == "decompression_bomb" and "any camera" in error.message  # Pillow's limit
 
 
 def test_bomb_refusal_stays_under_64_mb_of_extra_memory() -> None:

@@ -243,17 +243,41 @@ def _colour_to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def window(stored: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Modality LUT/rescale, then the file's VOI LUT or window (or an automatic one), to 0-255."""
-    values = apply_modality_lut(stored, ds)
-    if "VOILUTSequence" not in ds and "WindowCenter" not in ds:
-        return stretch_to_uint8(values)
-    windowed = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+    """Modality LUT/rescale, then the file's VOI LUT or window (or an automatic one), to 0-255.
+
+    The transforms run once per possible stored value (at most 65,536 of them) into a table,
+    and the table is looked up per pixel: a 60-megapixel film costs its 8-bit output, not
+    several float copies of itself.
+    """
+    low, high = int(stored.min()), int(stored.max())
+    values = np.asarray(apply_modality_lut(np.arange(low, high + 1, dtype=stored.dtype), ds))
+    step = max(1, max(stored.shape) // 512)
+    index = stored[::step, ::step].astype(np.intp) - low  # a sample of the pixels, as indices
+    table = None
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        table = _voi_table(values, ds)
+        if _is_blank(table[index]):  # a window far outside the data: use the data's own range
+            table = None
+    if table is None:
+        table = stretch_to_uint8(values, sample=values[index])
+    return _look_up(table, stored, low)
+
+
+def _voi_table(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The file's VOI LUT or window applied to modality values, scaled to 0-255."""
+    windowed = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
     low, high = _voi_output_range(ds)
     scaled = np.clip((windowed - low) * (255.0 / max(high - low, 1e-6)) + 0.5, 0, 255)
-    grey = scaled.astype(np.uint8)
-    if _is_blank(grey):  # a window far outside the data: fall back to the data's own range
-        return stretch_to_uint8(values)
-    return grey
+    return scaled.astype(np.uint8)
+
+
+def _look_up(table: np.ndarray, stored: np.ndarray, low: int) -> np.ndarray:
+    """``table[stored - low]`` without a full-size temporary when ``low`` is not negative."""
+    if low >= 0:
+        full = np.zeros(low + len(table), dtype=np.uint8)
+        full[low:] = table
+        return full[stored]
+    return table[stored.astype(np.int32) - low]
 
 
 def _voi_output_range(ds: Dataset) -> tuple[float, float]:
