@@ -103,7 +103,7 @@ class Database:
 
 def _store_error(exc: sqlite3.Error) -> StoreError:
     text = str(exc)
-    if "disk is full" in text or "disk I/O error" in text:
+    if "disk is full" in text:
         return DiskFullError(
             "The kiosk's disk is full: nothing was saved. Free some space and try again.",
         )
