@@ -40,6 +40,7 @@ class PeakMemory:
 
         self.process = psutil.Process()
         self.peak = 0
+        self.peak_self = 0
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -48,6 +49,7 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._rss())
+            self.peak_self = max(self.peak_self, self.process.memory_info().rss)
             time.sleep(self.interval_s)
 
     def _rss(self) -> int:
@@ -104,7 +106,9 @@ def worker(way: str, models: Path, work: Path, tasks: list[str]) -> None:
         outcome["ms"] = round((time.perf_counter() - start) * 1000, 2)
         print(json.dumps(outcome), flush=True)
     described = getattr(screen, "pipeline", None)
-    print(json.dumps({"peak_rss_mib": round(memory.stop(), 1),
+    total = memory.stop()
+    print(json.dumps({"peak_rss_mib": round(total, 1),
+                      "peak_rss_main_mib": round(memory.peak_self / 2**20, 1),
                       "describe": described.describe() if described is not None else None}), flush=True)
 
 
@@ -181,6 +185,7 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     summary["agreement"] = _agreement(results["usual"]["rows"], results["kiosk"]["rows"])
     summary["cold_start_s"] = {way: r["cold_start_s"] for way, r in results.items()}
     summary["peak_rss_mib"] = {way: r["peak_rss_mib"] for way, r in results.items()}
+    summary["peak_rss_main_mib"] = {way: r["peak_rss_main_mib"] for way, r in results.items()}
     return summary
 
 
@@ -230,13 +235,16 @@ def report(summary: dict[str, Any], repeats: int) -> str:
     cold, peak, agree = summary["cold_start_s"], summary["peak_rss_mib"], summary["agreement"]
     lines += ["", "Cold start (process start to first verdict): "
               f"usual {cold['usual']} s, kiosk {cold['kiosk']} s. "
-              f"Peak memory (RSS incl. children): usual {peak['usual']} MiB, kiosk {peak['kiosk']} MiB.",
+              f"Peak memory (RSS incl. children): usual {peak['usual']} MiB, kiosk {peak['kiosk']} MiB "
+              f"(its main process alone {summary['peak_rss_main_mib']['kiosk']} MiB; the rest is the "
+              "decode sandbox's worker processes).",
               f"Verdicts: {agree['same']} the same, {agree['different']} different, "
               f"{agree['kiosk_ungradable_or_refused']} ungradable/refused by the kiosk's quality gate; "
               f"largest |score difference| {agree['max_abs_score_difference']}; checkpoint vs bundle "
               f"ONNX max |logit difference| {summary.get('network_parity_max_abs_logit_diff')}. "
               f"{repeats} timed repeats per image after a first untimed one; "
-              f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}."]
+              f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; load average "
+              f"{summary['load_average'][0]:.1f} before, {summary['load_average'][1]:.1f} after."]
     return "\n".join(lines)
 
 
@@ -302,8 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         if worst > 1e-3:
             print(f"warning: {task}: the checkpoint is not the bundle's network (max |logit diff| "
                   f"{worst:.3g}); verdicts may differ for that reason", file=sys.stderr)
+    load_before = os.getloadavg()[0]
     results = run_both(plan)
     summary = summarise(results)
+    summary["load_average"] = [load_before, os.getloadavg()[0]]
     summary["network_parity_max_abs_logit_diff"] = parity
     (args.out / "screening.json").write_text(json.dumps({"summary": summary, **results}, indent=1))
     print(report(summary, args.repeats))
