@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import tarfile
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.errors import BundleError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -106,6 +109,28 @@ def find_bundles(models_dir: Path) -> list[Path]:
     found = [p for p in models_dir.iterdir()
              if (p.is_dir() and (p / MANIFEST).is_file()) or p.suffix == ".tar"]
     return sorted(found)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """'1.10.0' -> (1, 10, 0), for ordering versions."""
+    return tuple(int(part) if part.isdigit() else 0 for part in re.split(r"[.\-+]", version))
+
+
+def load_newest(models_dir: Path, trusted_keys: Path) -> tuple[dict[str, Bundle], dict[Path, BundleError]]:
+    """The newest verified bundle per task in ``models_dir``, and why the others were refused."""
+    bundles: dict[str, Bundle] = {}
+    refused: dict[Path, BundleError] = {}
+    for path in find_bundles(models_dir):
+        try:
+            bundle = load_bundle(path, trusted_keys)
+        except BundleError as exc:
+            log.error("%s", exc.message)
+            refused[path] = exc
+            continue
+        known = bundles.get(bundle.task)
+        if known is None or version_key(bundle.version) > version_key(known.version):
+            bundles[bundle.task] = bundle
+    return bundles, refused
 
 
 def load_bundle(path: Path, trusted_keys: Path) -> Bundle:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine, open_engine
-from engines.bundle import Bundle, find_bundles, load_bundle
+from engines.bundle import Bundle, load_newest
 from kiosk import decide
 from kiosk.config import Config
 from kiosk.domain import TASK_KIND, Image, ImageKind, QualityReport
@@ -358,27 +358,12 @@ def _default_prevalence(config: Config, bundle: Bundle) -> float:
     return positive / max(1, positive + negative)
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    """'1.10.0' -> (1, 10, 0) for ordering versions."""
-    return tuple(int(part) if part.isdigit() else 0 for part in re.split(r"[.\-+]", version))
-
-
 def _load_bundles(config: Config) -> tuple[dict[str, Bundle], list[dict[str, Any]]]:
-    """The newest verified bundle per task, and the refused ones with their reason."""
-    bundles: dict[str, Bundle] = {}
-    refused: list[dict[str, Any]] = []
-    for path in find_bundles(config.models_dir):
-        try:
-            bundle = load_bundle(path, config.trusted_keys)
-        except BundleError as exc:
-            log.error("%s", exc.message)
-            refused.append(_refused_entry(path, exc))
-            continue
-        known = bundles.get(bundle.task)
-        if known is None or _version_key(bundle.version) > _version_key(known.version):
-            bundles[bundle.task] = bundle
+    """The newest verified bundle per task, and describe() entries for the refused ones."""
+    bundles, refusals = load_newest(config.models_dir, config.trusted_keys)
+    refused = [_refused_entry(path, exc) for path, exc in refusals.items()]
     if not bundles:
-        reasons = "; ".join(r["error"]["message"] for r in refused) or "none found"
+        reasons = "; ".join(exc.message for exc in refusals.values()) or "none found"
         raise BundleError(f"no verified model bundle in {config.models_dir} ({reasons})",
                           code="no_model")
     return bundles, refused

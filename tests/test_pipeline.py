@@ -176,11 +176,22 @@ def test_laterality_from_the_file_name(name: str, side: str | None) -> None:
 def test_a_full_size_picture_is_shrunk_to_a_working_copy(pipeline: Pipeline) -> None:
     picture = PILImage.open(io.BytesIO(_fundus("13_left.jpeg"))).convert("RGB")
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")  # PNG: no reduced decode, arrives at full size
+    picture.save(buffer, format="PNG")
     outcome = pipeline.screen(buffer.getvalue(), source="13_left.png")
-    assert outcome.image is not None and min(outcome.image.size) == 512
+    assert outcome.image is not None and 256 <= min(outcome.image.size) <= 512
     assert outcome.image.original_size == (picture.height, picture.width)
     assert outcome.result["verdict"] in ("referable", "non_referable")
+
+
+def test_working_copy_keeps_twice_the_target_on_the_shorter_side() -> None:
+    from kiosk.domain import Image
+    from kiosk.pipeline import working_copy
+
+    film = Image(pixels=np.zeros((2000, 1600), np.uint8), kind="cxr", original_size=(2000, 1600))
+    shrunk = working_copy(film, 256)
+    assert shrunk.size == (640, 512) and shrunk.kind == "cxr" and shrunk.original_size == (2000, 1600)
+    small = Image(pixels=np.zeros((500, 400, 3), np.uint8), kind="fundus")
+    assert working_copy(small, 256) is small
 
 
 def test_the_same_film_sent_uncompressed_or_as_jpeg2000_is_judged_alike(pipeline: Pipeline) -> None:
