@@ -132,12 +132,14 @@ def shift_probe(
     threshold = manifest["findings"][0]["threshold"]
     rows: list[str] = []
     positives: list[str] = []
+    scores: dict[str, float] = {}
     if task == "fundus-dr":
         folder = data_dir / "fundus" / "eyepacs-fullres"
         for path in sorted(folder.glob("*.jpeg")):
             image = read_image(path.read_bytes(), source=path.name, kind_hint="fundus")
             p = _probability(model, image.pixels, manifest)
             grade = FUNDUS_GRADES.get(path.stem, -1)
+            scores[path.stem] = p
             split = splits.get("eyepacs-" + path.stem.split("_")[0], "not in the 256 px set")
             rows.append(
                 f"| {path.name} | ICDR {grade} ({'referable' if grade >= 2 else 'not referable'}) "
@@ -147,7 +149,7 @@ def shift_probe(
             "Full-resolution EyePACS photographs (2592x1944 to 4928x3264) as a camera delivers them, "
             "through the kiosk's own intake and preprocessing. Patients 10, 13, 15 and 16 are also in "
             "the 256 px data set (downscaled; their split is shown), so this checks resolution "
-            "robustness more than generalisation."
+            "robustness more than generalisation. " + _fundus_summary(scores, threshold)
         )
         table = ["| image | grade | probability | at threshold | patient's split |", "| --- " * 5 + "|"]
         return "\n".join([head, "", *table, *rows])
@@ -160,6 +162,7 @@ def shift_probe(
             )
             continue
         p = _probability(model, image.pixels, manifest)
+        scores[path.name] = p
         if p >= threshold:
             positives.append(path.name)
         rows.append(
@@ -169,8 +172,42 @@ def shift_probe(
         "Adult chest films from other populations (`cxr/samples`) and the chest DICOMs, through the kiosk's "
         "intake and preprocessing. The labels in the file names are the truth where known. "
         f"Called positive for pneumonia at the shipped threshold: {len(positives)} of "
-        f"{sum('refused' not in r for r in rows)} films read ({', '.join(positives) or 'none'})."
+        f"{sum('refused' not in r for r in rows)} films read ({', '.join(positives) or 'none'}). "
+        + _chest_summary(scores, threshold)
     )
     return "\n".join(
         [head, "", "| file | pneumonia probability | intake kind |", "| --- | --- | --- |", *rows]
     )
+
+
+def _fundus_summary(scores: dict[str, float], threshold: float) -> str:
+    """One sentence: how referable and non-referable full-resolution eyes scored."""
+    referable = [p for name, p in scores.items() if FUNDUS_GRADES.get(name, -1) >= 2]
+    other = [p for name, p in scores.items() if 0 <= FUNDUS_GRADES.get(name, -1) < 2]
+    if not referable or not other:
+        return ""
+    found = sum(p >= threshold for p in referable)
+    flagged = sum(p >= threshold for p in other)
+    return (
+        f"Referable eyes scored {min(referable):.3f}-{max(referable):.3f} ({found} of {len(referable)} "
+        f"called referable); non-referable eyes {min(other):.3f}-{max(other):.3f} ({flagged} of "
+        f"{len(other)} called referable). Ten photographs are far too few to measure anything: "
+        "this only shows that full-size camera images go through the same path without breaking."
+    )
+
+
+def _chest_summary(scores: dict[str, float], threshold: float) -> str:
+    """Sentences on the labelled adult films: the pneumonia case and the films without pneumonia."""
+    pneumonia = [p for name, p in scores.items() if "pneumonia" in name]
+    clear = [p for name, p in scores.items() if "healthy" in name or "no-finding" in name]
+    parts = []
+    if pneumonia:
+        verdict = "found" if max(pneumonia) >= threshold else "missed"
+        parts.append(f"The adult pneumonia film (COVID-19) scores {max(pneumonia):.3f}: {verdict}.")
+    if clear:
+        parts.append(f"Films reported healthy / no finding score {min(clear):.3f}-{max(clear):.3f}.")
+    parts.append(
+        "Scores on adult films spread over the whole range with no clear relation to their labels: "
+        "this is a paediatric model and the kiosk must not use it on adults."
+    )
+    return " ".join(parts)
