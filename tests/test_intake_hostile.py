@@ -80,6 +80,13 @@ def test_small_png_of_many_pixels_under_the_limit_is_a_bomb(mode: str) -> None:
     assert error.code == "decompression_bomb" and "would expand" in error.message
 
 
+def test_small_jpeg2000_film_of_many_pixels_is_a_bomb() -> None:
+    blank = np.zeros((2500, 2500), np.uint16)  # 12 MB of one value in a few hundred bytes
+    data = film_dicom(blank, bits_stored=12, transfer_syntax=JPEG2000Lossless)
+    error = _refused(data)
+    assert error.code == "decompression_bomb" and "would expand" in error.message
+
+
 def test_real_pngs_are_not_taken_for_bombs() -> None:
     for path in sorted(shared("cxr", "samples").glob("*.png")):
         assert read_image(path.read_bytes()).kind == "cxr", path.name

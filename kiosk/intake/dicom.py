@@ -35,7 +35,7 @@ from kiosk.errors import IntakeError
 from kiosk.intake import DEFAULT_LIMITS, IntakeLimits, check_dimensions
 from kiosk.intake.codestreams import decode_reduced, first_frame, frame_size, is_jpeg2000
 from kiosk.intake.detect import as_kind, check_chest_content, detect_kind
-from kiosk.intake.photo import stretch_to_uint8
+from kiosk.intake.photo import BOMB_MIN_PIXELS, MAX_EXPANSION, stretch_to_uint8
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
@@ -167,6 +167,7 @@ def _check_native_length(ds: Dataset, samples: int, allocated: int) -> None:
     """Uncompressed pixel data shorter than its dimensions promise is a truncated file."""
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         _check_frame_size(ds)
+        _check_expansion(ds, samples, allocated)
         return
     expected = int(ds.Rows) * int(ds.Columns) * samples * allocated // 8
     if len(ds.PixelData) < expected:
@@ -181,6 +182,21 @@ def _check_frame_size(ds: Dataset) -> None:
         raise IntakeError(
             f"The compressed image is {declared[1]}x{declared[0]} pixels but the header says "
             f"{ds.Columns}x{ds.Rows}: the file is damaged or crafted.", code="bad_dimensions")
+
+
+def _check_expansion(ds: Dataset, samples: int, allocated: int) -> None:
+    """Compressed pixel data that would expand a thousandfold or more is a decompression bomb.
+
+    Lossless films compress 2-5 times and lossy ones rarely past 50; a few kilobytes that
+    decode to tens of megapixels are a crafted file (the same rule as for PNG).
+    """
+    pixels = int(ds.Rows) * int(ds.Columns)
+    decoded = pixels * samples * allocated // 8
+    if pixels >= BOMB_MIN_PIXELS and decoded > MAX_EXPANSION * len(ds.PixelData):
+        raise IntakeError(
+            f"This film's {len(ds.PixelData) / 1024:.0f} kB of compressed pixels would expand to "
+            f"{decoded / 2**20:.0f} MB: refused as a possible decompression bomb.",
+            code="decompression_bomb")
 
 
 def _words(text: object) -> set[str]:
