@@ -134,7 +134,7 @@ def test_a_file_that_is_no_image_is_refused_with_a_reason(kiosk) -> None:
     patient_id = _register(client)
     answer = _upload(client, patient_id, chest=(b"%PDF-1.4 a letter", "letter.pdf"))
     assert answer.status_code == 422
-    assert "Retake the film: " in answer.get_data(as_text=True)
+    assert "Not screened: " in answer.get_data(as_text=True)
 
 
 def test_chest_dicom_then_clinician_overrules_and_the_slip_prints(kiosk) -> None:

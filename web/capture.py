@@ -78,7 +78,8 @@ def retakes_of(offered: list[Offered], results: list[dict[str, Any]]) -> list[Re
         if result.get("error") or not gradable:
             reasons = words.quality_reasons(result)
             shown = {**result, "laterality": result.get("laterality") or item.laterality}
-            line = words.retake_line(reasons, result.get("task") or item.task)
+            line = (words.image_line(shown) if result.get("error")
+                    else words.retake_line(reasons, result.get("task") or item.task))
             retakes.append(Retake(item.name, words.image_title(shown), line, reasons, index))
     return retakes
 
