@@ -41,12 +41,17 @@ def predictive_values(sensitivity: float, specificity: float, prevalence: float)
     return ppv, npv
 
 
-def explain_predictive_values(display: str, ppv: float, npv: float, prevalence: float) -> str:
+def explain_predictive_values(display: str, ppv: float, npv: float, prevalence: float,
+                              ppv_range: Sequence[float] | None = None) -> str:
     """What a positive and a negative mean at this clinic, in numbers a nurse can say aloud."""
     flagged = round(100 * ppv)
     missed = round(100 * (1.0 - npv))
+    spread = ""
+    if ppv_range is not None and round(100 * ppv_range[0]) != round(100 * ppv_range[1]):
+        spread = (f" (somewhere between {round(100 * ppv_range[0])} and {round(100 * ppv_range[1])}"
+                  " given how few images the model was checked on)")
     return (f"At this clinic (about {100 * prevalence:.1f} in 100 screened have it): of 100 "
-            f"images flagged for {display.lower()}, about {flagged} truly have it; of 100 "
+            f"images flagged for {display.lower()}, about {flagged} truly have it{spread}; of 100 "
             f"cleared, about {missed} do have it.")
 
 
@@ -63,9 +68,10 @@ def finding(spec: dict[str, Any], probability: float, prevalence: float) -> dict
     if "sensitivity" in point and "specificity" in point:
         ppv, npv = predictive_values(float(point["sensitivity"]), float(point["specificity"]),
                                      prevalence)
-        result.update(ppv=round(ppv, 3), npv=round(npv, 3), prevalence=prevalence,
-                      ppv_range=_ppv_range(point, prevalence),
-                      meaning=explain_predictive_values(result["display"], ppv, npv, prevalence))
+        spread = _ppv_range(point, prevalence)
+        result.update(ppv=round(ppv, 3), npv=round(npv, 3), prevalence=prevalence, ppv_range=spread,
+                      meaning=explain_predictive_values(result["display"], ppv, npv, prevalence,
+                                                        spread))
     return result
 
 

@@ -48,7 +48,17 @@ def test_findings_carry_threshold_positive_and_what_a_positive_means() -> None:
     assert found["ppv"] == round(ppv, 3) and found["npv"] == round(npv, 3)
     low, high = found["ppv_range"]
     assert low < found["ppv"] < high
-    assert "about 33 truly have it" in found["meaning"]
+    assert "about 33 truly have it (somewhere between 27 and 40" in found["meaning"]
+
+
+def test_a_perfect_measured_specificity_still_shows_its_uncertainty() -> None:
+    manifest = fundus_manifest()
+    point = manifest["findings"][0]["operating_point"]
+    point.update(sensitivity=0.9, specificity=1.0, sensitivity_ci=[0.87, 0.92],
+                 specificity_ci=[0.98, 1.0])
+    [found] = decide.findings_for(np.array([0.9]), manifest, prevalence=0.05)
+    assert found["ppv"] == 1.0  # the point estimate alone would promise certainty
+    assert found["ppv_range"][0] < 0.75 and "between 70 and 100" in found["meaning"]
 
 
 def test_verdicts_follow_quality_then_referable_findings() -> None:

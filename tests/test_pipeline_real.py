@@ -93,7 +93,9 @@ def test_real_chest_dicom_gets_a_verdict(pipeline: Pipeline, name: str) -> None:
     assert result["verdict"] in ("referable", "non_referable", "ungradable")
     finding = result["findings"][0] if result["findings"] else None
     if finding is not None:
-        assert 0.0 < finding["ppv"] < 1.0 and "of 100 images flagged" in finding["meaning"]
+        assert 0.0 < finding["ppv"] <= 1.0 and "of 100 images flagged" in finding["meaning"]
+        low, high = finding["ppv_range"]
+        assert low <= finding["ppv"] <= high
 
 
 def test_a_tibia_film_is_refused(pipeline: Pipeline) -> None:
