@@ -115,13 +115,21 @@ def human(result: dict[str, Any]) -> str:
     if result["verdict"] == "ungradable":
         reasons = "; ".join(r["message"] for r in result["quality"]["reasons"])
         return f"{result['input']}: {verdict} — {reasons}"
-    positives = [f"{f['display']} ({f['probability']:.2f} ≥ {f['threshold']:.2f}"
-                 + (f"; here about {round(100 * f['ppv'])} in 100 flagged truly have it)"
-                    if f.get("ppv") is not None else ")")
+    positives = [f"{f['display']} ({f['probability']:.2f} ≥ {f['threshold']:.2f}{_ppv_words(f)})"
                  for f in result["findings"] if f["positive"]]
     detail = ", ".join(positives) if positives else "no finding above its threshold"
     return (f"{result['input']}: {verdict} [{result['task']}, score {result['score']:.2f}, "
             f"{result['timings_ms']['total']:.0f} ms] — {detail}")
+
+
+def _ppv_words(found: dict[str, Any]) -> str:
+    """'; here 71-100 in 100 flagged truly have it' (the range from the validation's CIs)."""
+    if found.get("ppv") is None:
+        return ""
+    low, high = found.get("ppv_range") or (found["ppv"], found["ppv"])
+    span = f"{round(100 * low)}-{round(100 * high)}" if round(100 * low) != round(100 * high) \
+        else f"about {round(100 * found['ppv'])}"
+    return f"; here {span} in 100 flagged truly have it"
 
 
 def _write_heatmap(folder: Path | None, path: Path, png: bytes | None) -> None:
