@@ -85,6 +85,10 @@ def test_fhir_bundle_is_valid_stable_and_exactly_once(config: Config, fhir_peer:
     assert report[0]["conclusionCode"][0]["coding"][0]["code"] == "non_referable"
     assert {o["status"] for o in fhir_peer.search(
         "Observation", subject=f"Patient/{patients[0]['id']}")} == {"final"}
+    provenance = fhir_peer.search("Provenance", target=f"DiagnosticReport/{report[0]['id']}")
+    assert len(provenance) == 1
+    assert [a["type"]["coding"][0]["code"] for a in provenance[0]["agent"]] == [
+        "author", "verifier"]
     store.close()
 
 

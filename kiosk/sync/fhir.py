@@ -2,7 +2,8 @@
 
 Patient and Device are conditional creates (``ifNoneExist`` on their identifier: the EHR may
 know the patient already); ImagingStudy, the Observations and the DiagnosticReport have
-client-assigned ids derived from the screening and are PUT, so a resend rewrites the same
+client-assigned ids derived from the screening and are PUT (with a Provenance naming the
+algorithm, and the clinician once signed off), so a resend rewrites the same
 resources and never adds one (the final report after sign-off updates them in place). Every
 resource is validated here with ``fhir.resources.R4B`` before it leaves, because a FHIR
 server may validate nothing.
@@ -28,6 +29,7 @@ AI_ASSERTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationVa
 LOINC_SIDE = {"L": ("71490-7", "Diabetic retinopathy severity in left eye"),
               "R": ("71491-5", "Diabetic retinopathy severity in right eye")}
 EYE = {"L": ("8966001", "Left eye structure"), "R": ("18944008", "Right eye structure")}
+PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 GENDER = {"female": "female", "f": "female", "male": "male", "m": "male", "other": "other"}
 
 
@@ -160,6 +162,21 @@ def report(s: Screening, final: bool, refs: dict[str, str], observations: list[s
     return resource
 
 
+def provenance(s: Screening, targets: list[str], refs: dict[str, str]) -> dict:
+    """Who asserted the results: the algorithm (the Device), and the clinician once signed."""
+    agents: list[dict[str, Any]] = [{
+        "type": {"coding": [{"system": PARTICIPANT, "code": "author"}]},
+        "who": {"reference": refs["device0"]}}]
+    if s.sign_off is not None:
+        agents.append({"type": {"coding": [{"system": PARTICIPANT, "code": "verifier"}]},
+                       "who": {"display": s.sign_off.clinician}})
+    return {
+        "resourceType": "Provenance", "target": [{"reference": t} for t in targets],
+        "recorded": (s.sign_off.signed if s.sign_off else s.created).isoformat(),
+        "agent": agents, "meta": {"security": [AI_ASSERTED]},
+    }
+
+
 def _search(resource: dict) -> str:
     ident = resource["identifier"][0]
     return "identifier=" + quote(f"{ident['system']}|{ident['value']}", safe=":|")
@@ -209,8 +226,11 @@ def bundle(delivery: Delivery, config: Config) -> dict:
     observations = [resource_id(s, f"observation-{i}") for i in range(len(s.results))]
     entries += [_put({**observation(s, i, status, refs), "id": rid})
                 for i, rid in enumerate(observations)]
+    report_ref = f"DiagnosticReport/{resource_id(s, 'report')}"
     entries.append(_put({**report(s, final, refs, [f"Observation/{o}" for o in observations]),
                          "id": resource_id(s, "report")}))
+    targets = [report_ref, *(f"Observation/{o}" for o in observations)]
+    entries.append(_put({**provenance(s, targets, refs), "id": resource_id(s, "provenance")}))
     for entry in entries:
         validate(entry["resource"])
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
