@@ -116,6 +116,7 @@ def test_every_destination_down_then_up(template: Path, tmp_path: Path, world: W
           f"{seconds:.1f} s; exactly once: {result.exactly_once()}; extra: {result.extra}")
     assert result.exactly_once(), result
     assert _integrity(store) == "ok" and not store.parked_items()
+    assert not list((store.config.data_dir / "spool" / "dicom").iterdir())  # renderings freed
     store.close()
 
 

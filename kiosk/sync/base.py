@@ -34,7 +34,10 @@ class Delivery:
 
 
 class Destination(Protocol):
-    """A place results are sent to; ``send`` raises SyncError saying whether to retry."""
+    """A place results are sent to; ``send`` raises SyncError saying whether to retry.
+
+    A destination may also define ``sent(delivery)``, called once the item is marked sent.
+    """
 
     name: str
 

@@ -90,6 +90,9 @@ class CStoreDestination:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    def sent(self, delivery: Delivery) -> None:
+        """Drop the rendering once no PACS route still needs it."""
         release_spool(delivery, self.config)
 
     def close(self) -> None:
@@ -154,6 +157,9 @@ class StowDestination:
         except requests.RequestException as exc:
             raise unreachable("dicomweb", str(exc)) from exc
         check_stow(response)
+
+    def sent(self, delivery: Delivery) -> None:
+        """Drop the rendering once no PACS route still needs it."""
         release_spool(delivery, self.config)
 
     def close(self) -> None:

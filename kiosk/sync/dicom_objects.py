@@ -185,7 +185,8 @@ def _spool_folder(delivery: Delivery, config: Config) -> Path:
 
 
 def release_spool(delivery: Delivery, config: Config) -> None:
-    """Remove the item's rendering once no PACS route still needs it."""
+    """Remove the item's rendering once no PACS route still needs it (called after the item
+    is marked sent, so of two routes finishing together the second always sees the first)."""
     if not delivery.store.unsent_siblings(delivery.item, PACS_ROUTES):
         shutil.rmtree(_spool_folder(delivery, config), ignore_errors=True)
 

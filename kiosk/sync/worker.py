@@ -111,8 +111,8 @@ class SyncWorker:
             if destination is None:
                 raise SyncError(f"destination {item.destination!r} is not configured",
                                 code="not_configured", retryable=True)
-            destination.send(Delivery(item, self.store.get_screening(item.screening_id),
-                                      self.store))
+            delivery = Delivery(item, self.store.get_screening(item.screening_id), self.store)
+            destination.send(delivery)
         except KioskError as exc:
             self._failed(item, exc, report, down)
         except Exception as exc:  # a bug rendering one item must not block the others
@@ -122,6 +122,9 @@ class SyncWorker:
         else:
             self.store.item_sent(item.id)
             report.sent += 1
+            after = getattr(destination, "sent", None)  # optional clean-up once marked sent
+            if after is not None:
+                after(delivery)
         finally:
             report.seconds[item.destination] = (report.seconds.get(item.destination, 0.0)
                                                 + time.monotonic() - started)
