@@ -286,9 +286,11 @@ def check_response(response: requests.Response) -> None:
 
 
 def _outcome_text(response: requests.Response) -> str:
+    """The issue codes and element paths of an OperationOutcome, never its free text (servers
+    quote the resource there, patient's name included)."""
     try:
         issues = response.json().get("issue", [])
-    except ValueError:
-        return response.text[:300]
-    return "; ".join(str(i.get("diagnostics") or (i.get("details") or {}).get("text")
-                         or i.get("code")) for i in issues)[:500]
+    except (ValueError, AttributeError):
+        return "no OperationOutcome"
+    return "; ".join(f"{i.get('code', '?')} at {', '.join(i.get('expression') or ['?'])}"
+                     for i in issues if isinstance(i, dict))[:500] or "no issue given"

@@ -27,4 +27,13 @@ def validate(resource: dict) -> None:
     try:
         _model(kind).model_validate(resource)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise refused("fhir", f"invalid {kind} (not sent): {exc}") from exc
+        raise refused("fhir", f"invalid {kind} (not sent): {_where(exc)}") from exc
+
+
+def _where(exc: ValueError) -> str:
+    """Which elements failed and why, without the values (they may be the patient's)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return type(exc).__name__
+    return "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['type']}"
+                     for error in errors(include_input=False))[:500]

@@ -139,12 +139,14 @@ class SyncWorker:
             report.retrying += 1
             if exc.code in ("unreachable", "not_configured"):
                 down.add(item.destination)
-            log.info("item %s to %s: %s (retry in %.0f s)", item.id, item.destination,
-                     exc.message, delay)
+            # logs carry codes only: a server's error text may quote the patient's record
+            log.info("item %s to %s failed [%s] (retry in %.0f s)", item.id, item.destination,
+                     exc.code, delay)
         else:
             self.store.park_item(item.id, exc.message)
             report.parked += 1
-            log.warning("item %s to %s parked: %s", item.id, item.destination, exc.message)
+            log.warning("item %s to %s parked [%s]; the reason is on the sync page", item.id,
+                        item.destination, exc.code)
 
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Pass after pass until ``stop`` is set, sleeping between passes."""
@@ -152,7 +154,7 @@ class SyncWorker:
             try:
                 report = self.run_once()
             except KioskError as exc:  # e.g. the store busy for long: try again next pass
-                log.warning("sync pass failed: %s", exc.message)
+                log.warning("sync pass failed [%s]", exc.code)
                 stop.wait(interval_s)
                 continue
             if report.sent or report.retrying or report.parked:
