@@ -28,7 +28,16 @@ def command_train(args: argparse.Namespace) -> int:
         + str({s: int((data.split == s).sum()) for s in ("train", "calibration", "test")})
     )
     budget = args.time_budget_min * 60 if args.time_budget_min else None
-    train(recipe, data, Path(args.work) / args.task, resume=not args.fresh, log=log_line, budget_s=budget)
+    train(
+        recipe,
+        data,
+        Path(args.work) / args.task,
+        resume=not args.fresh,
+        log=log_line,
+        budget_s=budget,
+        extra_epochs=args.more_epochs,
+        extra_lr=args.more_lr,
+    )
     if args.no_build:
         return 0
     return command_build(args)
@@ -102,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                 default=0.0,
                 help="end the (compressed) learning-rate schedule within this many minutes",
             )
+            sub.add_argument(
+                "--more-epochs",
+                type=int,
+                default=0,
+                help="continue a finished run with a second cosine cycle of this many epochs",
+            )
+            sub.add_argument("--more-lr", type=float, default=5e-4, help="peak LR of that second cycle")
     keygen = verbs.add_parser("keygen", help=command_keygen.__doc__)
     keygen.add_argument("private", help="PEM file to create, e.g. /root/.kiosk-keys/kiosk-dev-2026.pem")
     keygen.add_argument("public", help="public key file, e.g. models/trusted_keys/kiosk-dev-2026.pub")

@@ -137,9 +137,15 @@ class Schedule:
     """
 
     def __init__(
-        self, base_lr: float, total: int, warmup: int, budget_s: float | None, spent_s: float
+        self,
+        base_lr: float,
+        total: int,
+        warmup: int,
+        budget_s: float | None,
+        spent_s: float,
+        first_epoch: int = 0,
     ) -> None:
-        self.base_lr, self.total, self.warmup = base_lr, total, warmup
+        self.base_lr, self.total, self.warmup, self.first_epoch = base_lr, total, warmup, first_epoch
         self.budget_s, self.spent_s, self.started = budget_s, spent_s, time.time()
 
     def fraction(self, step: int) -> float:
@@ -170,10 +176,14 @@ def train(
     resume: bool = True,
     log: Any = print,
     budget_s: float | None = None,
+    extra_epochs: int = 0,
+    extra_lr: float = 5e-4,
 ) -> ScreeningNet:
     """Train, checkpointing every epoch into ``workdir``; returns the best EMA network.
 
     ``budget_s`` caps the wall-clock time: the cosine schedule is compressed to end within it.
+    ``extra_epochs`` continues a finished run with a second (warm-restart) cosine cycle from
+    ``extra_lr``; the best checkpoint is replaced only if the calibration-split AUC improves.
     """
     torch.set_num_threads(2)
     seed_everything(recipe.seed)
@@ -203,8 +213,19 @@ def train(
     spent = float(sum(e["seconds"] for e in state["history"]))
     warmup = min(2 * steps_per_epoch, total // 10 + 1)
     schedule = Schedule(recipe.lr, total, warmup, budget_s, spent)
-    state["budget_s"] = budget_s
-    for epoch in range(int(state["epoch"]), recipe.epochs):
+    last_epoch = recipe.epochs
+    if extra_epochs:
+        first = int(state["epoch"])
+        last_epoch = first + extra_epochs
+        schedule = Schedule(
+            extra_lr, extra_epochs * steps_per_epoch, steps_per_epoch // 4, budget_s, 0.0, first
+        )
+        state.setdefault("stages", []).append(
+            {"after_epoch": first, "epochs": extra_epochs, "lr": extra_lr, "budget_s": budget_s}
+        )
+    else:
+        state["budget_s"] = budget_s
+    for epoch in range(int(state["epoch"]), last_epoch):
         started = time.time()
         loss = run_epoch(net, ema, optimiser, train_set, recipe, epoch, schedule, generator, progress)
         val_logits = predict(ema.model, val_set.images, recipe.spec)
@@ -236,7 +257,7 @@ def train(
             last,
         )
         log(json.dumps(state["history"][-1]) + f" best={state['best_auc']:.4f}")
-        if schedule.done((epoch + 1) * steps_per_epoch):
+        if schedule.done((epoch + 1 - schedule.first_epoch) * steps_per_epoch):
             log(f"schedule finished after epoch {epoch + 1}")
             break
     best = torch.load(workdir / "best.pt", weights_only=False)
@@ -270,14 +291,15 @@ def run_epoch(
     )
     governor = ThreadGovernor()
     for step in bar:
-        if schedule.done(epoch * steps + step):
+        at = (epoch - schedule.first_epoch) * steps + step
+        if schedule.done(at):
             break
         governor.before_step()
         index = np.sort(order[step * recipe.batch : (step + 1) * recipe.batch])
         x = augment(to_tensor(train_set.images[index], recipe.spec), recipe, generator)
         y = torch.from_numpy(train_set.targets[index])
         for group in optimiser.param_groups:
-            group["lr"] = schedule.lr(epoch * steps + step)
+            group["lr"] = schedule.lr(at)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, _ = net(x)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)

@@ -125,3 +125,15 @@ def test_a_bundle_signed_by_another_key_is_refused(
     (other / "throwaway.pub").write_text(public_key_text(Ed25519PrivateKey.generate()) + "\n")
     with pytest.raises(BundleError, match="signature"):
         load_bundle(folder, other)
+
+
+def test_training_resumes_and_continues_with_a_second_cycle(tmp_path: Path) -> None:
+    npz = shared("cxr", "pneumoniamnist", "pneumoniamnist-balanced-28.npz")
+    recipe = RECIPES["smoke"]
+    data = load_mnist(npz, recipe.spec)
+    lines: list[str] = []
+    train(recipe, data, tmp_path, progress=False, log=lines.append)
+    train(recipe, data, tmp_path, progress=False, log=lines.append, extra_epochs=1, extra_lr=1e-3)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in history["history"]] == [1, 2]
+    assert history["stages"][0]["after_epoch"] == 1 and any("resumed at epoch 1" in x for x in lines)
