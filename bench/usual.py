@@ -28,21 +28,73 @@ def bundle_manifest(models_dir: Path, task: str) -> dict[str, Any]:
     return manifest
 
 
-def load_network(task: str, work: Path) -> Any:
-    """The trained network in eval mode (PyTorch eager), from export/'s recipe and checkpoint."""
+def load_network(task: str, work: Path, weights_from: Path | None = None) -> Any:
+    """The network in eval mode (PyTorch eager), built by export/'s recipe.
+
+    Its weights come from the training checkpoint, or, when ``weights_from`` names the bundle's
+    ONNX (training went on after the bundle was built), from that graph's initialisers.
+    """
     import torch
 
     from export.nets import Shipped, build
     from export.recipes import RECIPES
 
     recipe = RECIPES[task]
+    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
+    shipped = Shipped(net.float().eval(), recipe.head_index).eval()
+    if weights_from is not None:
+        load_onnx_weights(shipped, weights_from)
+        return shipped
     checkpoint = work / task / "best.pt"
     if not checkpoint.is_file():
         raise SystemExit(f"no checkpoint {checkpoint}: the usual way needs the trained network "
                          f"(python -m export train {task})")
-    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
     net.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
-    return Shipped(net.float().eval(), recipe.head_index).eval()
+    return shipped
+
+
+def load_onnx_weights(model: Any, onnx_file: Path) -> None:
+    """Copy an exported graph's (BatchNorm-folded) convolutions back into the torch module.
+
+    The exporter folds each BatchNorm into the convolution before it; here each convolution
+    takes the folded weight and its BatchNorm becomes an identity plus the folded bias. Modules
+    and graph nodes are paired in execution order.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_file)).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type == "Conv"]
+    order: list[Any] = []
+    hooks = [m.register_forward_hook(lambda m, *_: order.append(m)) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d | torch.nn.BatchNorm2d)]
+    channels, size = model.net.stem[0].in_channels, 32
+    with torch.inference_mode():
+        model(torch.zeros(1, channels, size, size))
+    for hook in hooks:
+        hook.remove()
+    convs = [(m, order[i + 1] if i + 1 < len(order) and isinstance(order[i + 1], torch.nn.BatchNorm2d)
+              else None) for i, m in enumerate(order) if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != len(nodes):
+        raise SystemExit(f"{onnx_file}: {len(nodes)} convolutions, the module has {len(convs)}")
+    with torch.no_grad():
+        for (conv, norm), node in zip(convs, nodes, strict=True):
+            weight = torch.from_numpy(values[node.input[1]].copy())
+            if weight.shape != conv.weight.shape:
+                raise SystemExit(f"{onnx_file}: {node.name} {tuple(weight.shape)} does not fit "
+                                 f"{tuple(conv.weight.shape)}")
+            conv.weight.copy_(weight)
+            bias = torch.from_numpy(values[node.input[2]].copy()) if len(node.input) > 2 else None
+            if norm is None:
+                if bias is not None:
+                    conv.bias.copy_(bias)
+                continue
+            norm.weight.fill_(1.0)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+            norm.bias.copy_(bias if bias is not None else torch.zeros_like(norm.bias))
 
 
 def decode_full(path: Path) -> tuple[np.ndarray, str]:
@@ -72,9 +124,11 @@ def _dicom_to_uint8(path: Path) -> np.ndarray:
 class UsualScreener:
     """Decode, preprocess, run in PyTorch eager, threshold: one image at a time."""
 
-    def __init__(self, models_dir: Path, work: Path, tasks: list[str]) -> None:
+    def __init__(self, models_dir: Path, work: Path, tasks: list[str],
+                 weights_from: dict[str, Path] | None = None) -> None:
         self.manifests = {task: bundle_manifest(models_dir, task) for task in tasks}
-        self.nets = {task: load_network(task, work) for task in tasks}
+        weights_from = weights_from or {}
+        self.nets = {task: load_network(task, work, weights_from.get(task)) for task in tasks}
 
     def screen(self, path: Path) -> dict[str, Any]:
         """Verdict and referable probability of one file."""
