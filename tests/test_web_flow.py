@@ -217,6 +217,7 @@ def test_admin_sees_models_sets_prevalence_adds_users_and_audits(kiosk) -> None:
     page = client.get("/admin/").get_data(as_text=True)
     assert "fundus-dr" in page and "verified" in page and "onnxruntime-cpu" in page
     assert "median per image today" not in page  # nothing screened yet
+    assert "This device" in page and "MB free of" in page  # hardware status panel
     token = page_token(client, "/admin/")
     assert client.post("/admin/settings", data={"prevalence_fundus_dr": "25",
                                                 "csrf_token": token}).status_code == 302

@@ -1,4 +1,4 @@
-"""Admin: model bundles in use, the clinic's prevalence, users, the audit log."""
+"""Admin: model bundles in use, device health, the clinic's prevalence, users, the audit log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from hardware.status import read_status
 from kiosk.errors import KioskError
 from web.passwords import ROLES, check_role, hash_password
 from web.security import audit, requires
@@ -47,6 +48,7 @@ def index() -> ResponseReturnValue:
         prevalence=_prevalence(),
         users=svc.store.list_users(),
         roles=ROLES,
+        device=read_status(svc.config),
     )
 
 
