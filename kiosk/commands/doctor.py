@@ -172,6 +172,8 @@ def check_backend(config: Config) -> list[Check]:
         pipeline.close()
     checks = []
     for model in described:
+        if model.get("backend") is None:  # a refused bundle: the models check says why
+            continue
         detail = f"{model['id']} runs on {model['backend']} (warm-up {model.get('warmup_ms')} ms)"
         if model["backend"] != first:
             skipped = "; ".join(model.get("skipped", []))
