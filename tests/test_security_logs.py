@@ -152,10 +152,7 @@ class _QuotingFhirServer:
         self.server.server_close()
 
 
-@pytest.mark.xfail(strict=True, reason="sync bug (routed to the sync owner): kiosk.sync.fhir.check_response "
-                   "puts the server's OperationOutcome diagnostics into the SyncError message, which the "
-                   "worker logs ('parked: ...') and keeps as last_error; servers quote resource content "
-                   "there. Fix: log and keep the HTTP status and issue codes only (or scrub the text)")
+# A sync bug found by this test was fixed in 09fe784 (diagnostics no longer logged or kept).
 def test_a_fhir_refusal_quoting_the_patient_is_not_logged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from store_helpers import screen
