@@ -160,16 +160,26 @@ def test_tampering_with_the_audit_file_is_found(store: Store, tamper: str) -> No
     assert not ok and first_bad is not None
 
 
-@pytest.mark.xfail(strict=True, reason="store limitation (routed to the store owner): an unkeyed hash "
-                   "chain cannot show that its newest entries were cut off; fix: keep the head (last "
-                   "id and hash) somewhere the attacker cannot rewrite, e.g. HMAC it with a device key "
-                   "outside the database, or send it with every sync")
 def test_cutting_off_the_newest_audit_entries_is_found(store: Store) -> None:
     _audited(store)
     with sqlite3.connect(store.config.db_path) as conn:
         conn.execute("DROP TRIGGER audit_no_delete")
         conn.execute("DELETE FROM audit WHERE id >= 4")
     assert store.verify_audit()[0] is False
+
+
+def test_the_audit_head_may_lag_after_a_crash_but_a_forged_head_is_found(store: Store) -> None:
+    _audited(store)
+    head = store.config.data_dir / "audit.head"
+    newest_id = int(head.read_text().split()[0])
+    with sqlite3.connect(store.config.db_path) as conn:  # the head as it was one commit earlier
+        prev_id, prev_hash = conn.execute(
+            "SELECT id, hash FROM audit WHERE id < ? ORDER BY id DESC LIMIT 1", (newest_id,)
+        ).fetchone()
+    head.write_text(f"{prev_id} {prev_hash}\n")
+    assert store.verify_audit() == (True, None)
+    head.write_text(f"{prev_id} {'0' * 64}\n")
+    assert store.verify_audit() == (False, prev_id)
 
 
 # -- bandit ------------------------------------------------------------------------------------

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kiosk.errors import DiskFullError, StoreError
 from kiosk.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 #: SQLite's numeric value of ``PRAGMA synchronous=FULL``.
 SYNCHRONOUS_FULL = 2
@@ -42,6 +45,8 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
+        #: Called with the connection after every committed write (e.g. the audit head file).
+        self.after_commit: list[Callable[[sqlite3.Connection], None]] = []
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
@@ -81,6 +86,11 @@ class Database:
                 if isinstance(exc, sqlite3.Error):
                     raise _store_error(exc) from exc
                 raise
+            for hook in self.after_commit:
+                try:
+                    hook(self._conn)
+                except (OSError, sqlite3.Error) as exc:  # the write itself is committed and safe
+                    log.warning("after-commit step failed: %s", type(exc).__name__)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

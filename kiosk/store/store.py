@@ -34,6 +34,8 @@ class Store:
         self.db = db
         self.images_dir = config.data_dir / "images"
         self.destinations = outbox.configured_destinations(config)
+        self.audit_head = config.data_dir / "audit.head"
+        db.after_commit.append(lambda conn: audit_log.write_head(conn, self.audit_head))
         images.sweep_partial(self.images_dir)  # only files an hour old: no capture in flight
 
     @classmethod
@@ -166,7 +168,7 @@ class Store:
     def verify_audit(self) -> tuple[bool, int | None]:
         """(ok, first bad id): whether the audit chain is untouched."""
         with self.db.read() as conn:
-            return audit_log.verify(conn)
+            return audit_log.verify(conn, self.audit_head)
 
     # outbox
     def outbox_status(self) -> list[DestinationStatus]:
