@@ -19,7 +19,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
 from web.passwords import hash_password, needs_rehash, verify_password
-from web.security import LoginThrottle, SessionUser, api_token, audit, safe_next
+from web.security import LoginThrottle, SessionUser, api_token, audit, end_sessions, safe_next
 from web.services import services
 
 bp = Blueprint("auth", __name__)
@@ -56,7 +56,7 @@ def login() -> ResponseReturnValue:
         services().store.audit(username or "-", "login_failed", detail=str(request.remote_addr))
         flash("Wrong user name or password.", "error")
         return render_template("login.html", next=request.form.get("next", "")), 401
-    _throttle().succeeded(*keys)
+    _throttle().succeeded(keys[0])  # the address keeps its count: no spraying between good log-ins
     _start_session(user)
     return redirect(safe_next(request.form.get("next")))
 
@@ -98,6 +98,8 @@ def logout() -> ResponseReturnValue:
     """End the session (the screen sends reason=idle when nobody touched it)."""
     idle = request.form.get("reason") == "idle"
     audit("logout", detail="idle" if idle else "")
+    if current_user.is_authenticated:
+        end_sessions(current_user)
     logout_user()
     session.clear()
     minutes = int(current_app.config["PERMANENT_SESSION_LIFETIME"].total_seconds() // 60)

@@ -43,15 +43,28 @@ class SessionUser(UserMixin):
     id: int
     username: str
     role: str
+    generation: str = "0"
 
     def get_id(self) -> str:
-        """The session key of the user."""
-        return str(self.id)
+        """The session key: the user and their session generation (bumped at log-out)."""
+        return f"{self.id}:{self.generation}"
 
     @classmethod
     def from_store(cls, user: Any) -> SessionUser:
         """Wrap a store ``User``."""
-        return cls(id=int(user.id), username=str(user.username), role=str(user.role))
+        return cls(id=int(user.id), username=str(user.username), role=str(user.role),
+                   generation=session_generation(int(user.id)))
+
+
+def session_generation(user_id: int) -> str:
+    """The user's current session generation: cookies of older generations are refused."""
+    return services().store.get_setting(f"session_generation.{user_id}", "0") or "0"
+
+
+def end_sessions(user: SessionUser) -> None:
+    """Invalidate every session cookie of this user, including copies taken before log-out."""
+    following = str(int(session_generation(user.id)) + 1)
+    services().store.set_setting(f"session_generation.{user.id}", following, actor=user.username)
 
 
 def init_app(app: Flask) -> None:
@@ -67,13 +80,17 @@ def init_app(app: Flask) -> None:
     app.after_request(_headers)
 
 
-def _load_session_user(user_id: str) -> SessionUser | None:
-    """The user of a session cookie, if the account still exists."""
+def _load_session_user(session_key: str) -> SessionUser | None:
+    """The user of a session cookie, if the account exists and the session was not ended."""
+    user_id, _, generation = session_key.partition(":")
     try:
         user = services().store.get_user_by_id(int(user_id))
     except ValueError:
         return None
-    return SessionUser.from_store(user) if user is not None else None
+    if user is None:
+        return None
+    found = SessionUser.from_store(user)
+    return found if found.generation == generation else None
 
 
 def _load_token_user(req: Any) -> SessionUser | None:
@@ -230,7 +247,7 @@ class LoginThrottle:
                 self._failures[key] = []
 
     def succeeded(self, *keys: str) -> None:
-        """Forget the failures of these keys after a good log-in."""
+        """Forget the failures of these keys after a good log-in (never the address's)."""
         for key in keys:
             self._failures.pop(key, None)
 
