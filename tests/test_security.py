@@ -180,7 +180,6 @@ def test_the_audit_head_may_lag_after_a_crash_but_a_forged_head_is_found(store: 
 KNOWN_OPEN = {
     ("export/build.py", "B614"),  # torch.load(weights_only=False): use weights_only=True
     ("export/train.py", "B614"),
-    ("kiosk/commands/doctor.py", "B310"),  # scheme checked to be http(s) above: a justified nosec
 }  # kiosk/store/outbox.py and store.py B608: marked with justified nosec by the store owner
 
 
