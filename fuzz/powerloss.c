@@ -10,6 +10,8 @@
  * With $KIOSK_PL_ENOSPC_AFTER set, writes under the root fail with ENOSPC once that many bytes
  * have been written there (a disk that fills up). With $KIOSK_PL_CUT_AT_WRITE=n the process
  * kills itself (SIGKILL) right after its n-th write under the root: a power cut at a chosen write.
+ * With $KIOSK_PL_CUT_AFTER_RENAME_TO=text it does so right after the first rename onto a path
+ * containing that text (a cut just after a file was replaced).
  * Build: cc -shared -fPIC -O2 -o powerloss.so powerloss.c -ldl -lpthread
  */
 #define _GNU_SOURCE
@@ -34,6 +36,7 @@ static long long budget = -1;
 static long long written = 0;
 static long long cut_at = -1;
 static long long writes = 0;
+static const char *cut_rename = NULL;
 static int ready = 0;
 
 static ssize_t (*real_write)(int, const void *, size_t);
@@ -67,6 +70,7 @@ static void setup(void) {
     budget = limit ? atoll(limit) : -1;
     const char *cut = getenv("KIOSK_PL_CUT_AT_WRITE");
     cut_at = cut ? atoll(cut) : -1;
+    cut_rename = getenv("KIOSK_PL_CUT_AFTER_RENAME_TO");
     const char *journal = getenv("KIOSK_PL_JOURNAL");
     if (journal) journal_fd = open(journal, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     ready = 1;
@@ -214,6 +218,7 @@ static void record_rename(const char *old_path, const char *new_path) {
     record_name('R', old_path);
     put_path(new_path);
     pthread_mutex_unlock(&lock);
+    if (cut_rename && *cut_rename && strstr(new_path, cut_rename)) kill(getpid(), SIGKILL);
 }
 
 int rename(const char *old_path, const char *new_path) {

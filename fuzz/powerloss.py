@@ -35,7 +35,8 @@ def build(folder: Path) -> Path:
 
 
 def environment(shim: Path, *, root: Path, journal: Path | None = None,
-                enospc_after: int | None = None, cut_at_write: int | None = None) -> dict[str, str]:
+                enospc_after: int | None = None, cut_at_write: int | None = None,
+                cut_after_rename_to: str | None = None) -> dict[str, str]:
     """The environment of a process whose writes under ``root`` go through the shim."""
     env = dict(os.environ, LD_PRELOAD=str(shim), KIOSK_PL_ROOT=str(root.resolve()))
     if journal is not None:
@@ -44,6 +45,8 @@ def environment(shim: Path, *, root: Path, journal: Path | None = None,
         env["KIOSK_PL_ENOSPC_AFTER"] = str(enospc_after)
     if cut_at_write is not None:
         env["KIOSK_PL_CUT_AT_WRITE"] = str(cut_at_write)
+    if cut_after_rename_to is not None:
+        env["KIOSK_PL_CUT_AFTER_RENAME_TO"] = cut_after_rename_to
     return env
 
 

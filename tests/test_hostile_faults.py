@@ -96,11 +96,14 @@ class Census:
     bad_outbox: list[str]
     integrity: str
     audit_ok: bool
+    head_unreadable: bool  # the audit.head file exists but holds no "id hash" line
 
 
 def _census(data_dir: Path, acked: dict[str, list[str]]) -> Census:
     """Reopen the store as the kiosk would and count what survived."""
     config = load_config(env={}, data_dir=data_dir.resolve(), min_free_disk_mb=1, **DESTINATIONS)
+    head = config.data_dir / "audit.head"
+    head_unreadable = head.exists() and len(head.read_text().split()) != 2
     store = Store.open(config)
     try:
         audit_ok = store.verify_audit()[0]
@@ -122,6 +125,7 @@ def _census(data_dir: Path, acked: dict[str, list[str]]) -> Census:
         bad_outbox=[uid for uid, n in outbox.items() if n != len(DESTINATIONS)],
         integrity=integrity,
         audit_ok=audit_ok,
+        head_unreadable=head_unreadable,
     )
 
 
@@ -133,9 +137,11 @@ def _has_image(store: Store, sha: str) -> bool:
     return True
 
 
-def _assert_whole(census: Census, acked: int) -> None:
+def _assert_whole(census: Census, acked: int, *, head_bug: bool = False) -> None:
     assert census.integrity == "ok"
-    assert census.audit_ok, "the audit chain no longer verifies"
+    # head_bug: tolerate only the routed store bug (audit.head replaced without fsync, left empty
+    # by a power cut); see test_a_power_cut_right_after_the_audit_head_is_replaced...
+    assert census.audit_ok or (head_bug and census.head_unreadable), "the audit chain no longer verifies"
     assert census.lost == [], f"{len(census.lost)} of {acked} acknowledged screenings lost"
     assert census.duplicated == [] and census.bad_outbox == []
     assert census.bad_images == []
@@ -161,7 +167,7 @@ def test_kills_during_capture_lose_and_duplicate_nothing(tmp_path: Path) -> None
 
 
 def test_power_cuts_during_capture_lose_and_duplicate_nothing(tmp_path: Path, shim: Path) -> None:
-    rng, acked, undone = random.Random(12), {}, 0
+    rng, acked, undone, false_alarms = random.Random(12), {}, 0, 0
     data_dir, journal = tmp_path / "data", tmp_path / "journal"
     data_dir.mkdir()
     for round_ in range(ROUNDS):
@@ -173,10 +179,31 @@ def test_power_cuts_during_capture_lose_and_duplicate_nothing(tmp_path: Path, sh
         assert run.status == -signal.SIGKILL, run.stderr[-2000:]
         undone += powerloss.power_cut(journal).undone_writes
         acked |= run.acked
-        _assert_whole(_census(data_dir, acked), len(acked))
+        census = _census(data_dir, acked)
+        _assert_whole(census, len(acked), head_bug=True)
+        false_alarms += int(not census.audit_ok)
+        if not census.audit_ok:  # let the next round start from a readable head, as a fix would
+            (data_dir / "audit.head").unlink()
     assert len(acked) >= ROUNDS
     print(f"\npower cut during capture: {ROUNDS} cuts, {undone} unsynced writes dropped, "
-          f"{len(acked)} acknowledged, 0 lost, 0 duplicated")
+          f"{len(acked)} acknowledged, 0 lost, 0 duplicated; audit.head left empty (false "
+          f"tamper alarm): {false_alarms}")
+
+
+@pytest.mark.xfail(strict=True, reason="store bug (routed to the store owner): audit.write_head writes the "
+                   "temp file and os.replace()s it without fsync, so a power cut can leave audit.head "
+                   "empty and verify_audit then reports tampering; fix: fsync the temp file before "
+                   "the replace (and the folder after it)")
+def test_a_power_cut_right_after_the_audit_head_is_replaced_keeps_the_audit_check_green(
+        tmp_path: Path, shim: Path) -> None:
+    data_dir, journal = tmp_path / "data", tmp_path / "journal"
+    data_dir.mkdir()
+    env = powerloss.environment(shim, root=data_dir, journal=journal, cut_after_rename_to="audit.head")
+    run = _run(data_dir, 0, env=env)
+    assert run.status == -signal.SIGKILL, run.stderr[-2000:]
+    powerloss.power_cut(journal)
+    census = _census(data_dir, run.acked)
+    assert census.integrity == "ok" and census.audit_ok, census
 
 
 CONTROL = """
