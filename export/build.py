@@ -240,7 +240,16 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
     key_path = Path(os.environ.get(KEY_ENV, ""))
     history = read_history(work / task)
     splits = dict(zip(data.patients.tolist(), data.split.tolist(), strict=True))
-    notes = {"training": describe_training(recipe, net, history), "command": f"python -m export train {task}"}
+    command = f"python -m export train {task}"
+    if history.get("budget_s"):
+        command += f" --time-budget-min {history['budget_s'] / 60:.0f}"
+    for stage in history.get("stages", []):
+        command += (
+            f"` then `{command.split(' --')[0]} --more-epochs {stage['epochs']} --more-lr {stage['lr']}"
+        )
+        if stage.get("budget_s"):
+            command += f" --time-budget-min {stage['budget_s'] / 60:.0f}"
+    notes = {"training": describe_training(recipe, net, history), "command": command}
     folder = build_bundle(
         recipe,
         net,

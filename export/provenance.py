@@ -87,19 +87,27 @@ def describe_training(recipe: Recipe, net: ScreeningNet, history: dict[str, Any]
     epochs = history["history"]
     best = max(epochs, key=lambda e: e["val_auc"])
     minutes = sum(e["seconds"] for e in epochs) / 60
+    stages = history.get("stages", [])
+    first_cycle = stages[0]["after_epoch"] if stages else len(epochs)
+    second = "".join(
+        f" Then a warm-restart cosine cycle of up to {st['epochs']} more epochs (peak lr {st['lr']}"
+        + (f", budget {st['budget_s'] / 60:.0f} min" if st.get("budget_s") else "")
+        + f"); {len(epochs)} epochs in all."
+        for st in stages
+    )
     budget = ""
     if history.get("budget_s"):
         budget = (
             f" compressed into a wall-clock budget of {history['budget_s'] / 60:.0f} min (the cores were "
-            "shared with other work, so the schedule ended by time, not by epochs)"
+            "shared with other work; the learning rate followed whichever of steps or time was further along)"
         )
     return (
         f"ResNet-style CNN trained from scratch ({params / 1e6:.2f} M parameters; widths {recipe.widths}, "
         f"blocks {recipe.blocks}; last layer a 1x1 convolution whose spatial mean is the logit, so the `cam` "
-        f"output explains the score exactly). {len(epochs)} of at most {recipe.epochs} epochs, batch "
+        f"output explains the score exactly). {first_cycle} of at most {recipe.epochs} epochs, batch "
         f"{recipe.batch}, AdamW (lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + cosine "
         f"schedule{budget}, bf16 autocast on 2 shared CPU cores, {minutes:.0f} min; augmentation: flips, "
-        "rotation, zoom, shift, brightness/contrast. "
+        f"rotation, zoom, shift, brightness/contrast.{second} "
         f"Weights: exponential moving average, checkpoint of epoch {best['epoch']} chosen by "
         "calibration-split "
         f"AUC ({best['val_auc']:.3f})."
