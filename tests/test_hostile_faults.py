@@ -190,10 +190,6 @@ def test_power_cuts_during_capture_lose_and_duplicate_nothing(tmp_path: Path, sh
           f"tamper alarm): {false_alarms}")
 
 
-@pytest.mark.xfail(strict=True, reason="store bug (routed to the store owner): audit.write_head writes the "
-                   "temp file and os.replace()s it without fsync, so a power cut can leave audit.head "
-                   "empty and verify_audit then reports tampering; fix: fsync the temp file before "
-                   "the replace (and the folder after it)")
 def test_a_power_cut_right_after_the_audit_head_is_replaced_keeps_the_audit_check_green(
         tmp_path: Path, shim: Path) -> None:
     data_dir, journal = tmp_path / "data", tmp_path / "journal"

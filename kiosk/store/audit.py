@@ -4,8 +4,8 @@ Each entry's hash covers its own fields and the previous entry's hash, so changi
 or removing an entry anywhere but the very end breaks the chain from there on. Triggers refuse
 UPDATE and DELETE; ``verify`` finds the first entry whose hash no longer matches. A chain alone
 cannot show that its newest entries were cut off, so the head (last id and hash) is also kept in
-a file beside the database after every commit: the database may run ahead of that file (a crash
-between the commit and the file write) but never behind it.
+a file beside the database after every commit (written, fsync-ed, renamed): the database may run
+ahead of that file (a crash between the commit and the file write) but never behind it.
 """
 
 from __future__ import annotations
@@ -80,8 +80,16 @@ def write_head(conn: sqlite3.Connection, head_file: Path) -> None:
     except OSError:
         pass
     temp = head_file.with_name(f".{head_file.name}.{os.getpid()}.tmp")
-    temp.write_text(text)
-    os.replace(temp, head_file)  # a stale head after a power cut only lags: still checkable
+    with open(temp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())  # never an empty head after a power cut: that reads as tampering
+    os.replace(temp, head_file)
+    folder = os.open(head_file.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _recorded_head(head_file: Path | None) -> tuple[int, str] | None:
