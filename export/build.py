@@ -217,7 +217,7 @@ def load_trained(recipe: Recipe, workdir: Path) -> ScreeningNet:
     if not best.is_file():
         raise ExportError(f"no trained checkpoint at {best}: run `python -m export train {recipe.task}`")
     net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
-    net.load_state_dict(torch.load(best, weights_only=False)["ema"])
+    net.load_state_dict(torch.load(best, weights_only=True)["ema"])
     return net.eval()
 
 
@@ -226,7 +226,7 @@ def read_history(workdir: Path) -> dict[str, Any]:
     finished = workdir / "history.json"
     if finished.is_file():
         return dict(json.loads(finished.read_text()))
-    return dict(torch.load(workdir / "last.pt", weights_only=False)["state"])
+    return dict(torch.load(workdir / "last.pt", weights_only=True)["state"])
 
 
 def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log: Log = print) -> Path:

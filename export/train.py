@@ -199,7 +199,7 @@ def train(
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "history": []}
     last = workdir / "last.pt"
     if resume and last.exists():
-        saved = torch.load(last, weights_only=False)
+        saved = torch.load(last, weights_only=True)
         net.load_state_dict(saved["net"])
         if "ema_updates" in saved:
             ema.model.load_state_dict(saved["ema"])
@@ -260,7 +260,7 @@ def train(
         if schedule.done((epoch + 1 - schedule.first_epoch) * steps_per_epoch):
             log(f"schedule finished after epoch {epoch + 1}")
             break
-    best = torch.load(workdir / "best.pt", weights_only=False)
+    best = torch.load(workdir / "best.pt", weights_only=True)
     ema.model.load_state_dict(best["ema"])
     (workdir / "history.json").write_text(json.dumps(state, indent=2))
     return ema.model.eval()

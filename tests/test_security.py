@@ -177,10 +177,8 @@ def test_the_audit_head_may_lag_after_a_crash_but_a_forged_head_is_found(store: 
 # -- bandit ------------------------------------------------------------------------------------
 
 #: Medium+ findings already routed to their owners (file, bandit test id); see the report of issue 8.
-KNOWN_OPEN = {
-    ("export/build.py", "B614"),  # torch.load(weights_only=False): use weights_only=True
-    ("export/train.py", "B614"),
-}  # kiosk/store/outbox.py and store.py B608: marked with justified nosec by the store owner
+KNOWN_OPEN: set[tuple[str, str]] = set()
+# kiosk/store/outbox.py and store.py B608: marked with justified nosec by the store owner
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +197,5 @@ def test_bandit_finds_nothing_new_of_medium_severity_or_above(bandit_findings: s
     assert bandit_findings - KNOWN_OPEN == set()
 
 
-@pytest.mark.xfail(strict=True, reason="findings routed to their owners are still open (KNOWN_OPEN); "
-                   "when this passes, empty KNOWN_OPEN and remove this mark")
 def test_bandit_finds_nothing_of_medium_severity_or_above(bandit_findings: set[tuple[str, str]]) -> None:
     assert bandit_findings == set()
