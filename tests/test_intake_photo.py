@@ -125,3 +125,16 @@ def test_sixteen_bit_colour_png_and_cmyk_jpeg_are_read_as_rgb() -> None:
     PILImage.fromarray(FUNDUS).convert("CMYK").save(cmyk, format="JPEG", quality=95)
     image = read_image(cmyk.getvalue())
     assert image.kind == "fundus" and image.pixels.shape == (240, 240, 3)
+
+
+def test_a_missing_codec_is_not_called_a_damaged_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiosk.intake as intake
+
+    def no_codec(*args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError("No module named 'openjpeg'", name="openjpeg")
+
+    monkeypatch.setattr(intake, "_decode", no_codec)  # stands in for an installation without the codec
+    with pytest.raises(IntakeError) as refused:
+        read_image(png_bytes(np.zeros((32, 32), np.uint8)))
+    assert refused.value.code == "codec_missing"
+    assert "openjpeg" in refused.value.message

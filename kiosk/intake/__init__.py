@@ -130,6 +130,9 @@ def _parser_failure(fmt: str, exc: Exception) -> IntakeError:
     name = {"dicom": "DICOM file", "png": "PNG image", "jpeg": "JPEG image"}[fmt]
     if isinstance(exc, MemoryError):
         return IntakeError(f"The {name} is too large to decode on this kiosk.", code="too_large")
+    if isinstance(exc, ImportError):  # the file may be fine: this installation lacks its codec
+        return IntakeError(f"This kiosk has no decoder installed for this {name} ({exc.name or exc}); "
+                           "ask your IT contact to run 'kiosk doctor'.", code="codec_missing")
     if any(word in text for word in ("truncated", "eof", "end of file", "not enough", "short",
                                      "incomplete", "expected", "buffer")):
         return IntakeError(f"The {name} is truncated: the transfer was cut off. Send it again.",
