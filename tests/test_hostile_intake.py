@@ -105,6 +105,7 @@ def test_the_sandbox_stops_a_real_decode_over_its_memory_cap_and_decodes_the_nex
     # 4096x3500 16-bit DX film 385 MB, measured here.)
     striped = hostile.striped_png()
     assert len(striped) < 1_000_000
+    peak_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with SandboxedIntake(workers=1, memory_mb=256) as sandbox:
         with pytest.raises(IntakeError) as refused:
             sandbox.read_image(striped, source="striped.png")
@@ -114,4 +115,7 @@ def test_the_sandbox_stops_a_real_decode_over_its_memory_cap_and_decodes_the_nex
                 sandbox.read_image(bomb, source=name)
         image = sandbox.read_image(hostile.png_bytes(hostile._fundus_photo()), source="ok.png")
         assert image.kind == "fundus"
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2**20, "the test process itself grew"
+    # ru_maxrss is the process's lifetime peak, which other tests in the same run may have set:
+    # compare with the peak before (the refusal above already shows the decode ran capped).
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kb
+    assert grown_kb < 300 * 1024, f"the test process itself grew by {grown_kb // 1024} MB"
