@@ -84,6 +84,7 @@ def test_register_upload_both_eyes_and_read_the_result(kiosk) -> None:
     assert "not for clinical decisions" in page
     assert "Referable diabetic retinopathy" in page or "referable_dr" in page
     assert "PPV" in page and "fundus-dr" in page and "onnxruntime-cpu" in page
+    assert "What this model cannot do" in page and "synthetic" in page  # the card's limitations
     with client.get(f"/screenings/{screening.id}/images/0/heatmap") as heatmap:
         assert heatmap.status_code == 200 and heatmap.data.startswith(b"\x89PNG")
     actions = [e.action for e in store.audit_entries("", limit=50)]

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, render_template, send_file
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from kiosk.errors import NotFoundError
+from kiosk.errors import KioskError, NotFoundError
 from web import slip, words
 from web.patients import SEXES
 from web.security import audit
@@ -44,7 +44,18 @@ def result(screening_id: int) -> ResponseReturnValue:
         images=_image_views(screening),
         first_task=screening.results[0].get("task") if screening.results else None,
         any_urgent=any(words.urgent(r) for r in screening.results),
+        limitations=_limitations(),
     )
+
+
+def _limitations() -> dict[tuple[str, str], list[str]]:
+    """Per loaded model (id, version): the limits its model card states, shown beside each result."""
+    try:
+        described = services().pipeline.describe()
+    except KioskError:
+        return {}
+    return {(str(m["id"]), str(m["version"])): list(m.get("limitations") or [])
+            for m in described if m.get("backend")}
 
 
 def _image_views(screening: Any) -> list[dict[str, Any]]:
