@@ -92,6 +92,18 @@ def findings_for(probs: np.ndarray, manifest: dict[str, Any], prevalence: float)
             for spec in manifest["findings"]]
 
 
+def population_warning(population: dict[str, Any] | None, age_years: float | None) -> str | None:
+    """A warning when the patient's age lies outside the ages the model was trained on."""
+    if not population or age_years is None or "age_years" not in population:
+        return None
+    low, high = (float(v) for v in population["age_years"])
+    if low <= age_years <= high:
+        return None
+    trained_on = population.get("description") or f"patients aged {low:g}-{high:g}"
+    return (f"This model was trained on {trained_on}; this patient is {int(age_years)} years old. "
+            "Its result is not reliable for this patient: a clinician must read the image.")
+
+
 def score(findings: Sequence[dict[str, Any]]) -> float | None:
     """The referable probability: the highest among findings that make an image referable."""
     values = [f["probability"] for f in findings if f.get("referable", True)]

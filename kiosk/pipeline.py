@@ -158,12 +158,17 @@ class Pipeline:
         return staged.outcome
 
     def screen(self, data: bytes, *, source: str = "", task: str | None = None,
-               laterality: str | None = None, heatmap: bool = True) -> ImageOutcome:
-        """Screen one image end to end."""
+               laterality: str | None = None, heatmap: bool = True,
+               age_years: float | None = None) -> ImageOutcome:
+        """Screen one image end to end (``age_years`` checks the model's trained population)."""
         staged = self._stage(data, source, task, laterality)
         if isinstance(staged, ImageOutcome):
             return staged
         self._infer([staged], heatmap)
+        population = self.models[staged.task].bundle.manifest.get("population")
+        warning = decide.population_warning(population, age_years)
+        if warning is not None:
+            staged.outcome.result["warnings"].append(warning)
         return staged.outcome
 
     def screen_many(self, items: Sequence[tuple[bytes, str]], *, task: str | None = None,

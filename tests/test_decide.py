@@ -149,3 +149,13 @@ def test_the_heat_map_png_decodes_and_is_bounded_in_size() -> None:
     assert png.startswith(b"\x89PNG")
     decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (512, 384, 3)
+
+
+def test_population_warning_only_outside_the_trained_ages() -> None:
+    population = {"age_years": [1, 5], "description": "children aged 1-5"}
+    assert decide.population_warning(population, 3.0) is None
+    assert decide.population_warning(population, None) is None
+    assert decide.population_warning(None, 40.0) is None
+    warning = decide.population_warning(population, 40.9)
+    assert warning is not None and "children aged 1-5" in warning and "40 years" in warning
+    assert decide.population_warning({"age_years": [18, 120]}, 12.0) is not None

@@ -218,3 +218,24 @@ def test_an_image_whose_kind_cannot_be_told_needs_a_task(pipeline: Pipeline) -> 
     told = pipeline.screen(buffer.getvalue(), source="red.png", task="fundus-dr").result
     assert told["task"] == "fundus-dr" and told["error"] is None
     assert told["verdict"] == "ungradable" and told["quality"]["reasons"]
+
+
+def test_a_patient_outside_the_models_trained_ages_gets_a_warning(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+
+    def paediatric(manifest: dict) -> None:
+        manifest["population"] = {"age_years": [1, 5], "description": "children aged 1-5"}
+
+    build_bundle(tmp_path / "models", keys, kind="cxr", edit=paediatric)
+    data = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
+    made = Pipeline.from_config(_config(tmp_path))
+    try:
+        adult = made.screen(data, source="siim.dcm", age_years=68.2).result
+        child = made.screen(data, source="siim.dcm", age_years=3.0).result
+        unknown = made.screen(data, source="siim.dcm").result
+    finally:
+        made.close()
+    assert adult["verdict"] is not None
+    assert any("trained on children aged 1-5" in w and "68 years" in w for w in adult["warnings"])
+    for result in (child, unknown):
+        assert not any("trained on" in w for w in result["warnings"]), result["warnings"]

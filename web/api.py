@@ -16,7 +16,7 @@ from flask_wtf.csrf import generate_csrf
 from kiosk import __version__
 from kiosk.errors import KioskError
 from web import words
-from web.capture import Offered, gate, record, screen_visit
+from web.capture import Offered, age_years, gate, record, screen_visit
 from web.openapi import openapi_document
 from web.patients import CAPTURE_FIELDS, PatientFormError, patient_fields
 from web.results import patient_of
@@ -105,9 +105,9 @@ def create_screening() -> ResponseReturnValue:
     """Screen uploaded images for a patient; 422 with the retakes when any fails the gate."""
     svc = services()
     patient_id = _patient_id(request.form.get("patient_id", ""))
-    svc.store.get_patient(patient_id)
+    patient = svc.store.get_patient(patient_id)
     offered = _offered()
-    outcomes, retakes = screen_visit(svc.pipeline, offered)
+    outcomes, retakes = screen_visit(svc.pipeline, offered, age=age_years(patient.birth_date))
     if retakes:
         body = {
             "code": "retake",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from kiosk.errors import IntakeError, KioskError
@@ -55,7 +56,19 @@ def gate(pipeline: Any, offered: list[Offered]) -> list[Retake]:
     return retakes_of(offered, results)
 
 
-def screen_visit(pipeline: Any, offered: list[Offered]) -> tuple[list[Any], list[Retake]]:
+def age_years(birth_date: str | None, today: date | None = None) -> float | None:
+    """The patient's age in years from an ISO birth date (None when unknown or malformed)."""
+    try:
+        born = date.fromisoformat(birth_date) if birth_date else None
+    except ValueError:
+        return None
+    if born is None:
+        return None
+    return ((today or date.today()) - born).days / 365.25
+
+
+def screen_visit(pipeline: Any, offered: list[Offered], *,
+                 age: float | None = None) -> tuple[list[Any], list[Retake]]:
     """Screen every image of a visit: the outcomes, and the retakes the quality step asked for.
 
     One decode per image: the pipeline stops at the quality step for an ungradable image, so
@@ -64,7 +77,8 @@ def screen_visit(pipeline: Any, offered: list[Offered]) -> tuple[list[Any], list
     """
     _require(offered)
     outcomes = [
-        pipeline.screen(item.data, source=item.name, task=item.task, laterality=item.laterality)
+        pipeline.screen(item.data, source=item.name, task=item.task, laterality=item.laterality,
+                        age_years=age)
         for item in offered
     ]
     return outcomes, retakes_of(offered, [o.result for o in outcomes])

@@ -12,7 +12,7 @@ from flask_login import current_user
 
 from kiosk.errors import KioskError
 from web import kept, words
-from web.capture import Offered, Retake, camera_frame, record, screen_visit
+from web.capture import Offered, Retake, age_years, camera_frame, record, screen_visit
 from web.security import audit
 from web.services import services
 
@@ -158,9 +158,9 @@ def _gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnV
     """Retake page when any image of the visit is ungradable (the good ones are kept), else
     the result page of the newly recorded screening."""
     svc = services()
-    svc.store.get_patient(patient_id)  # NotFoundError before any work
+    patient = svc.store.get_patient(patient_id)  # NotFoundError before any work
     visit = kept.merge(kept.kept_images(patient_id), offered)
-    outcomes, retakes = screen_visit(svc.pipeline, visit)
+    outcomes, retakes = screen_visit(svc.pipeline, visit, age=age_years(patient.birth_date))
     if retakes:
         failed = {r.index for r in retakes}
         kept.keep(patient_id, [item for i, item in enumerate(visit) if i not in failed])
