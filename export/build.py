@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.bundle import fresh_folder, seal
+from export.bundle import fresh_folder, seal, verify_with_kiosk
 from export.card import write_card, write_plots
 from export.data import Dataset, load_real
 from export.errors import ExportError
@@ -23,7 +22,7 @@ from export.nets import ScreeningNet, Shipped, build
 from export.onnx_export import check_parity, cpu_session, export_onnx
 from export.quantise import latency_ms, quantise_static
 from export.recipes import RECIPES, Recipe
-from export.signing import KEY_ENV, load_private_key, public_key_text
+from export.signing import KEY_ENV, load_private_key
 from kiosk.preprocess import scale
 
 INTENDED_USE = (
@@ -200,15 +199,6 @@ def int8_note(q: dict[str, Any]) -> str:
         f"calibration): test AUC {q['int8_auc']} vs fp32 {q['fp32_auc']}, latency {q['int8_ms']} ms vs "
         f"{q['fp32_ms']} ms → {verdict}."
     )
-
-
-def verify_with_kiosk(folder: Path, key: Any, key_id: str) -> None:
-    """Load the new bundle with the kiosk's own verifier, trusting only this key."""
-    from engines.bundle import load_bundle
-
-    with tempfile.TemporaryDirectory() as trusted:
-        (Path(trusted) / f"{key_id}.pub").write_text(public_key_text(key) + "\n")
-        load_bundle(folder, Path(trusted))
 
 
 def load_trained(recipe: Recipe, workdir: Path) -> ScreeningNet:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from export.errors import ExportError
-from export.signing import sign
+from export.signing import public_key_text, sign
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -45,3 +46,12 @@ def fresh_folder(folder: Path) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     return folder
+
+
+def verify_with_kiosk(folder: Path, key: Ed25519PrivateKey, key_id: str) -> None:
+    """Load the new bundle with the kiosk's own verifier, trusting only this key."""
+    from engines.bundle import load_bundle
+
+    with tempfile.TemporaryDirectory() as trusted:
+        (Path(trusted) / f"{key_id}.pub").write_text(public_key_text(key) + "\n")
+        load_bundle(folder, Path(trusted))

@@ -8,13 +8,12 @@ findings with their thresholds. Multi-finding (softmax or sigmoid) models are fi
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from export.bundle import fresh_folder, seal
+from export.bundle import fresh_folder, seal, verify_with_kiosk
 from export.errors import ExportError
 from kiosk.preprocess import check_spec
 
@@ -88,7 +87,7 @@ def wrap(description_path: Path, out_root: Path, key: Any, key_id: str, model: P
     card = description.get("card", "")
     (folder / "MODEL_CARD.md").write_text(_card(manifest, card), encoding="utf-8")
     seal(folder, manifest, key, key_id)
-    _check_loads(folder, key, key_id)
+    verify_with_kiosk(folder, key, key_id)
     return folder
 
 
@@ -105,13 +104,3 @@ def _card(manifest: dict[str, Any], text: str) -> str:
         f"Thresholds come from the model's description and were not validated here.\n\n"
         f"## Limitations\n\n{limits}\n"
     )
-
-
-def _check_loads(folder: Path, key: Any, key_id: str) -> None:
-    """The kiosk's verifier accepts the new bundle (signature, checksums, graph I/O)."""
-    from engines.bundle import load_bundle
-    from export.signing import public_key_text
-
-    with tempfile.TemporaryDirectory() as trusted:
-        (Path(trusted) / f"{key_id}.pub").write_text(public_key_text(key) + "\n")
-        load_bundle(folder, Path(trusted))
