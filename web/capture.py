@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 from kiosk.errors import IntakeError, KioskError
+from kiosk.intake import sniff_format
 from web import words
 from web.services import Services
 
@@ -120,14 +121,11 @@ def record(
 
 
 def suffix_of(item: Offered) -> str:
-    """The file suffix to keep an image under, from its name or its first bytes."""
-    head = item.data[:132]
-    if head[128:132] == b"DICM":
-        return ".dcm"
-    if head.startswith(b"\x89PNG"):
-        return ".png"
-    if head.startswith(b"\xff\xd8"):
-        return ".jpg"
+    """The file suffix to keep an image under, from its first bytes (as intake reads them) or name."""
+    try:
+        return {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}[sniff_format(item.data)]
+    except IntakeError:
+        pass
     name = item.name.lower()
     for suffix in (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
         if name.endswith(suffix):
