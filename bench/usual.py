@@ -38,18 +38,25 @@ def load_network(task: str, work: Path, weights_from: Path | None = None) -> Any
 
     from export.nets import Shipped, build
     from export.recipes import RECIPES
+    from export.train import member_dir
 
     recipe = RECIPES[task]
-    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
-    shipped = Shipped(net.float().eval(), recipe.head_index).eval()
+    nets = [
+        build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs).float().eval()
+        for _ in range(recipe.members)
+    ]
+    shipped = Shipped(nets, recipe.head_index, recipe.views).eval()
     if weights_from is not None:
         load_onnx_weights(shipped, weights_from)
         return shipped
-    checkpoint = work / task / "best.pt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"no checkpoint {checkpoint}: the usual way needs the trained network "
-                         f"(python -m export train {task})")
-    net.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
+    for member, net in enumerate(nets):
+        checkpoint = member_dir(work, task, member) / "best.pt"
+        if not checkpoint.is_file():
+            raise SystemExit(
+                f"no checkpoint {checkpoint}: the usual way needs the trained network "
+                f"(python -m export train {task} --member {member})"
+            )
+        net.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
     return shipped
 
 
@@ -68,23 +75,30 @@ def load_onnx_weights(model: Any, onnx_file: Path) -> None:
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     nodes = [n for n in graph.node if n.op_type == "Conv"]
     order: list[Any] = []
-    hooks = [m.register_forward_hook(lambda m, *_: order.append(m)) for m in model.modules()
-             if isinstance(m, torch.nn.Conv2d | torch.nn.BatchNorm2d)]
-    channels, size = model.net.stem[0].in_channels, 32
+    hooks = [
+        m.register_forward_hook(lambda m, *_: order.append(m))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.BatchNorm2d)
+    ]
+    channels, size = model.nets[0].stem[0].in_channels, 32
     with torch.inference_mode():
         model(torch.zeros(1, channels, size, size))
     for hook in hooks:
         hook.remove()
-    convs = [(m, order[i + 1] if i + 1 < len(order) and isinstance(order[i + 1], torch.nn.BatchNorm2d)
-              else None) for i, m in enumerate(order) if isinstance(m, torch.nn.Conv2d)]
+    convs = [
+        (m, order[i + 1] if i + 1 < len(order) and isinstance(order[i + 1], torch.nn.BatchNorm2d) else None)
+        for i, m in enumerate(order)
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     if len(convs) != len(nodes):
         raise SystemExit(f"{onnx_file}: {len(nodes)} convolutions, the module has {len(convs)}")
     with torch.no_grad():
         for (conv, norm), node in zip(convs, nodes, strict=True):
             weight = torch.from_numpy(values[node.input[1]].copy())
             if weight.shape != conv.weight.shape:
-                raise SystemExit(f"{onnx_file}: {node.name} {tuple(weight.shape)} does not fit "
-                                 f"{tuple(conv.weight.shape)}")
+                raise SystemExit(
+                    f"{onnx_file}: {node.name} {tuple(weight.shape)} does not fit {tuple(conv.weight.shape)}"
+                )
             conv.weight.copy_(weight)
             bias = torch.from_numpy(values[node.input[2]].copy()) if len(node.input) > 2 else None
             if norm is None:
@@ -124,8 +138,9 @@ def _dicom_to_uint8(path: Path) -> np.ndarray:
 class UsualScreener:
     """Decode, preprocess, run in PyTorch eager, threshold: one image at a time."""
 
-    def __init__(self, models_dir: Path, work: Path, tasks: list[str],
-                 weights_from: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self, models_dir: Path, work: Path, tasks: list[str], weights_from: dict[str, Path] | None = None
+    ) -> None:
         self.manifests = {task: bundle_manifest(models_dir, task) for task in tasks}
         weights_from = weights_from or {}
         self.nets = {task: load_network(task, work, weights_from.get(task)) for task in tasks}
@@ -151,7 +166,10 @@ class UsualScreener:
         probability = float(torch.sigmoid(logits[0, 0] / temperature))
         threshold = float(manifest["findings"][0]["threshold"])
         verdict = "referable" if probability >= threshold else "non_referable"
-        timings = {"decode": decoded - start, "preprocess": prepared - decoded,
-                   "infer": inferred - prepared}
-        return {"task": task, "verdict": verdict, "score": probability,
-                "timings_ms": {k: round(v * 1000, 2) for k, v in timings.items()}}
+        timings = {"decode": decoded - start, "preprocess": prepared - decoded, "infer": inferred - prepared}
+        return {
+            "task": task,
+            "verdict": verdict,
+            "score": probability,
+            "timings_ms": {k: round(v * 1000, 2) for k, v in timings.items()},
+        }

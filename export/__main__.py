@@ -19,7 +19,7 @@ def command_train(args: argparse.Namespace) -> int:
     """Train a reference model from ../shared/data, then build its bundle."""
     from export.data import load_real
     from export.recipes import RECIPES
-    from export.train import train
+    from export.train import member_dir, train
 
     recipe = RECIPES[args.task]
     data = load_real(recipe.task, recipe.spec, recipe.seed, data=Path(args.data))
@@ -28,17 +28,21 @@ def command_train(args: argparse.Namespace) -> int:
         + str({s: int((data.split == s).sum()) for s in ("train", "calibration", "test")})
     )
     budget = args.time_budget_min * 60 if args.time_budget_min else None
+    if not 0 <= args.member < recipe.members:
+        raise SystemExit(f"{args.task} has {recipe.members} member(s): --member 0..{recipe.members - 1}")
     train(
         recipe,
         data,
-        Path(args.work) / args.task,
+        member_dir(Path(args.work), args.task, args.member),
         resume=not args.fresh,
         log=log_line,
         budget_s=budget,
         extra_epochs=args.more_epochs,
         extra_lr=args.more_lr,
+        member=args.member,
+        threads=args.threads,
     )
-    if args.no_build:
+    if args.no_build or args.member < recipe.members - 1:
         return 0
     return command_build(args)
 
@@ -118,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                 help="continue a finished run with a second cosine cycle of this many epochs",
             )
             sub.add_argument("--more-lr", type=float, default=5e-4, help="peak LR of that second cycle")
+            sub.add_argument(
+                "--member", type=int, default=0, help="which member of the recipe's ensemble to train"
+            )
+            sub.add_argument(
+                "--threads",
+                type=int,
+                default=0,
+                help="intra-op threads (default: 1 or 2, whichever is faster)",
+            )
     keygen = verbs.add_parser("keygen", help=command_keygen.__doc__)
     keygen.add_argument("private", help="PEM file to create, e.g. /root/.kiosk-keys/kiosk-dev-2026.pem")
     keygen.add_argument("public", help="public key file, e.g. models/trusted_keys/kiosk-dev-2026.pub")

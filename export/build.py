@@ -23,6 +23,7 @@ from export.onnx_export import check_parity, cpu_session, export_onnx
 from export.quantise import latency_ms, quantise_static
 from export.recipes import RECIPES, Recipe
 from export.signing import KEY_ENV, load_private_key
+from export.train import member_dir, predict
 from kiosk.preprocess import scale
 
 INTENDED_USE = (
@@ -132,7 +133,7 @@ def manifest_for(
 
 def build_bundle(
     recipe: Recipe,
-    net: ScreeningNet,
+    nets: ScreeningNet | list[ScreeningNet],
     data: Dataset,
     out_root: Path,
     *,
@@ -145,14 +146,20 @@ def build_bundle(
     int8: bool = True,
     log: Log = print,
 ) -> Path:
-    """Write, measure and sign the bundle ``out_root/<task>-<version>``; returns its folder."""
+    """Write, measure and sign the bundle ``out_root/<task>-<version>``; returns its folder.
+
+    ``nets`` are the recipe's ensemble members; the graph averages them over ``recipe.views``.
+    """
     folder = fresh_folder(out_root / f"{recipe.task}-{recipe.version}")
-    shipped = Shipped(net.float().eval(), recipe.head_index)
+    members = [n.float().eval() for n in (nets if isinstance(nets, list) else [nets])]
+    shipped = Shipped(members, recipe.head_index, recipe.views)
     export_onnx(
         shipped, folder / "model.onnx", recipe.spec["channels"], recipe.spec["size"], name=recipe.name
     )
     cal, test = data.part("calibration"), data.part("test")
     parity = check_parity(shipped, folder / "model.onnx", scale(cal.images[:16], recipe.spec))
+    if len(members) > 1 or recipe.views > 1:
+        notes = {**notes, "ensemble": ablation(members, recipe, cal, log)}
     log(f"ONNX parity on 16 real images: max |diff| {parity:.2e}")
     k = recipe.head_index
     ev = evaluate(
@@ -169,6 +176,9 @@ def build_bundle(
     )
     quantisation = try_int8(folder, data, recipe, ev.test_auc, log) if int8 else {"kept": False}
     manifest = manifest_for(recipe, ev, quantisation, training_data, limitations, float(f"{parity:.3g}"))
+    manifest["export"].update({"members": len(members), "views": recipe.views})
+    if "ensemble" in notes:
+        manifest["export"]["calibration_split_auc_by_graph"] = notes["ensemble"]
     notes = {
         **notes,
         "int8": int8_note(quantisation),
@@ -183,6 +193,31 @@ def build_bundle(
     seal(folder, manifest, key, key_id)
     verify_with_kiosk(folder, key, key_id)
     return folder
+
+
+def ablation(members: list[ScreeningNet], recipe: Recipe, cal: Dataset, log: Log) -> dict[str, float]:
+    """Calibration-split AUC of each member alone and of the averages (never the test split)."""
+    k, views = recipe.head_index, recipe.views
+    logits = {}  # (member, view) -> [N]
+    nhwc = {(): (), (3,): (2,), (2,): (1,), (2, 3): (1, 2)}  # Shipped.FLIPS on NCHW → NHWC
+    for m, net in enumerate(members):
+        for v, flip in enumerate(Shipped.FLIPS[:views]):
+            images = np.flip(cal.images, axis=nhwc[flip]).copy() if flip else cal.images
+            logits[m, v] = predict(net, images, recipe.spec)[:, k]
+    labels = cal.targets[:, k]
+    result = {f"member {m}": auc(labels, logits[m, 0]) for m in range(len(members))}
+    if views > 1:
+        for m in range(len(members)):
+            result[f"member {m}, {views} views"] = auc(
+                labels, np.mean([logits[m, v] for v in range(views)], 0)
+            )
+    if len(members) > 1:
+        result["members averaged, 1 view"] = auc(
+            labels, np.mean([logits[m, 0] for m in range(len(members))], 0)
+        )
+    result["shipped"] = auc(labels, np.mean(list(logits.values()), 0))
+    log("calibration-split AUC: " + ", ".join(f"{name} {value:.4f}" for name, value in result.items()))
+    return {name: round(value, 4) for name, value in result.items()}
 
 
 def int8_note(q: dict[str, Any]) -> str:
@@ -201,14 +236,20 @@ def int8_note(q: dict[str, Any]) -> str:
     )
 
 
-def load_trained(recipe: Recipe, workdir: Path) -> ScreeningNet:
-    """The best EMA network saved by training."""
-    best = workdir / "best.pt"
-    if not best.is_file():
-        raise ExportError(f"no trained checkpoint at {best}: run `python -m export train {recipe.task}`")
-    net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
-    net.load_state_dict(torch.load(best, weights_only=True)["ema"])
-    return net.eval()
+def load_members(recipe: Recipe, work: Path) -> list[ScreeningNet]:
+    """The best EMA network of every ensemble member saved by training."""
+    nets = []
+    for member in range(recipe.members):
+        best = member_dir(work, recipe.task, member) / "best.pt"
+        if not best.is_file():
+            raise ExportError(
+                f"no trained checkpoint at {best}: "
+                f"run `python -m export train {recipe.task} --member {member}`"
+            )
+        net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
+        net.load_state_dict(torch.load(best, weights_only=True)["ema"])
+        nets.append(net.eval())
+    return nets
 
 
 def read_history(workdir: Path) -> dict[str, Any]:
@@ -219,30 +260,41 @@ def read_history(workdir: Path) -> dict[str, Any]:
     return dict(torch.load(workdir / "last.pt", weights_only=True)["state"])
 
 
+def retrain_command(recipe: Recipe, member: int, history: dict[str, Any]) -> str:
+    """The command line(s) that trained one member, as recorded in its history."""
+    base = f"python -m export train {recipe.task}"
+    if recipe.members > 1:
+        base += f" --member {member} --no-build"
+    if isinstance(history.get("threads"), int):
+        base += f" --threads {history['threads']}"
+    command = base
+    if history.get("budget_s"):
+        command += f" --time-budget-min {history['budget_s'] / 60:.0f}"
+    for stage in history.get("stages", []):
+        command += f"` then `{base} --more-epochs {stage['epochs']} --more-lr {stage['lr']}"
+        if stage.get("budget_s"):
+            command += f" --time-budget-min {stage['budget_s'] / 60:.0f}"
+    return command
+
+
 def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log: Log = print) -> Path:
-    """Build the signed bundle of a reference model from its training checkpoint."""
+    """Build the signed bundle of a reference model from its members' training checkpoints."""
     from export.provenance import describe_training, limitations_for, shift_probe, training_data_for
 
     torch.set_num_threads(2)
     recipe = RECIPES[task]
     data = load_real(task, recipe.spec, recipe.seed, data=data_dir, cache=work)
-    net = load_trained(recipe, work / task)
+    nets = load_members(recipe, work)
     key_path = Path(os.environ.get(KEY_ENV, ""))
-    history = read_history(work / task)
+    histories = [read_history(member_dir(work, task, m)) for m in range(recipe.members)]
     splits = dict(zip(data.patients.tolist(), data.split.tolist(), strict=True))
-    command = f"python -m export train {task}"
-    if history.get("budget_s"):
-        command += f" --time-budget-min {history['budget_s'] / 60:.0f}"
-    for stage in history.get("stages", []):
-        command += (
-            f"` then `{command.split(' --')[0]} --more-epochs {stage['epochs']} --more-lr {stage['lr']}"
-        )
-        if stage.get("budget_s"):
-            command += f" --time-budget-min {stage['budget_s'] / 60:.0f}"
-    notes = {"training": describe_training(recipe, net, history), "command": command}
+    commands = [retrain_command(recipe, m, h) for m, h in enumerate(histories)]
+    if recipe.members > 1:
+        commands.append(f"python -m export build {task}")
+    notes = {"training": describe_training(recipe, nets, histories), "command": "` and `".join(commands)}
     folder = build_bundle(
         recipe,
-        net,
+        nets,
         data,
         out,
         key=load_private_key(),

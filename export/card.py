@@ -75,6 +75,7 @@ def write_card(folder: Path, manifest: dict[str, Any], evaluation: Evaluation, n
         "",
         notes["training"],
         "",
+        *_ensemble_lines(notes.get("ensemble")),
         "## Performance (test split, by patient)",
         "",
         f"- AUC **{metrics['auc']:.3f}** (95% CI {_ci(metrics['auc_ci'])}, patient bootstrap), "
@@ -107,3 +108,19 @@ def write_card(folder: Path, manifest: dict[str, Any], evaluation: Evaluation, n
         "",
     ]
     (folder / "MODEL_CARD.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _ensemble_lines(ablation: dict[str, float] | None) -> list[str]:
+    """What averaging members and views bought, measured on the calibration split only."""
+    if not ablation:
+        return []
+    rows = [f"| {name} | {value:.4f} |" for name, value in ablation.items()]
+    return [
+        "What the averaging buys, as AUC on the **calibration** split (the test split is kept for the "
+        "shipped graph alone):",
+        "",
+        "| graph | calibration-split AUC |",
+        "| --- | --- |",
+        *rows,
+        "",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -68,18 +70,36 @@ class ScreeningNet(nn.Module):
 
 
 class Shipped(nn.Module):
-    """The exported graph: one network's shipped output(s) as ``logits`` and ``cam``."""
+    """The exported graph: one output, averaged over ensemble members and test-time views.
 
-    def __init__(self, net: ScreeningNet, index: int) -> None:
+    View 0 is the image as it is; views 1-3 mirror it left-right, up-down and both. Each map is
+    mirrored back before the average, so ``logits`` stays the spatial mean of ``cam`` and the
+    heat-map still explains the score exactly.
+    """
+
+    FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
+
+    def __init__(self, nets: ScreeningNet | Sequence[ScreeningNet], index: int, views: int = 1) -> None:
         super().__init__()
-        self.net = net
+        if views not in (1, 2, 4):
+            raise ValueError(f"views must be 1, 2 or 4, not {views}")
+        self.nets = nn.ModuleList([nets] if isinstance(nets, ScreeningNet) else list(nets))
         self.index = index
+        self.flips = self.FLIPS[:views]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [N, 1] and cam [N, 1, h, w] of the shipped output."""
-        logits, cam = self.net(image)
+        views = len(self.flips)
+        batch = torch.cat([image.flip(f) if f else image for f in self.flips]) if views > 1 else image
         keep = slice(self.index, self.index + 1)
-        return logits[:, keep], cam[:, keep]
+        maps: list[torch.Tensor] = []
+        for net in self.nets:
+            _, cam = net(batch)
+            cam = cam[:, keep]
+            cam = cam.reshape(views, -1, *cam.shape[1:])
+            maps.extend(cam[v].flip(f) if f else cam[v] for v, f in enumerate(self.flips))
+        cam = torch.stack(maps).mean(dim=0)
+        return cam.mean(dim=(2, 3)), cam
 
 
 def build(channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], outputs: int) -> ScreeningNet:

@@ -81,41 +81,62 @@ def limitations_for(task: str) -> list[str]:
     ]
 
 
-def describe_training(recipe: Recipe, net: ScreeningNet, history: dict[str, Any]) -> str:
-    """A paragraph on the network and the run."""
-    params = sum(p.numel() for p in net.parameters())
-    epochs = history["history"]
-    best = max(epochs, key=lambda e: e["val_auc"])
-    minutes = sum(e["seconds"] for e in epochs) / 60
-    stages = history.get("stages", [])
-    first_cycle = stages[0]["after_epoch"] if stages else len(epochs)
-    second = "".join(
-        f" Then a warm-restart cosine cycle of up to {st['epochs']} more epochs (peak lr {st['lr']}"
-        + (f", budget {st['budget_s'] / 60:.0f} min" if st.get("budget_s") else "")
-        + f"); {len(epochs)} epochs in all."
-        for st in stages
-    )
-    budget = ""
-    if history.get("budget_s"):
-        budget = (
-            f" compressed into a wall-clock budget of {history['budget_s'] / 60:.0f} min (the cores were "
-            "shared with other work; the learning rate followed whichever of steps or time was further along)"
+def describe_training(recipe: Recipe, nets: list[ScreeningNet], histories: list[dict[str, Any]]) -> str:
+    """A paragraph on the network(s) and the run(s)."""
+    params = sum(p.numel() for p in nets[0].parameters())
+    runs = " ".join(_describe_run(recipe, m, h, len(histories)) for m, h in enumerate(histories))
+    ensemble = ""
+    if recipe.members > 1 or recipe.views > 1:
+        ensemble = (
+            f" The shipped graph averages {recipe.members} independently trained network(s) (seeds "
+            f"{recipe.seed}..{recipe.seed + recipe.members - 1}; the patient split is the same for all) "
+            f"over {recipe.views} mirrored view(s) of the image, each heat-map mirrored back before the "
+            "average, so the `cam` output still explains the score exactly."
         )
+    augmentation = "flips, rotation, zoom, shift, brightness/contrast" + (
+        ", random sharpen/blur (unsharp mask, amount -0.8..0.6)" if recipe.sharpness else ""
+    )
     return (
-        f"ResNet-style CNN trained from scratch ({params / 1e6:.2f} M parameters; widths {recipe.widths}, "
-        f"blocks {recipe.blocks}; last layer a 1x1 convolution whose spatial mean is the logit, so the `cam` "
-        f"output explains the score exactly). {first_cycle} of at most {recipe.epochs} epochs, batch "
-        f"{recipe.batch}, AdamW (lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + cosine "
-        f"schedule{budget}, bf16 autocast on 2 shared CPU cores, {minutes:.0f} min; augmentation: flips, "
-        f"rotation, zoom, shift, brightness/contrast.{second} "
-        f"Weights: exponential moving average, checkpoint of epoch {best['epoch']} chosen by "
-        "calibration-split "
-        f"AUC ({best['val_auc']:.3f})."
+        f"ResNet-style CNN trained from scratch ({params / 1e6:.2f} M parameters each; widths "
+        f"{recipe.widths}, blocks {recipe.blocks}; last layer a 1x1 convolution whose spatial mean is the "
+        f"logit). Batch {recipe.batch}, AdamW (lr {recipe.lr}, weight decay {recipe.weight_decay}), "
+        f"warm-up + cosine schedule, bf16 autocast on CPU; augmentation: {augmentation}. {runs}"
+        " Weights: exponential moving average; each network's checkpoint chosen by calibration-split AUC."
+        + ensemble
         + (
             " Trained on four ordinal targets (ICDR >= 1, >= 2, >= 3, >= 4); the bundle ships >= 2."
             if recipe.outputs > 1
             else ""
         )
+    )
+
+
+def _describe_run(recipe: Recipe, member: int, history: dict[str, Any], members: int) -> str:
+    """One sentence on one network's run: epochs, budget, warm restarts, best epoch."""
+    epochs = history["history"]
+    best = max(epochs, key=lambda e: e["val_auc"])
+    minutes = sum(e["seconds"] for e in epochs) / 60
+    stages = history.get("stages", [])
+    first_cycle = stages[0]["after_epoch"] if stages else len(epochs)
+    who = f"Network {member + 1} of {members}" if members > 1 else "The network"
+    budget = ""
+    if history.get("budget_s"):
+        budget = (
+            f", the schedule compressed into a wall-clock budget of {history['budget_s'] / 60:.0f} min "
+            "(the learning rate followed whichever of steps or time was further along)"
+        )
+    threads = history.get("threads")
+    cores = f" on {threads} thread(s)" if isinstance(threads, int) else ""
+    restarts = "".join(
+        f"; then a warm-restart cosine cycle of up to {st['epochs']} more epochs (peak lr {st['lr']}"
+        + (f", budget {st['budget_s'] / 60:.0f} min" if st.get("budget_s") else "")
+        + ")"
+        for st in stages
+    )
+    return (
+        f"{who}: {first_cycle} of at most {recipe.epochs} epochs{budget}{restarts}; {len(epochs)} epochs in "
+        f"all, {minutes:.0f} min{cores}; best calibration-split AUC {best['val_auc']:.3f} at epoch "
+        f"{best['epoch']}."
     )
 
 

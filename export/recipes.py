@@ -7,13 +7,13 @@ from typing import Any
 
 FUNDUS_SPEC: dict[str, Any] = {
     "name": "image",
-    "size": 192,
+    "size": 256,
     "channels": 3,
     "layout": "NCHW",
     "dtype": "float32",
     "steps": [
         {"op": "fundus_crop", "margin": 0.02},
-        {"op": "resize", "size": 192},
+        {"op": "resize", "size": 256},
         {"op": "ben_graham", "sigma_fraction": 0.033},
         {"op": "fov_mask", "shrink": 0.92, "fill": 128},
         {"op": "scale", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
@@ -65,7 +65,14 @@ class Recipe:
     head_index: int = 0
     rotate: bool = True
     vflip: bool = True
+    #: Seed of the patient split (fixed for every member) and of the first member's training.
     seed: int = 2026
+    #: Networks trained independently (seeds seed, seed + 1, ...) and averaged in the shipped graph.
+    members: int = 1
+    #: Test-time views averaged in the shipped graph: 1 (none), 2 (+ mirror) or 4 (+ both flips).
+    views: int = 1
+    #: Random sharpen/blur in training, so a sharper camera photograph is not a new world.
+    sharpness: bool = False
     target: str = "sensitivity >= 0.90"
     version: str = "1.0.0"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -79,9 +86,13 @@ RECIPES: dict[str, Recipe] = {
         label="referable_dr",
         display="Referable diabetic retinopathy (moderate NPDR or worse)",
         urgent=False,
-        widths=(24, 48, 96, 192, 256),
-        blocks=(1, 2, 2, 2, 1),
-        epochs=14,
+        widths=(16, 32, 64, 128, 256),
+        blocks=(1, 1, 2, 3, 2),
+        epochs=36,
+        members=2,
+        views=4,
+        sharpness=True,
+        version="1.1.0",
         # Ordinal targets: level >= 1, >= 2 (referable, shipped), >= 3, >= 4.
         outputs=4,
         head_index=1,

@@ -20,6 +20,11 @@ from export.nets import ScreeningNet, build
 from export.recipes import Recipe
 
 
+def member_dir(work: Path, task: str, member: int) -> Path:
+    """Where member ``member`` of a task's ensemble keeps its checkpoints."""
+    return work / task / f"m{member}"
+
+
 def seed_everything(seed: int) -> None:
     """Fix every random generator that training uses."""
     torch.manual_seed(seed)
@@ -56,9 +61,26 @@ def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torc
     theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.06, 0.06), uniform(-0.06, 0.06)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if recipe.sharpness:
+        x = sharpen(x, uniform(-0.8, 0.6).view(n, 1, 1, 1))
     contrast = uniform(0.8, 1.2).view(n, 1, 1, 1)
     brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1)
     return (x * contrast + brightness).contiguous(memory_format=torch.channels_last)
+
+
+def sharpen(x: torch.Tensor, amount: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """``x + amount * (x - blur(x))``: amount > 0 sharpens (unsharp mask), -1 is a full blur.
+
+    Photographs reach the kiosk from cameras of any resolution; downscaled from 3000 px they are
+    sharper than the re-encoded 256 px training copies, and background subtraction amplifies that.
+    """
+    radius = 2
+    taps = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
+    taps = taps / taps.sum()
+    channels = x.shape[1]
+    kernel = (taps[:, None] * taps[None, :]).expand(channels, 1, -1, -1).contiguous()
+    blurred = F.conv2d(F.pad(x, (radius,) * 4, mode="replicate"), kernel, groups=channels)
+    return x + amount * (x - blurred)
 
 
 @torch.no_grad()
@@ -178,15 +200,21 @@ def train(
     budget_s: float | None = None,
     extra_epochs: int = 0,
     extra_lr: float = 5e-4,
+    member: int = 0,
+    threads: int = 0,
 ) -> ScreeningNet:
     """Train, checkpointing every epoch into ``workdir``; returns the best EMA network.
 
     ``budget_s`` caps the wall-clock time: the cosine schedule is compressed to end within it.
     ``extra_epochs`` continues a finished run with a second (warm-restart) cosine cycle from
     ``extra_lr``; the best checkpoint is replaced only if the calibration-split AUC improves.
+    ``member`` k of an ensemble trains from seed ``recipe.seed + k`` (the patient split never
+    changes); ``threads`` fixes the intra-op threads (two members side by side: 1 each), else
+    they follow whichever of 1 or 2 steps faster.
     """
-    torch.set_num_threads(2)
-    seed_everything(recipe.seed)
+    torch.set_num_threads(threads or 2)
+    seed = recipe.seed + member
+    seed_everything(seed)
     workdir.mkdir(parents=True, exist_ok=True)
     train_set, val_set = data.part("train"), data.part("calibration")
     net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
@@ -195,7 +223,7 @@ def train(
     steps_per_epoch = max(len(train_set.images) // recipe.batch, 1)
     total = steps_per_epoch * recipe.epochs
     ema = Ema(net, decay=0.995 if total > 600 else 0.98)
-    generator = torch.Generator().manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(seed)
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "history": []}
     last = workdir / "last.pt"
     if resume and last.exists():
@@ -210,6 +238,7 @@ def train(
         generator.set_state(saved["generator"])
         state = saved["state"]
         log(f"resumed at epoch {state['epoch']}")
+    state["seed"], state["threads"] = seed, threads or "1-2"
     spent = float(sum(e["seconds"] for e in state["history"]))
     warmup = min(2 * steps_per_epoch, total // 10 + 1)
     schedule = Schedule(recipe.lr, total, warmup, budget_s, spent)
@@ -227,7 +256,9 @@ def train(
         state["budget_s"] = budget_s
     for epoch in range(int(state["epoch"]), last_epoch):
         started = time.time()
-        loss = run_epoch(net, ema, optimiser, train_set, recipe, epoch, schedule, generator, progress)
+        loss = run_epoch(
+            net, ema, optimiser, train_set, recipe, epoch, schedule, generator, progress, threads
+        )
         val_logits = predict(ema.model, val_set.images, recipe.spec)
         k = recipe.head_index
         val_auc = auc(val_set.targets[:, k], val_logits[:, k])
@@ -256,7 +287,7 @@ def train(
             },
             last,
         )
-        log(json.dumps(state["history"][-1]) + f" best={state['best_auc']:.4f}")
+        log(f"member {member} " + json.dumps(state["history"][-1]) + f" best={state['best_auc']:.4f}")
         if schedule.done((epoch + 1 - schedule.first_epoch) * steps_per_epoch):
             log(f"schedule finished after epoch {epoch + 1}")
             break
@@ -276,6 +307,7 @@ def run_epoch(
     schedule: Schedule,
     generator: torch.Generator,
     progress: bool,
+    threads: int = 0,
 ) -> float:
     """One pass over the training images in a seeded random order; returns the mean loss."""
     net.train()
@@ -289,7 +321,7 @@ def run_epoch(
         leave=False,
         mininterval=5.0,
     )
-    governor = ThreadGovernor()
+    governor = ThreadGovernor((threads,) if threads else (2, 1))
     for step in bar:
         at = (epoch - schedule.first_epoch) * steps + step
         if schedule.done(at):

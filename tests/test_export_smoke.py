@@ -137,3 +137,62 @@ def test_training_resumes_and_continues_with_a_second_cycle(tmp_path: Path) -> N
     history = json.loads((tmp_path / "history.json").read_text())
     assert [e["epoch"] for e in history["history"]] == [1, 2]
     assert history["stages"][0]["after_epoch"] == 1 and any("resumed at epoch 1" in x for x in lines)
+
+
+def test_an_ensemble_over_mirrored_views_ships_as_one_graph(tmp_path: Path) -> None:
+    """Two members x four views: one ONNX, parity holds, the map still explains the score,
+    and the card records each member's calibration-split AUC beside the average's."""
+    from dataclasses import replace
+
+    from export.build import ablation
+    from export.train import member_dir
+
+    npz = shared("cxr", "pneumoniamnist", "pneumoniamnist-balanced-28.npz")
+    recipe = replace(RECIPES["smoke"], members=2, views=4, sharpness=True)
+    data = load_mnist(npz, recipe.spec)
+    nets = [
+        train(
+            recipe, data, member_dir(tmp_path, recipe.task, m), progress=False, log=lambda _: None, member=m
+        )
+        for m in range(2)
+    ]
+    first, second = (n.state_dict()["head.weight"] for n in nets)
+    assert not np.allclose(first.numpy(), second.numpy())  # the members start from different seeds
+    lines: list[str] = []
+    scores = ablation(nets, recipe, data.part("calibration"), lines.append)
+    assert {"member 0", "member 1", "member 0, 4 views", "members averaged, 1 view", "shipped"} <= set(scores)
+    assert all(0.5 < v <= 1.0 for v in scores.values()) and "calibration-split AUC" in lines[0]
+    folder = build_bundle(
+        recipe,
+        nets,
+        data,
+        tmp_path / "models",
+        key=Ed25519PrivateKey.generate(),
+        key_id="throwaway",
+        training_data={"name": "PneumoniaMNIST", "images": 1, "patients": 1, "licence": "CC BY 4.0"},
+        notes={"training": "smoke", "command": "pytest"},
+        limitations=[],
+        int8=False,
+        log=lambda _: None,
+    )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["export"]["members"] == 2 and manifest["export"]["views"] == 4
+    assert manifest["export"]["calibration_split_auc_by_graph"]["shipped"] == scores["shipped"]
+    from kiosk.preprocess import scale
+
+    out = onnx_outputs(folder / "model.onnx", scale(data.part("test").images[:3], recipe.spec))
+    assert np.allclose(out["cam"].mean(axis=(2, 3)), out["logits"], atol=1e-4)
+    assert "calibration-split AUC" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_sharpen_is_identity_at_zero_and_a_blur_at_minus_one() -> None:
+    import torch
+
+    from export.train import sharpen
+
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(sharpen(x, torch.zeros(2, 1, 1, 1)), x)
+    blurred = sharpen(x, -torch.ones(2, 1, 1, 1))
+    assert blurred.std() < x.std() * 0.8 and abs(float(blurred.mean() - x.mean())) < 0.02
+    sharper = sharpen(x, torch.full((2, 1, 1, 1), 0.6))
+    assert sharper.std() > x.std()
