@@ -138,8 +138,9 @@ def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A screening's verdict from its images, the way screening programmes do it.
 
     Refer if any eye (or film) is referable. Otherwise an ungradable eye means ``retake``; if
-    that eye was already retaken (two or more ungradable images of it, none gradable) the
-    verdict is ``ungradable`` and the patient is referred for an examination. Images are grouped
+    that eye was already retaken (two or more ungradable images of it, none gradable), or its
+    result needs a clinician to read it (``reader_required``), the verdict is ``ungradable`` and
+    the patient is referred for an examination. Images are grouped
     by ``laterality`` (films without one form their own group); an image that got no verdict
     (an error) counts as an ungradable attempt.
     """
@@ -165,10 +166,17 @@ def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _group_verdict(items: Sequence[dict[str, Any]]) -> str:
-    """One eye's (or film's) state from its images in capture order."""
+    """One eye's (or film's) state from its images in capture order.
+
+    A model result that a clinician must read (the patient lies outside the model's trained
+    population) cannot clear the eye: unless something referable was found, it is
+    ``ungradable`` by this kiosk, and the patient is referred for examination.
+    """
     verdicts = [item.get("verdict") for item in items]
     if REFERABLE in verdicts:
         return REFERABLE
+    if any(item.get("reader_required") for item in items):
+        return UNGRADABLE
     if NON_REFERABLE in verdicts:
         return NON_REFERABLE
     return UNGRADABLE if len(verdicts) >= 2 else RETAKE
@@ -178,6 +186,8 @@ def _reasons(results: Sequence[dict[str, Any]], per_eye: dict[str, str]) -> list
     """Short sentences behind the screening verdict, for the result page and the report."""
     reasons = [f"{_eye_name(key)}: {state.replace('_', '-')}" for key, state in per_eye.items()]
     for result in results:
+        if result.get("reader_required"):
+            reasons.append(f"{_eye_name(result.get('laterality') or '')}: {result['reader_required']}")
         for reason in (result.get("quality") or {}).get("reasons", []):
             reasons.append(f"{_eye_name(result.get('laterality') or '')}: {reason['message']}")
     return reasons

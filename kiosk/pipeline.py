@@ -165,10 +165,7 @@ class Pipeline:
         if isinstance(staged, ImageOutcome):
             return staged
         self._infer([staged], heatmap)
-        population = self.models[staged.task].bundle.manifest.get("population")
-        warning = decide.population_warning(population, age_years)
-        if warning is not None:
-            staged.outcome.result["warnings"].append(warning)
+        self._check_population(staged, age_years)
         return staged.outcome
 
     def screen_many(self, items: Sequence[tuple[bytes, str]], *, task: str | None = None,
@@ -184,6 +181,8 @@ class Pipeline:
         for s in staged:
             if isinstance(s, _Staged) and not s.report.gradable:
                 self._finish_ungradable(s)
+            elif isinstance(s, _Staged):
+                self._check_population(s, None)
         return [s if isinstance(s, ImageOutcome) else s.outcome for s in staged]
 
     def describe(self) -> list[dict[str, Any]]:
@@ -235,6 +234,24 @@ class Pipeline:
             image.warnings.append(f"The image is a {image.kind} image, not what {task!r} reads: "
                                   f"screened as {matches[0]}.")
         return matches[0]
+
+    def _check_population(self, staged: _Staged, age_years: float | None) -> None:
+        """Flag a result whose patient lies outside the ages its model was trained on.
+
+        The age is the one given (from the patient record) or else the DICOM header's; such a
+        result keeps the model's findings but needs a clinician to read it (``reader_required``),
+        and a screening with one is referred for examination rather than cleared.
+        """
+        meta = staged.outcome.image.meta if staged.outcome.image is not None else {}
+        if age_years is None and meta.get("format") == "dicom":
+            from kiosk.intake.dicom import age_in_years
+
+            age_years = age_in_years(meta)
+        population = self.models[staged.task].bundle.manifest.get("population")
+        warning = decide.population_warning(population, age_years)
+        if warning is not None and staged.outcome.result.get("verdict") is not None:
+            staged.outcome.result["warnings"].append(warning)
+            staged.outcome.result["reader_required"] = warning
 
     def _target_size(self, task: str | None) -> int:
         """The smallest side intake may decode to for this task (or any loaded task)."""

@@ -159,3 +159,36 @@ def test_population_warning_only_outside_the_trained_ages() -> None:
     warning = decide.population_warning(population, 40.9)
     assert warning is not None and "children aged 1-5" in warning and "40 years" in warning
     assert decide.population_warning({"age_years": [18, 120]}, 12.0) is not None
+
+
+def test_a_result_a_clinician_must_read_cannot_clear_the_patient() -> None:
+    """Outside the model's trained population: referred for examination, never 'no referral'."""
+    warning = "This model was trained on children aged 1-5; this patient is 68 years old."
+    clear = {"verdict": "non_referable", "laterality": None, "priority": 0}
+    unread = {**clear, "reader_required": warning}
+    overall = decide.combine([unread])
+    assert overall["verdict"] == "ungradable" and overall["refer"] is True
+    assert any("68 years" in reason for reason in overall["reasons"])
+    positive = {**unread, "verdict": "referable", "priority": 1}
+    assert decide.combine([positive])["verdict"] == "referable"
+    assert decide.combine([clear])["verdict"] == "non_referable"
+
+
+@pytest.mark.parametrize(
+    ("meta", "years"),
+    [
+        ({"patient_age": "068Y"}, 68.0),
+        ({"patient_age": "018M"}, 1.5),
+        ({"patient_age": "006W"}, 6 / (365.25 / 7)),
+        ({"birth_date": "19580301", "study_date": "20260301"}, 68.0),
+        ({"birth_date": "19580301", "acquisition_date": "20260301"}, 68.0),
+        ({"birth_date": "20300101", "study_date": "20260301"}, None),
+        ({"patient_age": "old", "birth_date": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_age_from_the_dicom_header(meta: dict, years: float | None) -> None:
+    from kiosk.intake.dicom import age_in_years
+
+    found = age_in_years(meta)
+    assert found == pytest.approx(years, abs=0.01) if years is not None else found is None

@@ -237,5 +237,37 @@ def test_a_patient_outside_the_models_trained_ages_gets_a_warning(tmp_path: Path
         made.close()
     assert adult["verdict"] is not None
     assert any("trained on children aged 1-5" in w and "68 years" in w for w in adult["warnings"])
+    assert "68 years" in adult["reader_required"]
     for result in (child, unknown):
         assert not any("trained on" in w for w in result["warnings"]), result["warnings"]
+        assert "reader_required" not in result
+
+
+def test_the_dicom_header_gives_the_age_when_no_patient_record_does(tmp_path: Path) -> None:
+    """The listener and `kiosk screen` know no birth date: PatientAge in the header tells."""
+    import pydicom
+
+    keys = make_keys(tmp_path)
+
+    def paediatric(manifest: dict) -> None:
+        manifest["population"] = {"age_years": [1, 5], "description": "children aged 1-5"}
+
+    build_bundle(tmp_path / "models", keys, kind="cxr", edit=paediatric)
+    ds = pydicom.dcmread(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm"))
+    variants = {}
+    for name, age in (("adult", "068Y"), ("child", "030M"), ("unknown", "")):
+        ds.PatientAge = age
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        variants[name] = buffer.getvalue()
+    made = Pipeline.from_config(_config(tmp_path))
+    try:
+        adult = made.screen(variants["adult"], source="adult.dcm").result
+        told = made.screen(variants["adult"], source="adult.dcm", age_years=3.0).result
+        many = made.screen_many([(variants[n], f"{n}.dcm") for n in ("adult", "child", "unknown")])
+    finally:
+        made.close()
+    assert "68 years" in adult["reader_required"]
+    assert "reader_required" not in told  # the patient record, when given, is the one believed
+    flagged = ["reader_required" in outcome.result for outcome in many]
+    assert flagged == [True, False, False]

@@ -30,7 +30,10 @@ def action(verdict: str | None, task: str | None = None, urgent: bool = False) -
         return "Refer to an eye doctor"
     if verdict == "non_referable":
         return "No referral needed"
-    if verdict in ("ungradable", "retake"):
+    if verdict == "ungradable":  # a screening the kiosk could not grade: a clinician must look
+        return "Refer to a doctor: the film could not be read here" if chest else (
+            "Refer for an eye examination: the photos could not be graded here")
+    if verdict == "retake":
         return "Retake the film" if chest else "Retake the photo"
     return "Not screened"
 
@@ -56,6 +59,8 @@ def image_line(result: dict[str, Any]) -> str:
         return f"Not screened: {reasons[0]}" if reasons else "Not screened"
     if result.get("verdict") in ("ungradable", None):
         return retake_line(quality_reasons(result), result.get("task"))
+    if result.get("reader_required") and result.get("verdict") != "referable":
+        return "A clinician must read this image: the model was not trained on patients like this one"
     return action(result.get("verdict"), result.get("task"), urgent(result))
 
 

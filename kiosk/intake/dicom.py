@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 import zlib
+from datetime import date, datetime
 from io import BytesIO
 from typing import Literal
 
@@ -330,8 +331,34 @@ def describe(ds: Dataset) -> dict[str, str]:
     fields = {"modality": "Modality", "body_part": "BodyPartExamined",
               "photometric": "PhotometricInterpretation", "patient_id": "PatientID",
               "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
-              "sop_uid": "SOPInstanceUID", "view_position": "ViewPosition"}
+              "sop_uid": "SOPInstanceUID", "view_position": "ViewPosition",
+              "patient_age": "PatientAge", "birth_date": "PatientBirthDate",
+              "study_date": "StudyDate", "acquisition_date": "AcquisitionDate"}
     meta = {key: str(ds.get(tag)).strip() for key, tag in fields.items() if ds.get(tag)}
     meta["transfer_syntax"] = str(ds.file_meta.TransferSyntaxUID)
     meta["format"] = "dicom"
     return meta
+
+
+_AGE_UNITS = {"D": 365.25, "W": 365.25 / 7, "M": 12.0, "Y": 1.0}
+
+
+def age_in_years(meta: dict[str, str]) -> float | None:
+    """The patient's age at the examination, from PatientAge ("068Y", "018M") or from the birth
+    date and the study (or acquisition) date; None when the header does not say or makes no sense."""
+    match = re.fullmatch(r"(\d{1,3})([DWMY])", meta.get("patient_age", "").strip().upper())
+    if match:
+        return int(match.group(1)) / _AGE_UNITS[match.group(2)]
+    born = _dicom_date(meta.get("birth_date", ""))
+    seen = _dicom_date(meta.get("study_date", "") or meta.get("acquisition_date", ""))
+    if born is None or seen is None or seen < born:
+        return None
+    return (seen - born).days / 365.25
+
+
+def _dicom_date(text: str) -> date | None:
+    """A DA value (YYYYMMDD) as a date, or None."""
+    try:
+        return datetime.strptime(text.strip()[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
