@@ -12,7 +12,9 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -134,12 +136,22 @@ def load_newest(models_dir: Path, trusted_keys: Path) -> tuple[dict[str, Bundle]
 
 
 def load_bundle(path: Path, trusted_keys: Path) -> Bundle:
-    """Verify the bundle at ``path`` against the keys in ``trusted_keys``; BundleError if not."""
+    """Verify the bundle at ``path`` against the keys in ``trusted_keys``; BundleError if not.
+
+    A ``.tar`` is unpacked once into a folder named by its content (see :func:`_unpack`); a
+    refused archive leaves nothing behind.
+    """
     path = Path(path)
-    folder = _unpack(path) if path.suffix == ".tar" and path.is_file() else path
+    if not (path.suffix == ".tar" and path.is_file()):
+        try:
+            return _verify(path, trusted_keys)
+        except BundleError as exc:
+            raise BundleError(f"model bundle {path.name} refused: {exc.message}", code=exc.code) from exc
+    folder = _unpack(path)
     try:
         return _verify(folder, trusted_keys)
     except BundleError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         raise BundleError(f"model bundle {path.name} refused: {exc.message}", code=exc.code) from exc
 
 
@@ -300,20 +312,54 @@ def _match_dims(model_file: Path, tensor: str, actual: list[Any], expected: list
                               f"implies {expected}", code="io_mismatch")
 
 
+#: Limits on a bundle archive: a model bundle is a handful of files of some MB.
+TAR_MAX_FILES = 64
+TAR_MAX_BYTES = 2 << 30
+
+
+def unpack_root() -> Path:
+    """Where ``.tar`` bundles are unpacked: one private folder per user under the temp dir."""
+    root = Path(tempfile.gettempdir()) / f"kiosk-bundles-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
 def _unpack(archive: Path) -> Path:
-    """Extract a bundle ``.tar`` (plain files only, no paths outside) into a private folder."""
-    target = Path(tempfile.mkdtemp(prefix=f"kiosk-bundle-{archive.stem}-"))
+    """Extract a bundle ``.tar`` (plain files only, no paths outside, bounded in count and size).
+
+    The folder is named by the archive's sha256, so loading the same archive again (every start
+    of the kiosk) reuses one folder instead of leaving a new copy each time; it is extracted
+    afresh every time, so a stale or altered copy is never trusted.
+    """
+    target = unpack_root() / f"{archive.stem}-{sha256_file(archive)[:16]}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(mode=0o700)
     try:
         with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.isfile()]
-            for member in members:
-                name = Path(member.name).name
-                if name.startswith("."):
-                    continue
-                source = tar.extractfile(member)
-                if source is not None:
-                    (target / name).write_bytes(source.read())
+            _extract(tar, target, archive.name)
     except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
         raise BundleError(f"model bundle {archive.name} is not a readable tar: {exc}",
                           code="bad_archive") from exc
+    except BundleError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     return target
+
+
+def _extract(tar: tarfile.TarFile, target: Path, name: str) -> None:
+    """Copy the archive's plain files (flattened) into ``target`` within the limits."""
+    members = [m for m in tar.getmembers() if m.isfile() and not Path(m.name).name.startswith(".")]
+    if len(members) > TAR_MAX_FILES:
+        raise BundleError(f"model bundle {name} has {len(members)} files (at most {TAR_MAX_FILES})",
+                          code="bad_archive")
+    total = 0
+    for member in members:
+        total += member.size
+        if total > TAR_MAX_BYTES:
+            raise BundleError(f"model bundle {name} unpacks to more than {TAR_MAX_BYTES >> 20} MiB",
+                              code="bad_archive")
+        source = tar.extractfile(member)
+        if source is not None:
+            with source, (target / Path(member.name).name).open("wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)

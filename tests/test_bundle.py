@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -144,3 +145,44 @@ def test_a_bundle_archive_is_verified_like_a_folder(tmp_path: Path, keys) -> Non
     bundle = load_bundle(archive, keys.trusted_dir)
     assert bundle.task == "fundus-dr"
     assert bundle.sha256 == load_bundle(folder, keys.trusted_dir).sha256
+
+
+def _archive(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder, arcname=folder.name)
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(f"{folder.name}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def test_an_archive_unpacks_into_one_folder_however_often_it_is_loaded(tmp_path: Path, keys) -> None:
+    from engines.bundle import unpack_root
+
+    archive = _archive(build_bundle(tmp_path / "src", keys), tmp_path / "models" / "fundus-dr-1.0.0.tar")
+    before = set(unpack_root().glob("fundus-dr-1.0.0-*"))
+    first = load_bundle(archive, keys.trusted_dir)
+    second = load_bundle(archive, keys.trusted_dir)
+    assert first.path == second.path and (second.path / "model.onnx").is_file()
+    assert set(unpack_root().glob("fundus-dr-1.0.0-*")) - before == {first.path}
+
+
+def test_a_refused_or_oversized_archive_leaves_nothing_behind(
+    tmp_path: Path, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engines.bundle as bundles
+
+    folder = build_bundle(tmp_path / "src", keys)
+    stranger = make_keys(tmp_path / "other", key_id="stranger")
+    unsigned = _archive(build_bundle(tmp_path / "src2", stranger), tmp_path / "a" / "stranger.tar")
+    crowded = _archive(folder, tmp_path / "b" / "crowded.tar",
+                       {f"x{i}.txt": b"x" for i in range(bundles.TAR_MAX_FILES)})
+    big = _archive(folder, tmp_path / "c" / "big.tar", {"pad.bin": b"\0" * 4096})
+    monkeypatch.setattr(bundles, "TAR_MAX_BYTES", 4096)
+    for archive, code in ((unsigned, "untrusted_key"), (crowded, "bad_archive"), (big, "bad_archive")):
+        with pytest.raises(BundleError) as refused:
+            load_bundle(archive, keys.trusted_dir)
+        assert refused.value.code == code, refused.value.message
+        assert not list(bundles.unpack_root().glob(f"{archive.stem}-*")), archive.name
