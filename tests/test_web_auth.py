@@ -67,6 +67,19 @@ def test_failed_log_ins_are_throttled_even_for_the_right_password(client: FlaskC
     assert login(client, "doctor").status_code == 302
 
 
+def test_a_restart_does_not_unlock_a_locked_user(tmp_path: Path) -> None:
+    """The counts live in the store: a new app (a restarted kiosk) on the same data still refuses."""
+    app, store = make_app(web_config(tmp_path))
+    add_user(store, "nurse", "operator")
+    client = app.test_client()
+    for _ in range(5):
+        assert login(client, "nurse", "wrong password!").status_code == 401
+    store.close()
+    again, _ = make_app(web_config(tmp_path))
+    locked = login(again.test_client(), "nurse")
+    assert locked.status_code == 429 and "Too many failed log-ins" in locked.get_data(as_text=True)
+
+
 def test_throttle_unlocks_after_the_lockout() -> None:
     now = [1000.0]
     throttle = LoginThrottle(clock=lambda: now[0])

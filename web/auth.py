@@ -88,7 +88,9 @@ def _start_session(user: Any) -> None:
 
 def _throttle() -> LoginThrottle:
     """The app's failed log-in counter."""
-    throttle = current_app.extensions["kiosk_throttle"]
+    throttle = current_app.extensions.get("kiosk_throttle")
+    if throttle is None:  # kept in the store: a restart does not reset the counts
+        throttle = current_app.extensions["kiosk_throttle"] = LoginThrottle(state=services().store)
     assert isinstance(throttle, LoginThrottle)
     return throttle
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from flask import Flask, current_app, flash, g, jsonify, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -75,7 +75,6 @@ def init_app(app: Flask) -> None:
     login_manager.request_loader(_load_token_user)
     login_manager.unauthorized_handler(_unauthorized)
     csrf.init_app(app)
-    app.extensions["kiosk_throttle"] = LoginThrottle()
     app.before_request(_guard)
     app.after_request(_headers)
 
@@ -212,10 +211,35 @@ def audit(action: str, *, patient_id: int | None = None, detail: str = "") -> No
     services().store.audit(current_user.username, action, patient_id=patient_id, detail=detail)
 
 
+class ThrottleState(Protocol):
+    """Where a throttle keeps each key's failure times and lock-out end (the store, or memory)."""
+
+    def throttle_state(self, key: str) -> tuple[list[float], float]: ...
+
+    def set_throttle_state(self, key: str, failures: list[float], locked_until: float) -> None: ...
+
+
+class MemoryThrottleState:
+    """Throttle state in memory (tests, tools): forgotten when the process ends."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[list[float], float]] = {}
+
+    def throttle_state(self, key: str) -> tuple[list[float], float]:
+        """Failure times and lock-out end of ``key``."""
+        failures, locked_until = self._rows.get(key, ([], 0.0))
+        return list(failures), locked_until
+
+    def set_throttle_state(self, key: str, failures: list[float], locked_until: float) -> None:
+        """Remember ``key``'s state."""
+        self._rows[key] = (list(failures), locked_until)
+
+
 class LoginThrottle:
     """Failed log-ins per key ("user:NAME", "addr:IP"); too many lock log-in for a while.
 
-    The address limit is higher: on a kiosk everyone logs in from the same screen.
+    The address limit is higher: on a kiosk everyone logs in from the same screen. The app keeps
+    the counts in the store, so restarting the kiosk (or pulling its plug) unlocks nothing.
     """
 
     def __init__(
@@ -223,33 +247,33 @@ class LoginThrottle:
         limits: dict[str, int] | None = None,
         window_s: float = 15 * 60,
         lockout_s: float = 5 * 60,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        state: ThrottleState | None = None,
     ) -> None:
         self.limits = limits or {"user": 5, "addr": 20}
         self.window_s, self.lockout_s, self.clock = window_s, lockout_s, clock
-        self._failures: dict[str, list[float]] = {}
-        self._locked_until: dict[str, float] = {}
+        self.state: ThrottleState = state if state is not None else MemoryThrottleState()
 
     def wait_s(self, *keys: str) -> float:
         """Seconds until log-in is allowed again for any of the keys (0 when allowed)."""
         now = self.clock()
-        return max([self._locked_until.get(k, 0.0) - now for k in keys] + [0.0])
+        return max([self.state.throttle_state(k)[1] - now for k in keys] + [0.0])
 
     def failed(self, *keys: str) -> None:
         """Count one failed log-in against each key, locking those over the limit."""
         now = self.clock()
         for key in keys:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.window_s]
-            recent.append(now)
-            self._failures[key] = recent
+            failures, locked_until = self.state.throttle_state(key)
+            recent = [t for t in failures if 0 <= now - t < self.window_s] + [now]
             if len(recent) >= self.limits.get(key.partition(":")[0], 5):
-                self._locked_until[key] = now + self.lockout_s
-                self._failures[key] = []
+                recent, locked_until = [], now + self.lockout_s
+            self.state.set_throttle_state(key, recent, locked_until)
 
     def succeeded(self, *keys: str) -> None:
         """Forget the failures of these keys after a good log-in (never the address's)."""
         for key in keys:
-            self._failures.pop(key, None)
+            _, locked_until = self.state.throttle_state(key)
+            self.state.set_throttle_state(key, [], locked_until if locked_until > self.clock() else 0.0)
 
 
 def safe_next(target: str | None) -> str:

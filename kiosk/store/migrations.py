@@ -78,5 +78,13 @@ _V1 = [
     "CREATE INDEX outbox_due ON outbox (state, next_attempt)",
 ]
 
+#: Failed log-ins per key ("user:NAME", "addr:IP"), so a restart does not reset the throttle.
+_V2 = [
+    """CREATE TABLE login_throttle (
+        key TEXT PRIMARY KEY,
+        failures TEXT NOT NULL,
+        locked_until REAL NOT NULL)""",
+]
+
 #: Every migration, oldest first; index + 1 is the schema version it brings the store to.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 from datetime import date
@@ -246,6 +247,30 @@ class Store:
                 (name, value, to_text(utc_now()), actor),
             )
             audit_log.append(conn, actor, "setting.change", detail=f"{name} = {value}")
+
+    # failed log-ins (web/security.LoginThrottle keeps its counts here)
+    def throttle_state(self, key: str) -> tuple[list[float], float]:
+        """Recent failure times (epoch seconds) and the lock-out end of one throttle key."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT failures, locked_until FROM login_throttle WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return [], 0.0
+        return [float(t) for t in json.loads(row["failures"])], float(row["locked_until"])
+
+    def set_throttle_state(self, key: str, failures: list[float], locked_until: float) -> None:
+        """Keep one throttle key's state (the row goes when there is nothing left to remember)."""
+        with self.db.write() as conn:
+            if not failures and locked_until <= 0:
+                conn.execute("DELETE FROM login_throttle WHERE key = ?", (key,))
+                return
+            conn.execute(
+                "INSERT INTO login_throttle (key, failures, locked_until) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,"
+                " locked_until = excluded.locked_until",
+                (key, json.dumps(failures), locked_until),
+            )
 
     def backup(self, target: Path) -> None:
         """Write a consistent copy of the database with the SQLite backup API."""
