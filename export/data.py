@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,9 @@ def load_real(
     else:
         images = render_all(paths, spec)
         cache.mkdir(parents=True, exist_ok=True)
-        np.save(cache_file, images)
+        partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")
+        np.save(partial, images)
+        os.replace(partial, cache_file)  # two members starting together: whole file or none
     names = np.array([p.name for p in paths])
     return Dataset(images, targets, patients, split_patients(patients, seed), names)
 
