@@ -20,6 +20,7 @@ from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
     generate_uid,
 )
@@ -171,6 +172,22 @@ def film_dicom(
     else:
         ds.PixelData = pixels.tobytes()
     return _to_bytes(ds, transfer_syntax, part10=part10)
+
+
+def op_j2k_dicom(rgb: np.ndarray, *, laterality: str = "L") -> bytes:
+    """An OP instance around RGB pixels compressed as JPEG 2000 lossless (as many cameras send)."""
+    ds = _base_dataset(OP_STORAGE, "OP")
+    ds.ImageLaterality = laterality
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
+    ds.compress(JPEG2000Lossless, rgb, photometric_interpretation="RGB")
+    return _to_bytes(ds, JPEG2000Lossless)
 
 
 def op_dicom(jpeg: bytes, *, laterality: str = "L") -> bytes:

@@ -1,5 +1,5 @@
-"""Compressed DICOM pixel data: frame headers checked before decoding, and JPEG 2000 films
-decoded at a reduced resolution level (far faster than full size).
+"""Compressed DICOM pixel data: frame headers checked before decoding, and JPEG 2000 films and
+photographs decoded at a reduced resolution level (far faster than full size).
 
 A hostile file can declare a small image in its DICOM header and a huge one in the codestream;
 decoders allocate by the codestream, so the frame's own size is read (JPEG SOF, JPEG 2000 SIZ)
@@ -75,16 +75,19 @@ def reduction_level(rows: int, columns: int, target_size: int) -> int:
 
 
 def decode_reduced(ds: Dataset, target_size: int) -> np.ndarray | None:
-    """The first frame's stored values at a reduced level, or None to decode at full size."""
+    """The first frame's stored values (grey, or RGB for colour) at a reduced level, or None to
+    decode at full size."""
     rows, columns = int(ds.Rows), int(ds.Columns)
     level = reduction_level(rows, columns, target_size)
     if level == 0 or int(ds.get("PixelRepresentation") or 0) != 0:
         return None
+    samples = int(ds.get("SamplesPerPixel") or 1)
     codestream = first_frame(ds)
     for attempt in range(level, 0, -1):
         pixels = _decode_level(codestream, attempt, rows, columns)
         if pixels is not None:
-            return pixels
+            shape_fits = pixels.ndim == 2 if samples == 1 else pixels.shape[2:] == (samples,)
+            return pixels if shape_fits else None
     return None
 
 

@@ -40,6 +40,9 @@ from kiosk.intake.photo import BOMB_MIN_PIXELS, MAX_EXPANSION, stretch_to_uint8
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+#: JPEG 2000 pixels that a reduced-level decode gives as they are (the codestream's own colour
+#: transform, MCT, is undone by the decoder): grey, or colour stored as RGB / ICT / RCT.
+J2K_REDUCIBLE = (*MONOCHROME, "RGB", "YBR_ICT", "YBR_RCT")
 FILM_MODALITIES = ("CR", "DX", "RG")
 PHOTO_MODALITIES = ("OP", "XC")
 #: Modalities that are surely neither a chest film nor a fundus photograph.
@@ -232,7 +235,7 @@ def _wrong_body_part(part: str) -> IntakeError:
 
 def stored_pixels(ds: Dataset, target_size: int | None) -> np.ndarray:
     """The first frame's stored values, at reduced resolution for JPEG 2000 when allowed."""
-    if target_size and is_jpeg2000(ds) and str(ds.PhotometricInterpretation) in MONOCHROME:
+    if target_size and is_jpeg2000(ds) and str(ds.PhotometricInterpretation) in J2K_REDUCIBLE:
         reduced = decode_reduced(ds, target_size)
         if reduced is not None:
             return reduced
