@@ -85,6 +85,7 @@ def write_card(folder: Path, manifest: dict[str, Any], evaluation: Evaluation, n
         f"{finding['threshold']:.3f} on the calibrated probability → sensitivity "
         f"**{point['sensitivity']:.3f}** ({_ci(point['sensitivity_ci'])}), specificity "
         f"**{point['specificity']:.3f}** ({_ci(point['specificity_ci'])}) (Wilson 95% CIs).",
+        *_patient_lines(metrics.get("per_patient")),
         f"- Calibration: temperature {manifest['calibration']['temperature']:.3f}; expected "
         f"calibration error {metrics['ece_uncalibrated']:.3f} before, **{metrics['ece']:.3f}** after.",
         "",
@@ -108,6 +109,20 @@ def write_card(folder: Path, manifest: dict[str, Any], evaluation: Evaluation, n
         "",
     ]
     (folder / "MODEL_CARD.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _patient_lines(found: dict[str, Any] | None) -> list[str]:
+    """The per-patient figures (both eyes: refer if either is positive), when there are any."""
+    if not found:
+        return []
+    point = found["operating_point"]
+    return [
+        f"- Per patient, as the kiosk decides (refer if any of the patient's images is positive, "
+        f"score = the highest): AUC {found['auc']:.3f} (95% CI {_ci(found['auc_ci'])}), n = "
+        f"{found['n']} patients ({found['n_positive']} with a referable eye); sensitivity "
+        f"{point['sensitivity']:.3f} ({_ci(point['sensitivity_ci'])}), specificity "
+        f"{point['specificity']:.3f} ({_ci(point['specificity_ci'])}) at the same threshold."
+    ]
 
 
 def _ensemble_lines(ablation: dict[str, float] | None) -> list[str]:

@@ -36,7 +36,8 @@ class Evaluation:
 
     def metrics(self, split: str) -> dict[str, Any]:
         """The manifest's ``metrics`` object."""
-        return {
+        per_patient = {"per_patient": self.extra["per_patient"]} if "per_patient" in self.extra else {}
+        return per_patient | {
             "auc": round(self.test_auc, 4),
             "auc_ci": [round(v, 4) for v in self.test_auc_ci],
             "ece": round(self.ece_after, 4),
@@ -64,6 +65,9 @@ def evaluate(
     threshold = m.threshold_for_sensitivity(cal_labels, cal_p, target_sensitivity)
     test_p = m.sigmoid(test_logits / temperature)
     counts, _ = np.histogram(cal_p, bins=DRIFT_BINS)
+    extra = {}
+    if len(np.unique(test_patients)) < len(test_patients):
+        extra["per_patient"] = per_patient(test_labels, test_p, test_patients, threshold, seed)
     return Evaluation(
         temperature=temperature,
         threshold=threshold,
@@ -80,4 +84,25 @@ def evaluate(
         test_probabilities=test_p,
         test_raw_probabilities=m.sigmoid(test_logits),
         score_counts=[int(c) for c in counts],
+        extra=extra,
     )
+
+
+def per_patient(
+    labels: np.ndarray, probabilities: np.ndarray, patients: np.ndarray, threshold: float, seed: int
+) -> dict[str, Any]:
+    """The screening decision as the kiosk makes it for a patient with several images (both
+    eyes): refer if any image is positive. The patient's score is its highest image score."""
+    ids, inverse = np.unique(patients, return_inverse=True)
+    worst = np.zeros(len(ids))
+    any_positive = np.zeros(len(ids), dtype=bool)
+    np.maximum.at(worst, inverse, probabilities)
+    np.logical_or.at(any_positive, inverse, np.asarray(labels).astype(bool))
+    point = m.measure(any_positive, worst, threshold)
+    return {
+        "auc": round(m.auc(any_positive, worst), 4),
+        "auc_ci": [round(v, 4) for v in m.auc_ci(any_positive, worst, seed=seed)],
+        "n": len(ids),
+        "n_positive": int(any_positive.sum()),
+        "operating_point": point.to_dict("refer if any image is positive"),
+    }

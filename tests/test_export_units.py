@@ -61,6 +61,20 @@ def test_temperature_recovers_a_known_temperature_and_lowers_ece() -> None:
     assert m.ece(labels, m.sigmoid(overconfident / t)) < m.ece(labels, m.sigmoid(overconfident)) / 2
 
 
+def test_per_patient_refers_when_either_eye_is_positive() -> None:
+    from export.evaluate import per_patient
+
+    patients = np.array(["a", "a", "b", "b", "c", "c", "d", "d"])
+    labels = np.array([0, 1, 0, 0, 0, 0, 1, 0])  # a and d have one referable eye each
+    scores = np.array([0.1, 0.2, 0.3, 0.05, 0.6, 0.1, 0.1, 0.9])
+    found = per_patient(labels, scores, patients, threshold=0.5, seed=0)
+    assert found["n"] == 4 and found["n_positive"] == 2
+    # patient scores (highest eye): a 0.2, b 0.3, c 0.6, d 0.9 -> positives a, d; negatives b, c
+    assert found["auc"] == pytest.approx(m.auc(np.array([1, 0, 0, 1]), np.array([0.2, 0.3, 0.6, 0.9])))
+    point = found["operating_point"]
+    assert point["sensitivity"] == 0.5 and point["specificity"] == 0.5  # d found, a missed; c over
+
+
 def test_split_keeps_each_patient_in_one_split() -> None:
     patients = np.repeat(np.arange(400).astype(str), 2)
     split = split_patients(patients, seed=7)
