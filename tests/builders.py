@@ -174,17 +174,23 @@ def film_dicom(
     return _to_bytes(ds, transfer_syntax, part10=part10)
 
 
-def op_j2k_dicom(rgb: np.ndarray, *, laterality: str = "L") -> bytes:
-    """An OP instance around RGB pixels compressed as JPEG 2000 lossless (as many cameras send)."""
+def _op_dataset(rows: int, columns: int, photometric: str, laterality: str) -> Dataset:
+    """The header of an 8-bit colour OP (ophthalmic photography) instance, pixels to be added."""
     ds = _base_dataset(OP_STORAGE, "OP")
     ds.ImageLaterality = laterality
-    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
+    ds.PhotometricInterpretation = photometric
     ds.PlanarConfiguration = 0
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
+    return ds
+
+
+def op_j2k_dicom(rgb: np.ndarray, *, laterality: str = "L") -> bytes:
+    """An OP instance around RGB pixels compressed as JPEG 2000 lossless (as many cameras send)."""
+    ds = _op_dataset(rgb.shape[0], rgb.shape[1], "RGB", laterality)
     ds.PixelData = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
     ds.compress(JPEG2000Lossless, rgb, photometric_interpretation="RGB")
     return _to_bytes(ds, JPEG2000Lossless)
@@ -196,15 +202,7 @@ def op_dicom(jpeg: bytes, *, laterality: str = "L") -> bytes:
         width, height = photo.size
         if photo.mode != "RGB":
             raise ValueError("the fundus photograph must be a colour JPEG")
-    ds = _base_dataset(OP_STORAGE, "OP")
-    ds.ImageLaterality = laterality
-    ds.Rows, ds.Columns = height, width
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "YBR_FULL_422"
-    ds.PlanarConfiguration = 0
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    ds = _op_dataset(height, width, "YBR_FULL_422", laterality)
     ds.PixelData = encapsulate([jpeg])
     ds["PixelData"].VR = "OB"
     ds.LossyImageCompression = "01"
