@@ -1,1 +1,0 @@
-vLesLxZHfWUJBlHdqTxE+UXdJ2aLjF+OVbS6fe1BDbY8upgoJpaHzVPwUJnVY47ec3t9roFo7314EizrKrZDBA==
