@@ -300,12 +300,16 @@ def choose_weights(tasks: list[str], models: Path, work: Path) -> tuple[dict[str
 
 def _ready(task: str, models: Path, work: Path) -> bool:
     """True when the task has a bundle (kiosk way) and a checkpoint (usual way); says why not."""
+    from export.recipes import RECIPES
+    from export.train import member_dir
+
     bundle = any(models.glob(f"{task}-*/manifest.json"))
-    checkpoint = (work / task / "best.pt").is_file()
-    if not (bundle and checkpoint):
-        missing = "bundle" if not bundle else f"checkpoint {work / task / 'best.pt'}"
+    wanted = [member_dir(work, task, m) / "best.pt" for m in range(RECIPES[task].members)]
+    absent = [str(path) for path in wanted if not path.is_file()]
+    if not bundle or absent:
+        missing = "bundle" if not bundle else f"checkpoint {', '.join(absent)}"
         print(f"skipping {task}: no {missing}", file=sys.stderr)
-    return bundle and checkpoint
+    return bundle and not absent
 
 
 def main(argv: list[str] | None = None) -> int:
