@@ -80,6 +80,13 @@ SCHEMAS: dict[str, Any] = {
             "model": {"type": ["object", "null"]},
             "backend": {"type": ["string", "null"]},
             "laterality": {"type": ["string", "null"]},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "reader_required": {
+                "type": "string",
+                "description": "Present when the model's result is not reliable for this patient "
+                               "(e.g. outside the ages it was trained on): a clinician must read "
+                               "the image, and the screening is not cleared.",
+            },
         },
     },
     "Screening": {
