@@ -70,8 +70,7 @@ class PeakMemory:
         return max(self.peak, self._rss()) / 2**20
 
 
-def _screener(way: str, models: Path, work: Path, tasks: list[str],
-              weights_from: dict[str, Path]) -> Any:
+def _screener(way: str, models: Path, work: Path, tasks: list[str], weights_from: dict[str, Path]) -> Any:
     """A callable path -> {task, verdict, score} for the way."""
     if way == "usual":
         from bench.usual import UsualScreener
@@ -84,9 +83,14 @@ def _screener(way: str, models: Path, work: Path, tasks: list[str],
 
     def screen(path: Path) -> dict[str, Any]:
         result = pipeline.screen(path.read_bytes(), source=path.name, heatmap=False).result
-        return {"task": result["task"], "verdict": result["verdict"], "score": result["score"],
-                "backend": result["backend"], "error": result["error"],
-                "timings_ms": result["timings_ms"]}
+        return {
+            "task": result["task"],
+            "verdict": result["verdict"],
+            "score": result["score"],
+            "backend": result["backend"],
+            "error": result["error"],
+            "timings_ms": result["timings_ms"],
+        }
 
     screen.pipeline = pipeline  # type: ignore[attr-defined]
     return screen
@@ -108,9 +112,16 @@ def worker(way: str, models: Path, work: Path, tasks: list[str], weights_from: d
         print(json.dumps(outcome), flush=True)
     described = getattr(screen, "pipeline", None)
     total = memory.stop()
-    print(json.dumps({"peak_rss_mib": round(total, 1),
-                      "peak_rss_main_mib": round(memory.peak_self / 2**20, 1),
-                      "describe": described.describe() if described is not None else None}), flush=True)
+    print(
+        json.dumps(
+            {
+                "peak_rss_mib": round(total, 1),
+                "peak_rss_main_mib": round(memory.peak_self / 2**20, 1),
+                "describe": described.describe() if described is not None else None,
+            }
+        ),
+        flush=True,
+    )
 
 
 class Way:
@@ -119,11 +130,24 @@ class Way:
     def __init__(self, way: str, plan: dict[str, Any]) -> None:
         self.way = way
         self.spawned_at = time.time()
-        command = [sys.executable, "-m", "bench.screening", "--worker", way, "--models", plan["models"],
-                   "--work", plan["work"], "--tasks", ",".join(plan["tasks"]),
-                   "--onnx-weights", ",".join(f"{t}={p}" for t, p in plan["onnx_weights"].items())]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.screening",
+            "--worker",
+            way,
+            "--models",
+            plan["models"],
+            "--work",
+            plan["work"],
+            "--tasks",
+            ",".join(plan["tasks"]),
+            "--onnx-weights",
+            ",".join(f"{t}={p}" for t, p in plan["onnx_weights"].items()),
+        ]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
     def ask(self, path: str) -> dict[str, Any]:
         """Screen one file in the worker; its reply."""
@@ -155,8 +179,12 @@ def run_both(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for way in WAYS:
         ways[way] = Way(way, plan)
         first = ways[way].ask(images[0]["path"])
-        results[way] = {"way": way, "cold_start_s": round(time.time() - ways[way].spawned_at, 3),
-                        "first": first, "rows": []}
+        results[way] = {
+            "way": way,
+            "cold_start_s": round(time.time() - ways[way].spawned_at, 3),
+            "first": first,
+            "rows": [],
+        }
     for image in images:
         replies: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
         for _ in range(plan["repeats"]):
@@ -181,8 +209,11 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 medians[way] = round(statistics.median(per_image), 1)
         if len(medians) == 2:
             ratio = round(medians["usual"] / medians["kiosk"], 1)
-            summary["categories"][category] = {**medians, "ratio": ratio,
-                                               "images": _count(results["kiosk"], category)}
+            summary["categories"][category] = {
+                **medians,
+                "ratio": ratio,
+                "images": _count(results["kiosk"], category),
+            }
     summary["stages"] = {way: _stage_medians(result["rows"]) for way, result in results.items()}
     summary["agreement"] = _agreement(results["usual"]["rows"], results["kiosk"]["rows"])
     summary["cold_start_s"] = {way: r["cold_start_s"] for way, r in results.items()}
@@ -218,35 +249,47 @@ def _agreement(usual: list[dict[str, Any]], kiosk: list[dict[str, Any]]) -> dict
         same += left["verdict"] == right["verdict"]
         differ += left["verdict"] != right["verdict"]
         worst = max(worst, abs(left["score"] - right["score"]))
-    return {"same": same, "different": differ, "kiosk_ungradable_or_refused": ungradable,
-            "max_abs_score_difference": round(worst, 4)}
+    return {
+        "same": same,
+        "different": differ,
+        "kiosk_ungradable_or_refused": ungradable,
+        "max_abs_score_difference": round(worst, 4),
+    }
 
 
 def report(summary: dict[str, Any], repeats: int) -> str:
     """The markdown table for bench/README.md."""
-    lines = ["| images | n | usual way, median ms | kiosk, median ms | kiosk faster by |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| images | n | usual way, median ms | kiosk, median ms | kiosk faster by |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for category, row in summary["categories"].items():
         lines.append(f"| {category} | {row['images']} | {row['usual']} | {row['kiosk']} | {row['ratio']}x |")
-    lines += ["", "| images | way | decode | quality | preprocess | infer (ms, medians) |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| images | way | decode | quality | preprocess | infer (ms, medians) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for way, stages in summary["stages"].items():
         for category, stage in stages.items():
             cells = " | ".join(str(stage.get(n, "–")) for n in ("decode", "quality", "preprocess", "infer"))
             lines.append(f"| {category} | {way} | {cells} |")
     cold, peak, agree = summary["cold_start_s"], summary["peak_rss_mib"], summary["agreement"]
-    lines += ["", "Cold start (process start to first verdict): "
-              f"usual {cold['usual']} s, kiosk {cold['kiosk']} s. "
-              f"Peak memory (RSS incl. children): usual {peak['usual']} MiB, kiosk {peak['kiosk']} MiB "
-              f"(its main process alone {summary['peak_rss_main_mib']['kiosk']} MiB; the rest is the "
-              "decode sandbox's worker processes).",
-              f"Verdicts: {agree['same']} the same, {agree['different']} different, "
-              f"{agree['kiosk_ungradable_or_refused']} ungradable/refused by the kiosk's quality gate; "
-              f"largest |score difference| {agree['max_abs_score_difference']}; torch network vs bundle "
-              f"ONNX: {summary.get('network_parity')}. "
-              f"{repeats} timed repeats per image after a first untimed one; "
-              f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; load average "
-              f"{summary['load_average'][0]:.1f} before, {summary['load_average'][1]:.1f} after."]
+    lines += [
+        "",
+        "Cold start (process start to first verdict): "
+        f"usual {cold['usual']} s, kiosk {cold['kiosk']} s. "
+        f"Peak memory (RSS incl. children): usual {peak['usual']} MiB, kiosk {peak['kiosk']} MiB "
+        f"(its main process alone {summary['peak_rss_main_mib']['kiosk']} MiB; the rest is the "
+        "decode sandbox's worker processes).",
+        f"Verdicts: {agree['same']} the same, {agree['different']} different, "
+        f"{agree['kiosk_ungradable_or_refused']} ungradable/refused by the kiosk's quality gate; "
+        f"largest |score difference| {agree['max_abs_score_difference']}; torch network vs bundle "
+        f"ONNX: {summary.get('network_parity')}. "
+        f"{repeats} timed repeats per image after a first untimed one; "
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; load average "
+        f"{summary['load_average'][0]:.1f} before, {summary['load_average'][1]:.1f} after.",
+    ]
     return "\n".join(lines)
 
 
@@ -269,13 +312,14 @@ def same_network(task: str, models: Path, work: Path, weights_from: Path | None 
 
     from bench.usual import bundle_manifest, load_network
 
-    spec = bundle_manifest(models, task)["input"]
+    manifest = bundle_manifest(models, task)
+    spec = manifest["input"]
     batch = np.random.default_rng(0).normal(size=(4, spec["channels"], spec["size"], spec["size"]))
     batch = batch.astype(np.float32)
     session = ort.InferenceSession(str(bundle_onnx(task, models)), providers=["CPUExecutionProvider"])
     onnx_logits = session.run(["logits"], {spec.get("name", "image"): batch})[0]
     with torch.inference_mode():
-        torch_logits = load_network(task, work, weights_from)(torch.from_numpy(batch))[0].numpy()
+        torch_logits = load_network(task, work, manifest, weights_from)(torch.from_numpy(batch))[0].numpy()
     return float(np.abs(onnx_logits - torch_logits).max())
 
 
@@ -286,15 +330,19 @@ def choose_weights(tasks: list[str], models: Path, work: Path) -> tuple[dict[str
     for task in tasks:
         worst = same_network(task, models, work)
         if worst > 1e-3:
-            print(f"{task}: the checkpoint moved on since the bundle was built (max |logit diff| "
-                  f"{worst:.3g}); the usual way loads the bundle's weights into the torch module",
-                  file=sys.stderr)
+            print(
+                f"{task}: the checkpoint moved on since the bundle was built (max |logit diff| "
+                f"{worst:.3g}); the usual way loads the bundle's weights into the torch module",
+                file=sys.stderr,
+            )
             onnx_weights[task] = bundle_onnx(task, models)
             worst = same_network(task, models, work, onnx_weights[task])
             if worst > 1e-3:
                 raise SystemExit(f"{task}: torch and the bundle still differ by {worst:.3g}")
-        parity[task] = {"weights": "bundle ONNX" if task in onnx_weights else "checkpoint",
-                        "max_abs_logit_diff": float(f"{worst:.3g}")}
+        parity[task] = {
+            "weights": "bundle ONNX" if task in onnx_weights else "checkpoint",
+            "max_abs_logit_diff": float(f"{worst:.3g}"),
+        }
     return onnx_weights, parity
 
 
@@ -317,8 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kiosk pipeline vs the usual way, same images")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
-    parser.add_argument("--work", type=Path, default=ROOT / "export" / "work",
-                        help="where export/ keeps the training checkpoints")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "export" / "work",
+        help="where export/ keeps the training checkpoints",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--tasks", help=argparse.SUPPRESS)
@@ -326,17 +378,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         weights = dict(item.split("=", 1) for item in args.onnx_weights.split(",") if item)
-        worker(args.worker, args.models, args.work, args.tasks.split(","),
-               {task: Path(path) for task, path in weights.items()})
+        worker(
+            args.worker,
+            args.models,
+            args.work,
+            args.tasks.split(","),
+            {task: Path(path) for task, path in weights.items()},
+        )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     images = [i for i in all_images(args.out / "inputs") if _ready(i.task, args.models, args.work)]
     if not images:
         print("nothing to benchmark: no task has both a bundle and a training checkpoint", file=sys.stderr)
         return 1
-    plan = {"images": [{"category": i.category, "path": str(i.path), "task": i.task} for i in images],
-            "repeats": args.repeats, "models": str(args.models), "work": str(args.work),
-            "tasks": sorted({i.task for i in images})}
+    plan = {
+        "images": [{"category": i.category, "path": str(i.path), "task": i.task} for i in images],
+        "repeats": args.repeats,
+        "models": str(args.models),
+        "work": str(args.work),
+        "tasks": sorted({i.task for i in images}),
+    }
     onnx_weights, parity = choose_weights(plan["tasks"], args.models, args.work)
     plan["onnx_weights"] = {task: str(path) for task, path in onnx_weights.items()}
     load_before = os.getloadavg()[0]

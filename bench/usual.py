@@ -28,11 +28,13 @@ def bundle_manifest(models_dir: Path, task: str) -> dict[str, Any]:
     return manifest
 
 
-def load_network(task: str, work: Path, weights_from: Path | None = None) -> Any:
-    """The network in eval mode (PyTorch eager), built by export/'s recipe.
+def load_network(task: str, work: Path, manifest: dict[str, Any], weights_from: Path | None = None) -> Any:
+    """The bundle's network in eval mode (PyTorch eager), built by export/'s recipe.
 
-    Its weights come from the training checkpoint, or, when ``weights_from`` names the bundle's
-    ONNX (training went on after the bundle was built), from that graph's initialisers.
+    The manifest's ``export`` block says which ensemble members and how many mirrored views the
+    bundle's graph averages. Weights come from the members' training checkpoints, or, when
+    ``weights_from`` names the bundle's ONNX (training went on after the bundle was built), from
+    that graph's initialisers.
     """
     import torch
 
@@ -41,15 +43,17 @@ def load_network(task: str, work: Path, weights_from: Path | None = None) -> Any
     from export.train import member_dir
 
     recipe = RECIPES[task]
+    shipped_as = manifest.get("export", {})
+    members = list(shipped_as.get("members", [0]))
     nets = [
         build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs).float().eval()
-        for _ in range(recipe.members)
+        for _ in members
     ]
-    shipped = Shipped(nets, recipe.head_index, recipe.views).eval()
+    shipped = Shipped(nets, recipe.head_index, int(shipped_as.get("views", 1))).eval()
     if weights_from is not None:
         load_onnx_weights(shipped, weights_from)
         return shipped
-    for member, net in enumerate(nets):
+    for member, net in zip(members, nets, strict=True):
         checkpoint = member_dir(work, task, member) / "best.pt"
         if not checkpoint.is_file():
             raise SystemExit(
@@ -143,7 +147,9 @@ class UsualScreener:
     ) -> None:
         self.manifests = {task: bundle_manifest(models_dir, task) for task in tasks}
         weights_from = weights_from or {}
-        self.nets = {task: load_network(task, work, weights_from.get(task)) for task in tasks}
+        self.nets = {
+            task: load_network(task, work, self.manifests[task], weights_from.get(task)) for task in tasks
+        }
 
     def screen(self, path: Path) -> dict[str, Any]:
         """Verdict and referable probability of one file."""

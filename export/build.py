@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,18 +160,22 @@ def build_bundle(
 ) -> Path:
     """Write, measure and sign the bundle ``out_root/<task>-<version>``; returns its folder.
 
-    ``nets`` are the recipe's ensemble members; the graph averages them over ``recipe.views``.
+    ``nets`` are the recipe's ensemble members; the graph shipped averages the combination of
+    them and of up to ``recipe.views`` views that :func:`choose_graph` picks.
     """
     folder = fresh_folder(out_root / f"{recipe.task}-{recipe.version}")
     members = [n.float().eval() for n in (nets if isinstance(nets, list) else [nets])]
-    shipped = Shipped(members, recipe.head_index, recipe.views)
+    cal, test = data.part("calibration"), data.part("test")
+    chosen = Graph(tuple(range(len(members))), 1, float("nan"), True)
+    if len(members) > 1 or recipe.views > 1:
+        graphs = choose_graph(members, recipe, cal, log)
+        chosen = graphs[0]
+        notes = {**notes, "ensemble": {"shipped": chosen.name, "graphs": {g.name: g.auc for g in graphs}}}
+    shipped = Shipped([members[m] for m in chosen.members], recipe.head_index, chosen.views)
     export_onnx(
         shipped, folder / "model.onnx", recipe.spec["channels"], recipe.spec["size"], name=recipe.name
     )
-    cal, test = data.part("calibration"), data.part("test")
     parity = check_parity(shipped, folder / "model.onnx", scale(cal.images[:16], recipe.spec))
-    if len(members) > 1 or recipe.views > 1:
-        notes = {**notes, "ensemble": ablation(members, recipe, cal, log)}
     log(f"ONNX parity on 16 real images: max |diff| {parity:.2e}")
     k = recipe.head_index
     ev = evaluate(
@@ -184,12 +190,12 @@ def build_bundle(
         f"test AUC {ev.test_auc:.4f} {ev.test_auc_ci}, T={ev.temperature:.3f}, threshold {ev.threshold:.3f}, "
         f"sens {ev.test_point.sensitivity:.3f} spec {ev.test_point.specificity:.3f}, ECE {ev.ece_after:.3f}"
     )
-    copies = len(members) * recipe.views
+    copies = len(chosen.members) * chosen.views
     quantisation = try_int8(folder, data, recipe, ev.test_auc, log, copies) if int8 else {"kept": False}
     manifest = manifest_for(recipe, ev, quantisation, training_data, limitations, float(f"{parity:.3g}"))
-    manifest["export"].update({"members": len(members), "views": recipe.views})
+    manifest["export"].update({"members": list(chosen.members), "views": chosen.views})
     if "ensemble" in notes:
-        manifest["export"]["calibration_split_auc_by_graph"] = notes["ensemble"]
+        manifest["export"]["calibration_split_auc_by_graph"] = notes["ensemble"]["graphs"]
     notes = {
         **notes,
         "int8": int8_note(quantisation),
@@ -206,8 +212,32 @@ def build_bundle(
     return folder
 
 
-def ablation(members: list[ScreeningNet], recipe: Recipe, cal: Dataset, log: Log) -> dict[str, float]:
-    """Calibration-split AUC of each member alone and of the averages (never the test split)."""
+#: Largest bundle a build may ship (fp32 graph plus an INT8 one a quarter its size): bundles
+#: are committed, so the repository stays small.
+MAX_BUNDLE_BYTES = 20 * 2**20
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One candidate for the shipped graph: which members, how many views, what it scores."""
+
+    members: tuple[int, ...]
+    views: int
+    auc: float
+    fits: bool
+
+    @property
+    def name(self) -> str:
+        """E.g. 'networks 1+3, 4 views'."""
+        who = "+".join(str(m + 1) for m in self.members)
+        label = f"network{'s' if len(self.members) > 1 else ''} {who}, {self.views} view"
+        return label + ("s" if self.views > 1 else "") + ("" if self.fits else " (over the size budget)")
+
+
+def choose_graph(members: list[ScreeningNet], recipe: Recipe, cal: Dataset, log: Log) -> list[Graph]:
+    """Every combination of members (and 1 or ``recipe.views`` views) scored on the calibration
+    split, never the test split; the first is the one to ship: the best AUC among those whose
+    bundle fits ``MAX_BUNDLE_BYTES`` (fewer networks, then fewer views, win a tie)."""
     k, views = recipe.head_index, recipe.views
     logits = {}  # (member, view) -> [N]
     nhwc = {(): (), (3,): (2,), (2,): (1,), (2, 3): (1, 2)}  # Shipped.FLIPS on NCHW → NHWC
@@ -216,19 +246,22 @@ def ablation(members: list[ScreeningNet], recipe: Recipe, cal: Dataset, log: Log
             images = np.flip(cal.images, axis=nhwc[flip]).copy() if flip else cal.images
             logits[m, v] = predict(net, images, recipe.spec)[:, k]
     labels = cal.targets[:, k]
-    result = {f"member {m}": auc(labels, logits[m, 0]) for m in range(len(members))}
-    if views > 1:
-        for m in range(len(members)):
-            result[f"member {m}, {views} views"] = auc(
-                labels, np.mean([logits[m, v] for v in range(views)], 0)
-            )
-    if len(members) > 1:
-        result["members averaged, 1 view"] = auc(
-            labels, np.mean([logits[m, 0] for m in range(len(members))], 0)
+    per_network = 1.25 * 4 * sum(p.numel() for p in members[0].parameters())
+    graphs = [
+        Graph(
+            subset,
+            n_views,
+            round(auc(labels, np.mean([logits[m, v] for m in subset for v in range(n_views)], 0)), 4),
+            len(subset) * per_network <= MAX_BUNDLE_BYTES,
         )
-    result["shipped"] = auc(labels, np.mean(list(logits.values()), 0))
-    log("calibration-split AUC: " + ", ".join(f"{name} {value:.4f}" for name, value in result.items()))
-    return {name: round(value, 4) for name, value in result.items()}
+        for size in range(1, len(members) + 1)
+        for subset in itertools.combinations(range(len(members)), size)
+        for n_views in sorted({1, views})
+    ]
+    fitting = [g for g in graphs if g.fits] or graphs
+    best = max(fitting, key=lambda g: (g.auc, -len(g.members), -g.views))
+    log("calibration-split AUC: " + ", ".join(f"{g.name} {g.auc:.4f}" for g in graphs))
+    return [best] + [g for g in graphs if g is not best]
 
 
 def int8_note(q: dict[str, Any]) -> str:

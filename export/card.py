@@ -125,14 +125,14 @@ def _patient_lines(found: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _ensemble_lines(ablation: dict[str, float] | None) -> list[str]:
-    """What averaging members and views bought, measured on the calibration split only."""
-    if not ablation:
+def _ensemble_lines(ensemble: dict[str, Any] | None) -> list[str]:
+    """Which combination of networks and views was shipped, and why (calibration split only)."""
+    if not ensemble:
         return []
-    rows = [f"| {name} | {value:.4f} |" for name, value in ablation.items()]
+    rows = [f"| {name} | {value:.4f} |" for name, value in ensemble["graphs"].items()]
     return [
-        "What the averaging buys, as AUC on the **calibration** split (the test split is kept for the "
-        "shipped graph alone):",
+        f"Shipped: **{ensemble['shipped']}**, the best calibration-split AUC among the combinations "
+        "whose bundle stays under 20 MB (the test split is kept for the shipped graph alone):",
         "",
         "| graph | calibration-split AUC |",
         "| --- | --- |",

@@ -88,10 +88,11 @@ def describe_training(recipe: Recipe, nets: list[ScreeningNet], histories: list[
     ensemble = ""
     if recipe.members > 1 or recipe.views > 1:
         ensemble = (
-            f" The shipped graph averages {recipe.members} independently trained network(s) (seeds "
-            f"{recipe.seed}..{recipe.seed + recipe.members - 1}; the patient split is the same for all) "
-            f"over {recipe.views} mirrored view(s) of the image, each heat-map mirrored back before the "
-            "average, so the `cam` output still explains the score exactly."
+            f" {recipe.members} networks were trained independently (seeds {recipe.seed}.."
+            f"{recipe.seed + recipe.members - 1}; the patient split is the same for all); the shipped "
+            f"graph averages the chosen ones over up to {recipe.views} mirrored views of the image, "
+            "each heat-map mirrored back before the average, so the `cam` output still explains the "
+            "score exactly."
         )
     augmentation = "flips, rotation, zoom, shift, brightness/contrast" + (
         ", random sharpen/blur (unsharp mask, amount -0.8..0.6)" if recipe.sharpness else ""

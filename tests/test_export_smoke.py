@@ -140,11 +140,12 @@ def test_training_resumes_and_continues_with_a_second_cycle(tmp_path: Path) -> N
 
 
 def test_an_ensemble_over_mirrored_views_ships_as_one_graph(tmp_path: Path) -> None:
-    """Two members x four views: one ONNX, parity holds, the map still explains the score,
-    and the card records each member's calibration-split AUC beside the average's."""
+    """Two members x four views: every combination is scored on the calibration split, the best
+    one that fits the size budget ships as one ONNX, parity holds, the map still explains the
+    score, and the card records the table."""
     from dataclasses import replace
 
-    from export.build import ablation
+    from export.build import choose_graph
     from export.train import member_dir
 
     npz = shared("cxr", "pneumoniamnist", "pneumoniamnist-balanced-28.npz")
@@ -159,9 +160,17 @@ def test_an_ensemble_over_mirrored_views_ships_as_one_graph(tmp_path: Path) -> N
     first, second = (n.state_dict()["head.weight"] for n in nets)
     assert not np.allclose(first.numpy(), second.numpy())  # the members start from different seeds
     lines: list[str] = []
-    scores = ablation(nets, recipe, data.part("calibration"), lines.append)
-    assert {"member 0", "member 1", "member 0, 4 views", "members averaged, 1 view", "shipped"} <= set(scores)
-    assert all(0.5 < v <= 1.0 for v in scores.values()) and "calibration-split AUC" in lines[0]
+    graphs = choose_graph(nets, recipe, data.part("calibration"), lines.append)
+    assert {(g.members, g.views) for g in graphs} == {
+        ((0,), 1),
+        ((0,), 4),
+        ((1,), 1),
+        ((1,), 4),
+        ((0, 1), 1),
+        ((0, 1), 4),
+    }
+    assert all(0.5 < g.auc <= 1.0 and g.fits for g in graphs) and "calibration-split AUC" in lines[0]
+    assert graphs[0].auc == max(g.auc for g in graphs)
     folder = build_bundle(
         recipe,
         nets,
@@ -176,13 +185,31 @@ def test_an_ensemble_over_mirrored_views_ships_as_one_graph(tmp_path: Path) -> N
         log=lambda _: None,
     )
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["export"]["members"] == 2 and manifest["export"]["views"] == 4
-    assert manifest["export"]["calibration_split_auc_by_graph"]["shipped"] == scores["shipped"]
+    assert manifest["export"]["members"] == list(graphs[0].members)
+    assert manifest["export"]["views"] == graphs[0].views
+    assert manifest["export"]["calibration_split_auc_by_graph"][graphs[0].name] == graphs[0].auc
     from kiosk.preprocess import scale
 
     out = onnx_outputs(folder / "model.onnx", scale(data.part("test").images[:3], recipe.spec))
     assert np.allclose(out["cam"].mean(axis=(2, 3)), out["logits"], atol=1e-4)
     assert "calibration-split AUC" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_a_graph_over_the_size_budget_is_not_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.build as build_module
+    from export.build import choose_graph
+    from export.nets import build
+
+    recipe = RECIPES["smoke"]
+    npz = shared("cxr", "pneumoniamnist", "pneumoniamnist-balanced-28.npz")
+    data = load_mnist(npz, recipe.spec)
+    nets = [build(1, recipe.widths, recipe.blocks, 1).eval() for _ in range(3)]
+    params = sum(p.numel() for p in nets[0].parameters())
+    monkeypatch.setattr(build_module, "MAX_BUNDLE_BYTES", int(1.25 * 4 * params * 1.5))  # one network
+    graphs = choose_graph(nets, recipe, data.part("calibration"), lambda _: None)
+    assert len(graphs[0].members) == 1 and graphs[0].fits
+    assert all(not g.fits for g in graphs if len(g.members) > 1)
+    assert "over the size budget" in next(g.name for g in graphs if not g.fits)
 
 
 def test_sharpen_is_identity_at_zero_and_a_blur_at_minus_one() -> None:
