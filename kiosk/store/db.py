@@ -7,11 +7,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kiosk.errors import DiskFullError, StoreError
 from kiosk.store.migrations import MIGRATIONS
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; JetPack 6 runs 3.10
 
 log = logging.getLogger(__name__)
 
