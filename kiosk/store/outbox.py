@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from kiosk.config import Config
 from kiosk.errors import NotFoundError, StoreError
 from kiosk.store.db import from_text, to_text, utc_now
 from kiosk.store.models import DestinationStatus, OutboxItem
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; JetPack 6 runs 3.10
 
 #: Every destination the kiosk can send to, in the order items are written.
 DESTINATIONS = ("fhir", "hl7", "dicom", "dicomweb")
