@@ -20,12 +20,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from kiosk.config import Config
 from kiosk.errors import KioskError
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; JetPack 6 runs 3.10
 
 #: Nothing this release writes can be older: a clock before this is wrong.
 CLOCK_FLOOR = datetime(2026, 11, 1, tzinfo=UTC)
