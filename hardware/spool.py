@@ -16,10 +16,12 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kiosk.errors import DiskFullError, KioskError
+
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; JetPack 6 runs 3.10
 
 LOG = logging.getLogger(__name__)
 
