@@ -6,10 +6,18 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from kiosk.sync.base import error_kind
 from web.security import audit, requires
 from web.services import services
 
 bp = Blueprint("sync", __name__)
+
+#: How the page names each kind of failure (kiosk.sync.base.error_kind).
+KIND_LABELS = {"unreachable": "not reachable (retried)",
+               "rejected_transient": "rejected for now (retried)",
+               "rejected_permanent": "rejected permanently (parked until fixed)",
+               "status_failure": "failure status (parked)",
+               "refused": "refused (parked)", "other": "error"}
 
 
 @bp.get("/sync")
@@ -18,7 +26,8 @@ def status() -> ResponseReturnValue:
     store = services().store
     audit("view_sync")
     return render_template(
-        "sync.html", destinations=store.outbox_status(), parked=store.parked_items()
+        "sync.html", destinations=store.outbox_status(), parked=store.parked_items(),
+        kind_words=KIND_LABELS, error_kind=error_kind,
     )
 
 

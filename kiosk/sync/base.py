@@ -93,11 +93,40 @@ def host_port(address: str, setting_name: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def refused(destination: str, reason: str) -> SyncError:
-    """A non-retryable refusal: the item is parked with this reason."""
-    return SyncError(f"{destination} refused the item: {reason}", code="refused", retryable=False)
+#: Why a send failed, as the sync page says it; the worker acts on the kind (the SyncError code):
+#: unreachable: no connection, or no answer (retry later; the destination is skipped for the pass)
+#: rejected_transient: the peer refused for now, e.g. congestion (retry later, skip the pass)
+#: rejected_permanent: the peer refuses this kiosk whatever it sends (park: a person fixes it)
+#: status_failure: the peer took the item and answered that it failed (park)
+#: refused: anything else retrying cannot fix (invalid content, HL7 AE, HTTP 4xx: park)
+KIND_WORDS = {"rejected_permanent": "rejected permanently", "status_failure": "failure status",
+              "refused": "will not succeed by retrying"}
+
+
+def refused(destination: str, reason: str, kind: str = "refused") -> SyncError:
+    """A non-retryable refusal: the item is parked with this reason (the peer's own words)."""
+    return SyncError(f"{destination} refused the item ({KIND_WORDS[kind]}): {reason}", code=kind,
+                     retryable=False)
+
+
+def error_kind(message: str) -> str:
+    """The kind of a stored error message (the words above), for the sync page and --status."""
+    for kind, words in KIND_WORDS.items():
+        if f"refused the item ({words})" in message:
+            return kind
+    if "rejected it for now" in message:
+        return "rejected_transient"
+    if "not reachable" in message:
+        return "unreachable"
+    return "other" if message else ""
 
 
 def unreachable(destination: str, reason: str) -> SyncError:
     """A retryable failure to reach or hear back from a destination."""
     return SyncError(f"{destination} not reachable: {reason}", code="unreachable", retryable=True)
+
+
+def rejected_for_now(destination: str, reason: str) -> SyncError:
+    """The peer answered but refused for now (congestion, a limit): retried later."""
+    return SyncError(f"{destination} rejected it for now: {reason}", code="rejected_transient",
+                     retryable=True)

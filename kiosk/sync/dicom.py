@@ -9,14 +9,22 @@ import uuid
 from pathlib import Path
 
 import requests
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, Association, evt
 from pynetdicom.transport import AssociationSocket
 
 from kiosk.config import Config
 from kiosk.errors import SyncError
-from kiosk.sync.base import Delivery, host_port, http_auth, refused, tls_verify, unreachable
+from kiosk.sync.base import (
+    Delivery,
+    host_port,
+    http_auth,
+    refused,
+    rejected_for_now,
+    tls_verify,
+    unreachable,
+)
 from kiosk.sync.dicom_objects import release_spool, spooled
 
 
@@ -36,14 +44,63 @@ AssociationSocket._shutdown_socket = _close_always  # type: ignore[method-assign
 
 #: C-STORE statuses that mean "stored" (success, and warnings such as coercion of elements).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+#: Failure statuses worth retrying: out of resources (A7xx), and the general "the SCP is busy
+#: or out of resources" codes of PS3.7 C.
+BUSY = {0x0122, 0x0124, 0x0210, 0x0211, 0x0212, 0x0213}
 
 
-def _store_status_error(status: int, sop_uid: str) -> SyncError:
+def _status_words(status: int, answer: Dataset | None) -> str:
+    """The status as the standard names it, with the PACS's own Error Comment when it gave one."""
+    from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+    words = STORAGE_SERVICE_CLASS_STATUS.get(status, (code_to_category(status), ""))
+    text = f"0x{status:04X} {words[0]}" + (f" ({words[1]})" if words[1] else "")
+    comment = str(answer.get("ErrorComment", "") or "") if answer is not None else ""
+    return text + (f"; the PACS said: {comment.strip()[:200]}" if comment.strip() else "")
+
+
+def _store_status_error(status: int, sop_uid: str, answer: Dataset | None = None) -> SyncError:
     """The SyncError for a C-STORE failure status (Out of resources: retry; others: park)."""
-    text = f"C-STORE of {sop_uid} failed with status 0x{status:04X}"
-    if 0xA700 <= status <= 0xA7FF or status in (0x0122, 0x0124, 0x0210, 0x0211, 0x0212, 0x0213):
-        return SyncError(text + " (the PACS is busy or out of resources)", retryable=True)
-    return refused("dicom", text)
+    text = f"C-STORE of {sop_uid} failed with status {_status_words(status, answer)}"
+    if 0xA700 <= status <= 0xA7FF or status in BUSY:
+        return rejected_for_now("dicom", text + " (the PACS is busy or out of resources)")
+    return refused("dicom", text, kind="status_failure")
+
+
+class _Handshake:
+    """What happened while associating: whether TCP connected (to tell a PACS that is not
+    listening from one that answered and refused)."""
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    def opened(self, event: evt.Event) -> None:
+        """EVT_CONN_OPEN: the TCP connection is up; switch Nagle off."""
+        self.connected = True
+        _no_delay(event)
+
+
+def association_failure(assoc: Association, connected: bool, where: str) -> SyncError:
+    """Say why no association was made: not reachable, rejected for now (retry), rejected for
+    good (park, with the PACS's reason), or no SOP class or transfer syntax accepted (park)."""
+    answer = assoc.acceptor.primitive
+    if assoc.is_rejected and answer is not None and answer.result in (0x01, 0x02):
+        words = f"{answer.result_str}, by the {answer.source_str}: {answer.reason_str}"
+        if answer.result == 0x02:
+            return rejected_for_now("dicom", f"{where} rejected the association ({words})")
+        return refused("dicom", f"{where} rejected the association ({words}); check the AE "
+                       "titles in KIOSK_PACS_ADDRESS / KIOSK_PACS_AE_TITLE and the PACS's list "
+                       "of known modalities, then retry", kind="rejected_permanent")
+    if connected and assoc.rejected_contexts and not assoc.accepted_contexts:
+        offered = ", ".join(sorted({getattr(cx.abstract_syntax, "name", "?") for cx in
+                                    assoc.rejected_contexts}))
+        return refused("dicom", f"{where} accepted none of the SOP classes offered ({offered})",
+                       kind="rejected_permanent")
+    if connected:
+        return unreachable("dicom", f"{where} accepted the connection but aborted or did not "
+                           "answer the association request")
+    return unreachable("dicom", f"no connection to {where} (refused, timed out or not "
+                       "listening)")
 
 
 class CStoreDestination:
@@ -71,12 +128,13 @@ class CStoreDestination:
         if self.config.pacs_tls:
             context = ssl.create_default_context(cafile=self.config.tls_ca_file or None)
             tls = (context, self.host)
+        handshake = _Handshake()
         assoc = self._ae(objects).associate(self.host, self.port, ae_title=self.called_ae,
                                             tls_args=tls,
-                                            evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])
+                                            evt_handlers=[(evt.EVT_CONN_OPEN, handshake.opened)])
         if not assoc.is_established:
-            raise unreachable("dicom", f"no association with {self.called_ae}@{self.host}:"
-                              f"{self.port} (refused, aborted or not listening)")
+            raise association_failure(assoc, handshake.connected,
+                                      f"{self.called_ae}@{self.host}:{self.port}")
         return assoc
 
     def send(self, delivery: Delivery) -> None:
@@ -116,13 +174,14 @@ def _store(assoc: Association, path: Path) -> None:
     try:
         status = assoc.send_c_store(path)
     except ValueError as exc:  # no accepted presentation context for this object
-        raise refused("dicom", f"the PACS accepts none of {path.name}: {exc}") from exc
+        raise refused("dicom", f"the PACS accepts none of {path.name}: {exc}",
+                      kind="rejected_permanent") from exc
     except (RuntimeError, OSError) as exc:
         raise unreachable("dicom", f"C-STORE interrupted: {exc}") from exc
     if not status or "Status" not in status:
         raise unreachable("dicom", "no C-STORE response (connection lost or timed out)")
     if int(status.Status) not in STORED:
-        raise _store_status_error(int(status.Status), path.name)
+        raise _store_status_error(int(status.Status), path.name, status)
 
 
 def multipart(parts: list[bytes]) -> tuple[bytes, str]:
@@ -168,20 +227,33 @@ class StowDestination:
 
 
 def check_stow(response: requests.Response) -> None:
-    """Return when the STOW-RS answer says every instance was stored."""
+    """Return when the STOW-RS answer says every instance was stored; otherwise say which kind
+    of failure it was, with the server's own words (its body, the instances' Failure Reasons)."""
     status = response.status_code
-    if status in (200, 202) and not _failed_sops(response):
+    reasons = _failure_reasons(response)
+    if status in (200, 202) and not reasons:
         return
     text = f"STOW-RS answered HTTP {status}: {response.text[:300]}"
-    if status in (408, 429) or status >= 500 or status in (401, 403):
-        raise SyncError(text, retryable=True)
-    raise refused("dicomweb", text)
+    if reasons:
+        text += "; failure reasons: " + ", ".join(_status_words(r, None) for r in reasons)
+    busy = reasons and all(0xA700 <= r <= 0xA7FF or r in BUSY for r in reasons)
+    if status in (408, 429) or status >= 500 or busy:
+        raise rejected_for_now("dicomweb", text)
+    if status in (401, 403):  # credentials: retried, the sync page shows the words meanwhile
+        raise SyncError(text, code="auth", retryable=True)
+    raise refused("dicomweb", text, kind="status_failure")
 
 
-def _failed_sops(response: requests.Response) -> list:
+def _failure_reasons(response: requests.Response) -> list[int]:
+    """The Failure Reason (0008,1197) of every instance in the Failed SOP Sequence."""
     try:
         answer = response.json()
     except ValueError:
         return []
     failed = answer.get("00081198", {}).get("Value", []) if isinstance(answer, dict) else []
-    return list(failed)
+    reasons = []
+    for entry in failed if isinstance(failed, list) else []:
+        value = (entry.get("00081197", {}).get("Value") or [0x0110]) if isinstance(
+            entry, dict) else [0x0110]  # no reason given: "processing failure"
+        reasons.append(int(value[0]) if str(value[0]).isdigit() else 0x0110)
+    return reasons

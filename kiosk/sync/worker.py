@@ -137,7 +137,7 @@ class SyncWorker:
                               self.config.sync_backoff_max_s, self.rng)
             self.store.item_failed(item.id, exc.message, delay)
             report.retrying += 1
-            if exc.code in ("unreachable", "not_configured"):
+            if exc.code in ("unreachable", "rejected_transient", "not_configured"):
                 down.add(item.destination)
             # logs carry codes only: a server's error text may quote the patient's record
             log.info("item %s to %s failed [%s] (retry in %.0f s)", item.id, item.destination,
