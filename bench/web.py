@@ -55,10 +55,10 @@ def _serve(root: Path, overrides: dict[str, Any]) -> tuple[str, Callable[[], Non
     """Start the kiosk web app under waitress on a free loopback port."""
     from waitress import create_server
 
+    from kiosk.accounts import hash_password
     from kiosk.config import load_config
     from kiosk.store import Store
     from web import create_app
-    from web.passwords import hash_password
 
     config = load_config(env={}, data_dir=root / "data", secure_cookies=False, **overrides)
     store = Store.open(config)

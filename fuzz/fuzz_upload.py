@@ -25,11 +25,11 @@ with atheris.instrument_imports(include=["web", "kiosk.intake", "kiosk.pipeline"
     import_tree("web", "kiosk.intake")
     from bundle_builder import build_bundle, make_keys
 
+    from kiosk.accounts import hash_password
     from kiosk.config import load_config
     from kiosk.pipeline import Pipeline
     from kiosk.store import Store
     from web import create_app
-    from web.passwords import hash_password
     from web.security import api_token
 
 FIELDS = ["image", "image", "left_eye", "right_eye", "chest"]

@@ -6,11 +6,11 @@ import io
 from pathlib import Path
 
 import pytest
-from browser.web_support import login, make_app, web_config
+from browser.web_support import add_user, login, make_app, page_token, web_config
 
+from kiosk.accounts import verify_password
 from kiosk.cli import main
 from kiosk.store import Store
-from web.passwords import verify_password
 
 
 @pytest.fixture
@@ -73,3 +73,25 @@ def test_password_reset_changes_the_hash(data_env: Path, monkeypatch: pytest.Mon
     user = _store(data_env).get_user("nurse")
     assert verify_password(user.password_hash, "second long password")
     assert not verify_password(user.password_hash, "first long password")
+
+
+def test_admin_page_creates_a_user_with_one_audit_entry_naming_the_admin(tmp_path: Path) -> None:
+    app, store = make_app(web_config(tmp_path))
+    add_user(store, "boss", "admin")
+    client = app.test_client()
+    login(client, "boss")
+    token = page_token(client, "/admin/")
+    before = len(store.audit_entries(limit=1000))
+    added = client.post("/admin/users", data={"username": " Grace ", "role": "clinician",
+                                              "password": "a long password", "csrf_token": token})
+    assert added.status_code == 302 and store.get_user("grace").role == "clinician"
+    entries = store.audit_entries(limit=1000)  # newest first
+    new = entries[: len(entries) - before]
+    assert [(e.actor, e.action, e.detail) for e in new] == [("boss", "user.add", "grace as clinician")]
+    for form, code in (({"username": "grace", "role": "operator"}, "user_exists"),
+                       ({"username": "gr ace", "role": "operator"}, "bad_user_name"),
+                       ({"username": "tom", "role": "superuser"}, "bad_role")):
+        refused = client.post("/admin/users", data={**form, "password": "a long password",
+                                                    "csrf_token": token})
+        assert refused.status_code == 400 and code in refused.get_data(as_text=True)
+    assert store.get_user("tom") is None and len(store.audit_entries(limit=1000)) == before + 1

@@ -10,8 +10,8 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from hardware.status import read_status
+from kiosk import accounts
 from kiosk.errors import KioskError
-from web.passwords import ROLES, check_role, hash_password
 from web.security import audit, requires
 from web.services import apply_prevalence, services
 
@@ -47,7 +47,7 @@ def index() -> ResponseReturnValue:
         model_error=model_error,
         prevalence=_prevalence(),
         users=svc.store.list_users(),
-        roles=ROLES,
+        roles=accounts.ROLES,
         device=read_status(svc.config),
     )
 
@@ -105,17 +105,11 @@ def _percent_to_share(raw: str) -> float:
 @bp.post("/users")
 @requires("admin")
 def add_user() -> ResponseReturnValue:
-    """Create an account with a role and a first password."""
-    username = request.form.get("username", "").strip().lower()
-    role = check_role(request.form.get("role", ""))
-    password = request.form.get("password", "")
-    if not username.isascii() or not username.replace(".", "").replace("-", "").isalnum():
-        raise AdminFormError("User names are letters and digits (with . or -).")
-    store = services().store
-    if store.get_user(username) is not None:
-        raise AdminFormError(f"The user {username} already exists.")
-    store.add_user(username, hash_password(password), role)
-    audit("add_user", detail=f"{username} role={role}")
+    """Create an account with a role and a first password (the store audits it, naming the admin)."""
+    form = request.form
+    role = form.get("role", "")
+    username = accounts.create_user(services().store, form.get("username", ""),
+                                    form.get("password", ""), role, actor=current_user.username)
     flash(f"User {username} ({role}) created.", "info")
     return redirect(url_for("admin.index"))
 

@@ -18,7 +18,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
-from web.passwords import hash_password, needs_rehash, verify_password
+from kiosk.accounts import hash_password, needs_rehash, verify_password
 from web.security import LoginThrottle, SessionUser, api_token, audit, end_sessions, safe_next
 from web.services import services
 

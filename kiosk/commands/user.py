@@ -10,10 +10,9 @@ import argparse
 import getpass
 import sys
 
+from kiosk import accounts
 from kiosk.config import Config
-from kiosk.errors import AuthError, KioskError
-
-ROLES = ("operator", "clinician", "admin")
+from kiosk.errors import AuthError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="create a user with a role")
     add.add_argument("name", help="user name (letters, digits, . or -)")
-    add.add_argument("--role", choices=ROLES, required=True, help="what the user may do")
+    add.add_argument("--role", choices=accounts.ROLES, required=True, help="what the user may do")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     reset = actions.add_parser("password", help="set a new password for a user")
     reset.add_argument("name")
@@ -39,37 +38,24 @@ def run(args: argparse.Namespace, config: Config) -> int:
             for user in store.list_users():
                 print(f"{user.username}\t{user.role}")
             return 0
-        name = _checked_name(args.name)
-        password_hash = _new_password_hash(args.password_stdin)
+        name = accounts.check_user_name(args.name)  # before asking for a password
+        password = _new_password(args.password_stdin)
         if args.action == "add":
-            if store.get_user(name) is not None:
-                raise KioskError(f"the user {name!r} already exists", code="user_exists")
-            store.add_user(name, password_hash, args.role)
+            accounts.create_user(store, name, password, args.role, actor="system")
             print(f"created {args.role} {name}")
         else:
-            store.set_password_hash(name, password_hash)
+            accounts.set_password(store, name, password)
             print(f"password changed for {name}")
         return 0
     finally:
         store.close()
 
 
-def _checked_name(name: str) -> str:
-    """The user name in lower case, if it is made of letters, digits, . and -."""
-    name = name.strip().lower()
-    if not name or not name.isascii() or not name.replace(".", "").replace("-", "").isalnum():
-        raise KioskError("user names are letters and digits (with . or -)", code="bad_user_name")
-    return name
-
-
-def _new_password_hash(from_stdin: bool) -> str:
-    """Ask for the password (twice, no echo) or read it from stdin; return its Argon2id hash."""
-    from web.passwords import hash_password
-
+def _new_password(from_stdin: bool) -> str:
+    """Ask for the password (twice, no echo) or read the first line of stdin."""
     if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise AuthError("the two passwords differ", code="password_mismatch")
-    return hash_password(password)
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        raise AuthError("the two passwords differ", code="password_mismatch")
+    return password

@@ -7,12 +7,12 @@ import sqlite3
 import uuid
 from datetime import date, datetime, time, timedelta
 
+from kiosk.accounts import ROLES
 from kiosk.decide import combine
 from kiosk.errors import KioskError, NotFoundError, StoreError
 from kiosk.store.db import from_text, to_text, utc_now
 from kiosk.store.models import Patient, Screening, SignOff, User
 
-ROLES = ("operator", "clinician", "admin")
 DECISIONS = ("confirm", "overrule")
 
 

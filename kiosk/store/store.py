@@ -49,11 +49,11 @@ class Store:
         self.db.close()
 
     # users
-    def add_user(self, username: str, password_hash: str, role: str) -> User:
-        """Create a user with an already-hashed password."""
+    def add_user(self, username: str, password_hash: str, role: str, *, actor: str = "system") -> User:
+        """Create a user with an already-hashed password (kiosk.accounts checks the rules)."""
         with self.db.write() as conn:
             user_id = records.insert_user(conn, username, password_hash, role)
-            audit_log.append(conn, "system", "user.add", detail=f"{username} as {role}")
+            audit_log.append(conn, actor, "user.add", detail=f"{username} as {role}")
         user = self.get_user_by_id(user_id)
         assert user is not None
         return user

@@ -11,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder
 
+from kiosk.accounts import hash_password
 from kiosk.config import Config, load_config
 from kiosk.store import Store
 from web import create_app
-from web.passwords import hash_password
 
 PASSWORD = "correct horse battery"
 
