@@ -121,6 +121,8 @@ def power_cut(journal: Path) -> PowerCut:
         elif kind == "R":
             old, new = str(args[0]), str(args[1])
             pending[new] = pending.pop(old, [])
+            for name in [n for n in pending if n.startswith(old + "/")]:  # a folder renamed:
+                pending[new + name[len(old):]] = pending.pop(name)  # its files' writes follow
     cut = PowerCut()
     for name, undos in pending.items():
         if not undos or not os.path.exists(name):

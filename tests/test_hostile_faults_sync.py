@@ -100,5 +100,8 @@ def test_power_cuts_during_sync_deliver_exactly_once(tmp_path: Path, world: Worl
           f"extra: {result.extra}")
     assert logged > 0, "the shim saw no write: it was not loaded"
     assert result.exactly_once(), result
+    assert not store.parked_items()  # a rendering damaged by a cut is rendered again, not parked
+    spool = config.data_dir / "spool" / "dicom"
+    assert not list(spool.iterdir()) if spool.exists() else True  # no .partial-* left by cuts
     assert store.verify_audit()[0]
     store.close()

@@ -25,7 +25,7 @@ from kiosk.sync.base import (
     tls_verify,
     unreachable,
 )
-from kiosk.sync.dicom_objects import release_spool, spooled
+from kiosk.sync.spool import release_spool, spooled, sweep_partials
 
 
 def _close_always(self: AssociationSocket) -> None:
@@ -113,6 +113,7 @@ class CStoreDestination:
         called, _, address = config.pacs_address.rpartition("@")
         self.called_ae = called or "ANY-SCP"
         self.host, self.port = host_port(address, "pacs_address")
+        sweep_partials(config)  # made with the sync lock held: no rendering is under way
 
     def _ae(self, objects: list[Path]) -> AE:
         ae = AE(ae_title=self.config.pacs_ae_title or self.config.dicom_ae_title)
@@ -206,6 +207,7 @@ class StowDestination:
         self.session.headers.update(http_auth("dicomweb_auth", config.dicomweb_auth))
         self.session.headers["Accept"] = "application/dicom+json"
         self.session.verify = tls_verify(config)
+        sweep_partials(config)
 
     def send(self, delivery: Delivery) -> None:
         """POST every object of the item in one request."""
