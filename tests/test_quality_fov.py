@@ -9,7 +9,7 @@ from builders import fundus_phantom
 from conftest import shared
 from PIL import Image as PILImage
 
-from kiosk.quality.fov import FieldOfView, find_field_of_view
+from kiosk.pixels.fov import FieldOfView, find_field_of_view
 
 
 def _pairs(drive: Path) -> list[tuple[Path, Path]]:

@@ -15,8 +15,8 @@ from kiosk.domain import Image
 from kiosk.errors import QualityError
 from kiosk.intake import read_image
 from kiosk.intake.detect import detect_kind
+from kiosk.pixels.fov import find_field_of_view
 from kiosk.quality import assess
-from kiosk.quality.fov import find_field_of_view
 
 #: The share of the 256-pixel EyePACS sample allowed to come out ungradable (measured: 0.3 %
 #: over all 5,395, see bench/README.md; EyePACS does hold genuinely ungradable photographs).

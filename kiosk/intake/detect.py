@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError
+from kiosk.pixels import MIN_SATURATION, as_grey, as_rgb, saturation
+from kiosk.pixels.fov import find_field_of_view
 from kiosk.quality.chest import STRONG, chest_layouts, is_inverted, looks_like_chest, plausible_shape
-from kiosk.quality.fov import find_field_of_view
-from kiosk.quality.fundus import MIN_SATURATION, saturation
 
 #: Frame corners darker than this (0-255) are the black surround of a fundus camera's disc.
 DARK_CORNER = 40.0
 
 
-def grey_of(pixels: np.ndarray) -> np.ndarray:
-    """The (H, W) luminance of grey or RGB uint8 pixels."""
-    return pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
-
-
-def rgb_of(pixels: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB pixels from grey or RGB."""
-    return pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
-
-
 def looks_like_fundus(pixels: np.ndarray) -> bool:
     """A lit disc of retina inside a dark frame, filling a good part of the picture."""
-    rgb = rgb_of(pixels)
+    rgb = as_rgb(pixels)
     fov = find_field_of_view(rgb)
     if fov is None:
         return False
@@ -35,7 +24,7 @@ def looks_like_fundus(pixels: np.ndarray) -> bool:
     if not 0.25 * min(height, width) < fov.radius < 0.8 * max(height, width):
         return False
     corner = max(2, min(height, width) // 12)
-    grey = grey_of(pixels)
+    grey = as_grey(pixels)
     corners = [grey[:corner, :corner], grey[:corner, -corner:], grey[-corner:, :corner],
                grey[-corner:, -corner:]]
     return sum(float(np.median(c)) < DARK_CORNER for c in corners) >= 3
@@ -46,7 +35,7 @@ def detect_kind(pixels: np.ndarray) -> ImageKind | None:
     colour = saturation(pixels) >= MIN_SATURATION
     if colour:
         return "fundus" if looks_like_fundus(pixels) else None
-    if not looks_like_chest(grey_of(pixels)) and looks_like_fundus(pixels):
+    if not looks_like_chest(as_grey(pixels)) and looks_like_fundus(pixels):
         return "fundus"  # a red-free (grey) fundus photograph
     return "cxr"
 
@@ -54,9 +43,9 @@ def detect_kind(pixels: np.ndarray) -> ImageKind | None:
 def as_kind(pixels: np.ndarray, kind: ImageKind | None) -> np.ndarray:
     """Grey pixels for a film, RGB for a photograph, unchanged when the kind is unknown."""
     if kind == "cxr":
-        return grey_of(pixels)
+        return as_grey(pixels)
     if kind == "fundus":
-        return rgb_of(pixels)
+        return as_rgb(pixels)
     return pixels
 
 

@@ -11,8 +11,9 @@ import numpy as np
 
 from kiosk.domain import Image, QualityReason, QualityReport
 from kiosk.errors import QualityError
+from kiosk.pixels import MIN_SATURATION, as_grey, as_rgb, saturation
 from kiosk.quality.chest import assess_chest
-from kiosk.quality.fundus import MIN_SATURATION, assess_fundus, saturation
+from kiosk.quality.fundus import assess_fundus
 
 
 def assess(image: Image) -> QualityReport:
@@ -21,15 +22,14 @@ def assess(image: Image) -> QualityReport:
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or min(pixels.shape[:2]) < 8:
         raise QualityError(f"Cannot assess pixels of shape {pixels.shape} and type {pixels.dtype}.")
     if image.kind == "fundus":
-        rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+        rgb = as_rgb(pixels)
         if saturation(rgb) < MIN_SATURATION and int(pixels.max()) > 30:
             return QualityReport(False, (QualityReason(
                 "not_a_fundus_photo", "This is a grey picture, not a colour fundus photograph: "
                 "check the right image was chosen."),), {})
         return assess_fundus(rgb)
     if image.kind == "cxr":
-        grey = pixels if pixels.ndim == 2 else pixels.mean(axis=2).astype(np.uint8)
-        return assess_chest(grey)
+        return assess_chest(as_grey(pixels))
     raise QualityError("The kind of image (fundus or chest) is not known, so its quality cannot "
                        "be judged.", code="unknown_task")
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from kiosk.domain import QualityReason, QualityReport
-from kiosk.quality.fov import FieldOfView, find_field_of_view
+from kiosk.pixels.fov import FieldOfView, find_field_of_view
 
 #: Measures are taken with the field-of-view disc resized to this many pixels across.
 DISC_DIAMETER = 256
@@ -24,9 +24,6 @@ MIN_BRIGHTNESS = 40.0  # median green brightness (0-255) inside the disc
 MAX_BRIGHTNESS = 190.0
 MAX_FLOOR = 120.0  # 5th percentile of green: vessels and shadows stay dark unless hazed over
 MIN_CONTRAST = 15.0  # 5th to 95th percentile spread of green inside the disc
-#: Mean colour saturation below which a photograph counts as grey (films are exactly 0;
-#: pale or hazy fundus photographs in EyePACS go down to 0.014).
-MIN_SATURATION = 0.01
 
 REASONS = {
     "no_field_of_view": "No retina found in the picture: aim the camera at the pupil and retake "
@@ -55,19 +52,6 @@ def _at_working_scale(rgb: np.ndarray, fov: FieldOfView) -> tuple[np.ndarray, np
     green = cv2.resize(np.ascontiguousarray(rgb[:, :, 1]), size, interpolation=interpolation)
     inner = FieldOfView(fov.cx, fov.cy, fov.radius * 0.85).scaled(scale)
     return green, inner.mask(green.shape)
-
-
-def saturation(pixels: np.ndarray) -> float:
-    """Mean colour saturation (channel spread over brightest channel) of the lit pixels."""
-    if pixels.ndim != 3:
-        return 0.0
-    step = max(1, max(pixels.shape[:2]) // 256)
-    sample = pixels[::step, ::step].astype(np.float32)
-    brightest = sample.max(axis=2)
-    lit = brightest > 12
-    if not lit.any():
-        return 0.0
-    return float(((brightest - sample.min(axis=2))[lit] / brightest[lit]).mean())
 
 
 def focus_measure(green: np.ndarray, mask: np.ndarray) -> float:
