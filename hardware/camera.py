@@ -21,59 +21,25 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import cv2
 import numpy as np
 
-from kiosk.errors import KioskError
+from hardware.mjpeg import MjpegStream
+from hardware.sources import (
+    Camera,
+    CameraDisconnected,
+    CameraError,
+    CameraUnavailable,
+    CameraURIError,
+    FrameSource,
+)
 
 LOG = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 CLIP_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".mjpg", ".mjpeg", ".webm")
-
-
-class CameraError(KioskError):
-    """The camera cannot give a frame; the message says what to check."""
-
-    code = "camera_error"
-    http_status = 503
-    retryable = True
-
-
-class CameraURIError(CameraError):
-    """The camera URI is malformed or names an unknown kind of source."""
-
-    code = "camera_bad_uri"
-    retryable = False
-
-
-class CameraUnavailable(CameraError):
-    """The camera could not be opened (unplugged, busy, or the stream is down)."""
-
-    code = "camera_unavailable"
-
-
-class CameraDisconnected(CameraError):
-    """The camera was open but stopped sending frames."""
-
-    code = "camera_disconnected"
-
-
-class Camera(Protocol):
-    """A source of RGB frames."""
-
-    uri: str
-
-    def read(self) -> np.ndarray:
-        """The newest frame, RGB uint8 (H, W, 3); raises a :class:`CameraError`."""
-        ...
-
-    def close(self) -> None:
-        """Release the device or stream; safe to call twice."""
-        ...
 
 
 def open_camera(uri: str, *, timeout_s: float = 5.0) -> Camera:
@@ -84,8 +50,6 @@ def open_camera(uri: str, *, timeout_s: float = 5.0) -> Camera:
     if parts.scheme == "csi":
         return LiveCamera(uri, _csi_source(parts), timeout_s=timeout_s)
     if parts.scheme in ("http", "https"):
-        from hardware.mjpeg import MjpegStream  # imports this module's errors
-
         return LiveCamera(uri, MjpegStream(uri, timeout_s=timeout_s), timeout_s=timeout_s)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -203,22 +167,6 @@ class ClipCamera:
         """Release the file."""
         with self._lock:
             self._capture.release()
-
-
-class FrameSource(Protocol):
-    """A blocking source of frames for :class:`LiveCamera`."""
-
-    def open(self) -> None:
-        """Connect; raise :class:`CameraUnavailable` when that fails."""
-        ...
-
-    def grab(self) -> np.ndarray:
-        """Block until the next frame (RGB); raise :class:`CameraDisconnected` when it stops."""
-        ...
-
-    def close(self) -> None:
-        """Disconnect."""
-        ...
 
 
 class _OpenCvSource:

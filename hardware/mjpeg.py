@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image as PILImage
 
-from hardware.camera import CameraDisconnected, CameraUnavailable
+from hardware.sources import CameraDisconnected, CameraUnavailable
 
 LOG = logging.getLogger(__name__)
 

@@ -15,13 +15,9 @@ import numpy as np
 import pytest
 from conftest import shared
 
-from hardware.camera import (
-    CameraDisconnected,
-    CameraError,
-    CameraUnavailable,
-    CameraURIError,
-    open_camera,
-)
+from hardware.camera import LiveCamera, open_camera
+from hardware.mjpeg import MjpegStream
+from hardware.sources import CameraDisconnected, CameraError, CameraUnavailable, CameraURIError
 
 FULLRES = ("10_left.jpeg", "15_right.jpeg", "16_left.jpeg")
 
@@ -245,9 +241,6 @@ def test_mjpeg_stream_delivers_the_photographs(
 
 
 def test_mjpeg_stream_that_stops_is_a_disconnection(mjpeg_frames: list[bytes]) -> None:
-    from hardware.camera import LiveCamera
-    from hardware.mjpeg import MjpegStream
-
     with _Mjpeg(mjpeg_frames, stop_after=3, max_streams=1) as server:
         url = server.url + "/stream.mjpg"
         camera = LiveCamera(url, MjpegStream(url, timeout_s=2.0), timeout_s=2.0, reconnect_s=0.05)
@@ -261,9 +254,6 @@ def test_mjpeg_stream_that_stops_is_a_disconnection(mjpeg_frames: list[bytes]) -
 
 
 def test_mjpeg_camera_reconnects_after_the_stream_ends(mjpeg_frames: list[bytes]) -> None:
-    from hardware.camera import LiveCamera
-    from hardware.mjpeg import MjpegStream
-
     with _Mjpeg(mjpeg_frames, stop_after=3) as server:
         url = server.url + "/stream.mjpg"
         camera = LiveCamera(url, MjpegStream(url, timeout_s=2.0), timeout_s=2.0, reconnect_s=0.05)
@@ -297,8 +287,6 @@ def test_mjpeg_errors_say_what_is_wrong(mjpeg_frames: list[bytes]) -> None:
 
 
 def test_oversized_mjpeg_frame_is_refused(mjpeg_frames: list[bytes]) -> None:
-    from hardware.mjpeg import MjpegStream
-
     with _Mjpeg(mjpeg_frames) as server:
         stream = MjpegStream(server.url + "/stream.mjpg", max_frame_bytes=1000)
         stream.open()
