@@ -10,25 +10,12 @@ import sqlite3
 import time
 from datetime import datetime, timezone
 
-from kiosk.config import Config
+from kiosk.destinations import configured_destinations  # noqa: F401  (Store.__init__ asks here)
 from kiosk.errors import NotFoundError, StoreError
 from kiosk.store.db import from_text, to_text, utc_now
 from kiosk.store.models import DestinationStatus, OutboxItem
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+; JetPack 6 runs 3.10
-
-#: Every destination the kiosk can send to, in the order items are written.
-DESTINATIONS = ("fhir", "hl7", "dicom", "dicomweb")
-
-
-def configured_destinations(config: Config) -> list[str]:
-    """The destinations switched on by the configuration (a non-empty address)."""
-    addresses = {
-        "fhir": config.fhir_url, "hl7": config.hl7_address,
-        "dicom": config.pacs_address, "dicomweb": config.dicomweb_url,
-    }
-    return [name for name in DESTINATIONS if addresses[name].strip()]
-
 
 def idempotency_key(screening_uid: str, destination: str, report_status: str) -> str:
     """The key that identifies one message to one destination across every retry."""

@@ -6,24 +6,17 @@ from __future__ import annotations
 import importlib
 
 from kiosk.config import Config
+from kiosk.destinations import BY_NAME
 from kiosk.store import Store
 from kiosk.sync.base import Delivery, Destination
 from kiosk.sync.worker import SyncReport, SyncWorker, backoff_s, worker_lock
-
-#: destination name -> (module, class): one module per destination.
-REGISTRY: dict[str, tuple[str, str]] = {
-    "fhir": ("kiosk.sync.fhir", "FhirDestination"),
-    "hl7": ("kiosk.sync.hl7", "Hl7Destination"),
-    "dicom": ("kiosk.sync.dicom", "CStoreDestination"),
-    "dicomweb": ("kiosk.sync.dicom", "StowDestination"),
-}
 
 
 def open_destinations(config: Config, names: list[str]) -> dict[str, Destination]:
     """The destination objects for the configured names."""
     opened: dict[str, Destination] = {}
     for name in names:
-        module_name, class_name = REGISTRY[name]
+        module_name, class_name = BY_NAME[name].sender.split(":")
         opened[name] = getattr(importlib.import_module(module_name), class_name)(config)
     return opened
 
@@ -33,5 +26,5 @@ def make_worker(store: Store) -> SyncWorker:
     return SyncWorker(store, open_destinations(store.config, store.destinations), store.config)
 
 
-__all__ = ["REGISTRY", "Delivery", "Destination", "SyncReport", "SyncWorker", "backoff_s",
+__all__ = ["Delivery", "Destination", "SyncReport", "SyncWorker", "backoff_s",
            "make_worker", "open_destinations", "worker_lock"]
