@@ -7,55 +7,15 @@ with a specific ``code`` and a message a nurse can read (the cause stays chained
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from kiosk.domain import Image, ImageKind
 from kiosk.errors import IntakeError
 
-if TYPE_CHECKING:
-    from kiosk.config import Config
+# The limits first: the decoders below still import them from this package.
+from kiosk.intake.limits import DEFAULT_LIMITS, MAX_ASPECT, MIN_SIDE, IntakeLimits, check_dimensions
 
-#: Sides shorter than this cannot be screened (a thumbnail or an icon, not a photograph).
-MIN_SIDE = 32
-#: Rows/columns ratio beyond which the dimensions are absurd for a fundus photo or a film.
-MAX_ASPECT = 8.0
-
-
-@dataclass(frozen=True)
-class IntakeLimits:
-    """How large an offered file and its decoded image may be."""
-
-    max_bytes: int = 64 * 2**20
-    max_pixels: int = 60_000_000
-
-    @classmethod
-    def from_config(cls, config: Config) -> IntakeLimits:
-        """The limits set by ``KIOSK_MAX_UPLOAD_MB`` and ``KIOSK_MAX_PIXELS``."""
-        return cls(max_bytes=config.max_upload_mb * 2**20, max_pixels=config.max_pixels)
-
-
-#: The limits used when the caller gives none (the defaults of the configuration table).
-DEFAULT_LIMITS = IntakeLimits()
-
-
-def check_dimensions(rows: int, columns: int, limits: IntakeLimits) -> None:
-    """Refuse zero, tiny, absurdly shaped or too many pixels, before anything is decoded."""
-    if rows <= 0 or columns <= 0:
-        raise IntakeError(f"The image declares {columns}x{rows} pixels: it is empty or damaged.",
-                          code="bad_dimensions")
-    if rows * columns > limits.max_pixels:
-        raise IntakeError(
-            f"The image declares {columns}x{rows} pixels, more than the limit of "
-            f"{limits.max_pixels:,}: refused as a possible decompression bomb.",
-            code="decompression_bomb",
-        )
-    if min(rows, columns) < MIN_SIDE or max(rows, columns) > MAX_ASPECT * min(rows, columns):
-        raise IntakeError(
-            f"The image is {columns}x{rows} pixels: too small or too narrow to be a fundus "
-            "photograph or a chest film.",
-            code="bad_dimensions",
-        )
+# isort: split
+from kiosk.intake.dicom import read_dicom
+from kiosk.intake.photo import read_photo
 
 
 def sniff_format(data: bytes) -> str:
@@ -112,14 +72,10 @@ def read_image(
 
 def _decode(fmt: str, data: bytes, source: str, kind_hint: ImageKind | None,
             target_size: int | None, limits: IntakeLimits) -> Image:
-    """Dispatch to the DICOM or photograph decoder (imported here: pydicom is heavy)."""
+    """Dispatch to the DICOM or photograph decoder."""
     if fmt == "dicom":
-        from kiosk.intake.dicom import read_dicom
-
         return read_dicom(data, source=source, kind_hint=kind_hint, target_size=target_size,
                           limits=limits)
-    from kiosk.intake.photo import read_photo
-
     return read_photo(data, fmt, source=source, kind_hint=kind_hint, target_size=target_size,
                       limits=limits)
 
@@ -141,4 +97,5 @@ def _parser_failure(fmt: str, exc: Exception) -> IntakeError:
                        code="corrupt")
 
 
-__all__ = ["DEFAULT_LIMITS", "IntakeError", "IntakeLimits", "check_dimensions", "read_image", "sniff_format"]
+__all__ = ["DEFAULT_LIMITS", "MAX_ASPECT", "MIN_SIDE", "IntakeError", "IntakeLimits", "check_dimensions",
+           "read_image", "sniff_format"]
