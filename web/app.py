@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from kiosk.config import Config, load_config
-from web import errors, security, words
+from web import admin, api, auth, errors, patients, results, security, sync, words, worklist
 from web.services import Services
 
 
@@ -73,7 +73,5 @@ def _stored_secret(config: Config) -> str:
 
 def _register_blueprints(app: Flask) -> None:
     """One blueprint per screen area."""
-    from web import admin, api, auth, patients, results, sync, worklist
-
     for module in (auth, patients, results, worklist, sync, admin, api):
         app.register_blueprint(module.bp)
