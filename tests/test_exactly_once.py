@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from peers.world import World, baseline, census, copy_template, open_world, reco
 from kiosk.config import Config, load_config
 from kiosk.store import Store
 from kiosk.sync import make_worker
+from kiosk.sync.journal import SendJournal
 
 ROOT = Path(__file__).resolve().parent.parent
 N = int(os.environ.get("KIOSK_EXACTLY_ONCE_N", "200"))
@@ -148,6 +150,7 @@ def test_sync_killed_at_random_moments(n: int, templates: Callable[[int], Path],
     rng = random.Random(20261129)
     kills_mid_work = 0
     deliveries = world.mllp.inbox.deliveries
+    saved, in_doubt = Counter[str](), Counter[str]()
     for _ in range(KILLS):
         with _sync_process(store.config) as process:
             assert process.stdout is not None and "started" in process.stdout.readline()
@@ -157,18 +160,33 @@ def test_sync_killed_at_random_moments(n: int, templates: Callable[[int], Path],
             process.send_signal(signal.SIGKILL)
             process.wait()
         kills_mid_work += int(waiting_before > 0)
+        _journal_after_a_kill(store, saved, in_doubt)
         _clock_jumps(store)
     assert _integrity(store) == "ok"
     sent_before_drain = sum(s.sent for s in store.outbox_status())
     _drain(store)
     result = census(world, store, before)
+    resent = world.mllp.inbox.deliveries - deliveries - n
     print(f"\n[kill -9] N={n}: {KILLS} kills ({kills_mid_work} with items still waiting), "
           f"{sent_before_drain} of {4 * n} items sent before the final drain; "
-          f"HL7 messages received {world.mllp.inbox.deliveries - deliveries} for {n} results; "
-          f"exactly once: {result.exactly_once()}; extra: {result.extra}")
+          f"HL7 messages received {world.mllp.inbox.deliveries - deliveries} for {n} results "
+          f"({resent} resent); acknowledged but not yet marked at a kill (saved from a resend "
+          f"by the journal): {dict(saved)}; sent with no acknowledgement noted (in doubt, "
+          f"resent): {dict(in_doubt)}; exactly once: {result.exactly_once()}; "
+          f"extra: {result.extra}")
     assert kills_mid_work >= KILLS // 2
     assert result.exactly_once(), result
+    assert resent <= in_doubt["hl7"]  # a message goes twice only when the kill left it in doubt
     store.close()
+
+
+def _journal_after_a_kill(store: Store, saved: Counter[str], in_doubt: Counter[str]) -> None:
+    """Count, per destination, what the killed process's journal shows: items acknowledged but
+    still waiting in the store (the journal saves their resend) and items in doubt."""
+    for destination in store.destinations:
+        found = SendJournal(store.config.data_dir, destination).read()
+        for ids, counter in ((found.acknowledged, saved), (found.in_doubt, in_doubt)):
+            counter[destination] += sum(store.get_item(i).state == "waiting" for i in ids)
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -191,3 +191,24 @@ def test_a_failure_status_is_parked_or_retried_by_its_meaning(
         store.close()
     finally:
         scp.stop()
+
+
+@pytest.mark.parametrize(("err", "kind"), [
+    ("ERR|||203^Unsupported version id^HL70357|E", "rejected_permanent"),  # v2.5 ERR-3
+    ("ERR|^^^200&Unsupported message type&HL70357", "rejected_permanent"),  # v2.3 ERR-1
+    ("ERR|||207^Application internal error^HL70357|E", "rejected_transient"),
+    ("", "rejected_transient"),
+])
+def test_an_hl7_application_reject_is_parked_only_when_no_resend_can_help(
+        err: str, kind: str) -> None:
+    from kiosk.errors import SyncError
+    from kiosk.sync.base import error_kind
+    from kiosk.sync.hl7 import check_ack
+
+    ack = "\r".join(filter(None, ["MSH|^~\\&|EHR|EHR|KIOSK|CLINIC|20260101||ACK^R01^ACK|A1|P|2.5",
+                                  "MSA|AR|ID1|not now", err])) + "\r"
+    with pytest.raises(SyncError) as caught:
+        check_ack(ack, "ID1")
+    assert error_kind(caught.value.message) == kind
+    assert caught.value.retryable is (kind == "rejected_transient")
+    assert "not now" in caught.value.message

@@ -17,6 +17,7 @@ KIND_LABELS = {"unreachable": "not reachable (retried)",
                "rejected_transient": "rejected for now (retried)",
                "rejected_permanent": "rejected permanently (parked until fixed)",
                "status_failure": "failure status (parked)",
+               "in_doubt": "in doubt after a crash (parked: check the receiver)",
                "refused": "refused (parked)", "other": "error"}
 
 

@@ -99,8 +99,10 @@ def host_port(address: str, setting_name: str) -> tuple[str, int]:
 #: rejected_permanent: the peer refuses this kiosk whatever it sends (park: a person fixes it)
 #: status_failure: the peer took the item and answered that it failed (park)
 #: refused: anything else retrying cannot fix (invalid content, HL7 AE, HTTP 4xx: park)
+#: in_doubt: sent before a crash, no acknowledgement noted, to a receiver that does not
+#: de-duplicate (park: a person checks whether it arrived)
 KIND_WORDS = {"rejected_permanent": "rejected permanently", "status_failure": "failure status",
-              "refused": "will not succeed by retrying"}
+              "in_doubt": "in doubt after a crash", "refused": "will not succeed by retrying"}
 
 
 def refused(destination: str, reason: str, kind: str = "refused") -> SyncError:

@@ -43,7 +43,11 @@ def _close_always(self: AssociationSocket) -> None:
 AssociationSocket._shutdown_socket = _close_always  # type: ignore[method-assign]
 
 #: C-STORE statuses that mean "stored" (success, and warnings such as coercion of elements).
-STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+#: 0x0111 "Duplicate SOP Instance" is a failure to the standard, but to an exactly-once sender
+#: it says the PACS already holds this UID (our UIDs are derived, never reused): a resend after
+#: a crash or a lost answer must not park the item.
+STORED = {0x0000, 0xB000, 0xB006, 0xB007, 0x0111}
+DUPLICATE = 0x0111
 #: Failure statuses worth retrying: out of resources (A7xx), and the general "the SCP is busy
 #: or out of resources" codes of PS3.7 C.
 BUSY = {0x0122, 0x0124, 0x0210, 0x0211, 0x0212, 0x0213}
@@ -233,8 +237,9 @@ def check_stow(response: requests.Response) -> None:
     of failure it was, with the server's own words (its body, the instances' Failure Reasons)."""
     status = response.status_code
     reasons = _failure_reasons(response)
-    if status in (200, 202) and not reasons:
-        return
+    if status in (200, 202, 409) and all(r == DUPLICATE for r in reasons) and (
+            reasons or status != 409):
+        return  # stored, or already held (a resend): 409 with only "Duplicate SOP Instance"
     text = f"STOW-RS answered HTTP {status}: {response.text[:300]}"
     if reasons:
         text += "; failure reasons: " + ", ".join(_status_words(r, None) for r in reasons)

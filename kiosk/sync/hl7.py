@@ -1,8 +1,9 @@
 """HL7 v2.5 ORU^R01 over MLLP: one OBX per eye/film and finding, the same MSH-10 on every resend.
 
 ACK handling (original acknowledgement mode): AA → delivered; AE (application error: the
-content cannot be processed) → parked with the receiver's text; AR (application reject: the
-receiver could not take it now) → retried with backoff.
+content cannot be processed) → parked with the receiver's text; AR (application reject) →
+parked when ERR-3 says the message type, event, processing id or version is unsupported
+(table 0357, 200-203: no resend can change that), otherwise retried with backoff.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class Hl7Destination:
     def __init__(self, config: Config):
         self.config = config
         self.address = host_port(config.hl7_address, "hl7_address")
+        # A receiver without MSH-10 duplicate detection would file a resend twice: then a
+        # message left in doubt by a crash is parked for a person instead (KIOSK_HL7_IN_DOUBT).
+        self.park_in_doubt = getattr(config, "hl7_in_doubt", "resend") == "park"
 
     def send(self, delivery: Delivery) -> None:
         """Send one message and act on the ACK."""
@@ -149,6 +153,19 @@ def _read_frame(conn: socket.socket) -> bytes:
     return data[data.index(START) + 1 if START in data else 0: data.index(END)]
 
 
+#: HL7 table 0357 conditions in an AR that no resend can change: unsupported message type,
+#: event code, processing id, version id.
+UNSUPPORTED = {"200", "201", "202", "203"}
+
+
+def _error_condition(err: list[str]) -> str:
+    """The table 0357 code of an ERR segment (ERR-3 in v2.5, ERR-1's fourth component before)."""
+    if len(err) > 3 and err[3]:
+        return err[3].split("^")[0]
+    parts = err[1].split("^") if len(err) > 1 else []
+    return parts[3].split("&")[0] if len(parts) > 3 else ""
+
+
 def check_ack(ack: str, expected_id: str) -> None:
     """Return when the ACK accepts our message; raise SyncError otherwise."""
     segments = {line.split("|", 1)[0]: line.split("|") for line in ack.split("\r") if line}
@@ -166,6 +183,11 @@ def check_ack(ack: str, expected_id: str) -> None:
     if code in ("AE", "CE"):
         raise refused("hl7", f"application error (AE): {text or 'no reason given'}")
     if code in ("AR", "CR"):
-        raise SyncError(f"hl7 rejected the message for now (AR): {text or 'no reason given'}",
-                        code="rejected", retryable=True)
+        condition = _error_condition(segments.get("ERR", []))
+        words = f"application reject ({code}{' ' + condition if condition else ''}): " + (
+            text or "no reason given")
+        if condition in UNSUPPORTED:  # this message type/version is refused whatever we do
+            raise refused("hl7", words, kind="rejected_permanent")
+        # per message, not the whole receiver: the next message is still tried this pass
+        raise SyncError(f"hl7 rejected it for now: {words}", code="rejected", retryable=True)
     raise SyncError(f"hl7 answered an unknown acknowledgement code {code!r}", retryable=True)

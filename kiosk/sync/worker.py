@@ -1,9 +1,12 @@
 """The sync worker: drains the outbox with exponential backoff, jitter, a cap, and parking.
 
 One worker per data folder at a time (an exclusive lock file, released by the kernel even on
-``kill -9``). An item is marked sent only after its destination acknowledged it; a crash between
-the acknowledgement and the mark means one resend, which every destination absorbs because the
-resend carries the same identifiers (FHIR conditional create, HL7 MSH-10, DICOM SOP UID).
+``kill -9``). An item is marked sent only after its destination acknowledged it. Around each send
+the destination's journal (kiosk/sync/journal.py) durably notes the intent and the
+acknowledgement, so a crash between the acknowledgement and the mark no longer means a resend;
+a crash while the peer held the item but before its acknowledgement was noted still does, and
+every destination's resend carries the same identifiers (FHIR conditional create and PUT to
+client-assigned ids, HL7 MSH-10, DICOM SOP Instance UID).
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiosk.config import Config
-from kiosk.errors import KioskError, SyncError
+from kiosk.errors import KioskError, NotFoundError, SyncError
 from kiosk.store import OutboxItem, Store
-from kiosk.sync.base import Delivery, Destination
+from kiosk.sync.base import Delivery, Destination, refused
+from kiosk.sync.journal import SendJournal
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ class SyncReport:
     parked: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per destination
+    settled: int = 0  # acknowledged before a crash, marked sent from the journal, not resent
+    in_doubt: int = 0  # sent before a crash with no acknowledgement noted: resent
 
 
 def backoff_s(attempts: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -70,11 +76,15 @@ class SyncWorker:
         self.destinations = dict(destinations)
         self.config = config
         self.rng = rng or random.Random()  # jitter, not security
+        self.journals = {name: SendJournal(config.data_dir, name)
+                         for name in {*store.destinations, *self.destinations}}
+        self.in_doubt: set[int] = set()
 
     def run_once(self) -> SyncReport:
         """Send every due item once, each destination in its own thread (a slow or stalled
         PACS never holds up the EHR); a destination that is down is skipped for the pass."""
         names = list(self.store.destinations)
+        settled = self.settle_journals()
         with ThreadPoolExecutor(max_workers=max(1, len(names)),
                                 thread_name_prefix="sync") as pool:
             parts = list(pool.map(self._run_destination, names))
@@ -85,7 +95,42 @@ class SyncWorker:
             report.parked += part.parked
             report.errors.update(part.errors)
             report.seconds.update(part.seconds)
+            report.in_doubt += part.in_doubt
+        report.settled = settled + self.settle_journals()  # a mark that failed after its ack
         return report
+
+    def settle_journals(self) -> int:
+        """Before a pass: mark sent what the journals show acknowledged but the store does not
+        (a crash fell between the two), note what was sent without an acknowledgement, and
+        empty the journals; returns how many items were marked sent."""
+        marked = 0
+        for name, journal in self.journals.items():
+            found = journal.read()
+            for item_id, key in found.acknowledged.items():
+                item = self._waiting_item(item_id, key)
+                if item is not None:
+                    self.store.item_sent(item_id)
+                    marked += 1
+                    log.info("item %s to %s was acknowledged before a crash: marked sent",
+                             item_id, name)
+                    self._after_sent(item)
+            self.in_doubt |= {i for i, key in found.in_doubt.items()
+                              if self._waiting_item(i, key) is not None}
+            journal.clear()
+        return marked
+
+    def _waiting_item(self, item_id: int, key: str) -> OutboxItem | None:
+        try:
+            item = self.store.get_item(item_id)
+        except NotFoundError:
+            return None
+        return item if item.state == "waiting" and item.idempotency_key == key else None
+
+    def _after_sent(self, item: OutboxItem) -> None:
+        """The destination's optional clean-up once an item is marked sent."""
+        after = getattr(self.destinations.get(item.destination), "sent", None)
+        if after is not None:
+            after(Delivery(item, self.store.get_screening(item.screening_id), self.store))
 
     def _run_destination(self, name: str) -> SyncReport:
         """One pass over one destination's due items, oldest first."""
@@ -102,6 +147,7 @@ class SyncWorker:
         finally:
             if name in self.destinations:
                 self.destinations[name].close()
+            self.journals[name].close()
         return report
 
     def _deliver(self, item: OutboxItem, report: SyncReport, down: set[str]) -> None:
@@ -112,7 +158,12 @@ class SyncWorker:
                 raise SyncError(f"destination {item.destination!r} is not configured",
                                 code="not_configured", retryable=True)
             delivery = Delivery(item, self.store.get_screening(item.screening_id), self.store)
+            if item.id in self.in_doubt:
+                self._in_doubt(item, destination, report)
+            journal = self.journals[item.destination]
+            _note(journal.intent, item)
             destination.send(delivery)
+            _acknowledged(journal, item)  # durable before the slower mark in the store
         except KioskError as exc:
             self._failed(item, exc, report, down)
         except Exception as exc:  # a bug rendering one item must not block the others
@@ -121,6 +172,7 @@ class SyncWorker:
                          down)
         else:
             self.store.item_sent(item.id)
+            self.in_doubt.discard(item.id)
             report.sent += 1
             after = getattr(destination, "sent", None)  # optional clean-up once marked sent
             if after is not None:
@@ -128,6 +180,19 @@ class SyncWorker:
         finally:
             report.seconds[item.destination] = (report.seconds.get(item.destination, 0.0)
                                                 + time.monotonic() - started)
+
+    def _in_doubt(self, item: OutboxItem, destination: Destination, report: SyncReport) -> None:
+        """An item sent before a crash with no acknowledgement noted: resent with the same
+        identifiers (a de-duplicating peer keeps one), or parked for a person to check when
+        the destination says its receiver does not de-duplicate (``park_in_doubt``)."""
+        report.in_doubt += 1
+        self.in_doubt.discard(item.id)
+        if getattr(destination, "park_in_doubt", False):
+            raise refused(item.destination, "sent before a crash and no acknowledgement was "
+                          f"noted: the receiver may already hold it (key {item.idempotency_key}"
+                          "); check there, then retry only if it is missing", kind="in_doubt")
+        log.info("item %s to %s was sent before a crash, no acknowledgement noted: resent",
+                 item.id, item.destination)
 
     def _failed(self, item: OutboxItem, exc: KioskError, report: SyncReport,
                 down: set[str]) -> None:
@@ -161,3 +226,22 @@ class SyncWorker:
                 log.info("sync pass: %s sent, %s to retry, %s parked", report.sent,
                          report.retrying, report.parked)
             stop.wait(interval_s)
+
+
+def _note(write: Callable[[OutboxItem], None], item: OutboxItem) -> None:
+    """Write a journal note; the kiosk's own disk failing is retried, never a reason to park."""
+    try:
+        write(item)
+    except OSError as exc:
+        raise SyncError(f"could not write the send journal: {exc}", code="journal",
+                        retryable=True) from exc
+
+
+def _acknowledged(journal: SendJournal, item: OutboxItem) -> None:
+    """Note the acknowledgement; when the journal cannot be written the store's mark, made
+    next, still records it (only the protection against a crash in between is lost)."""
+    try:
+        journal.acknowledged(item)
+    except OSError as exc:
+        log.warning("item %s: could not note its acknowledgement in the journal (%s)", item.id,
+                    type(exc).__name__)
