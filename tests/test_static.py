@@ -1,4 +1,4 @@
-"""Static checks run as part of the test suite: ruff (lint + import order) and mypy."""
+"""Static checks run as part of the test suite: ruff, mypy, the import contract."""
 
 from __future__ import annotations
 
@@ -29,5 +29,14 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     result = subprocess.run(
         [_tool("mypy")], cwd=ROOT, capture_output=True, text=True, check=False, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contract_is_kept() -> None:
+    """The layers of .importlinter (drawn in docs/interfaces.md) hold, with no import cycles."""
+    result = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+        check=False, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
