@@ -12,6 +12,7 @@ import requests
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, Association, evt
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 from pynetdicom.transport import AssociationSocket
 
 from kiosk.config import Config
@@ -55,8 +56,6 @@ BUSY = {0x0122, 0x0124, 0x0210, 0x0211, 0x0212, 0x0213}
 
 def _status_words(status: int, answer: Dataset | None) -> str:
     """The status as the standard names it, with the PACS's own Error Comment when it gave one."""
-    from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
-
     words = STORAGE_SERVICE_CLASS_STATUS.get(status, (code_to_category(status), ""))
     text = f"0x{status:04X} {words[0]}" + (f" ({words[1]})" if words[1] else "")
     comment = str(answer.get("ErrorComment", "") or "") if answer is not None else ""

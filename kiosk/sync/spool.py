@@ -23,6 +23,7 @@ from pathlib import Path
 from kiosk.config import Config
 from kiosk.errors import SyncError
 from kiosk.sync.base import Delivery
+from kiosk.sync.dicom_objects import datasets
 
 PACS_ROUTES = ("dicom", "dicomweb")
 MANIFEST = "manifest.json"
@@ -75,8 +76,6 @@ def verified(folder: Path) -> list[Path] | None:
 
 
 def _render(delivery: Delivery, config: Config, folder: Path) -> list[Path]:
-    from kiosk.sync.dicom_objects import datasets
-
     partial = Path(tempfile.mkdtemp(prefix=PARTIAL, dir=_mkdirs(folder.parent)))
     entries = []
     for number, dataset in enumerate(datasets(delivery, config)):
