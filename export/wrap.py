@@ -32,6 +32,10 @@ def read_description(path: Path) -> dict[str, Any]:
     return description
 
 
+#: Description keys that say what the task is, copied into the manifest as they are.
+TASK_KEYS = ("kind", "title", "population", "prevalence", "codes", "referral")
+
+
 def manifest_from(description: dict[str, Any], model_note: str) -> dict[str, Any]:
     """The bundle manifest a description implies (thresholds as given, not measured here)."""
     outputs = description["outputs"]
@@ -72,6 +76,8 @@ def manifest_from(description: dict[str, Any], model_note: str) -> dict[str, Any
         "intended_use": description.get("intended_use", DEFAULT_USE),
         "limitations": description.get("limitations", []),
         "provenance": {"wrapped_from": model_note, "by": "python -m export wrap"},
+        # what the kiosk knows of the task (kiosk/tasks.py): its kind, title, population, codes
+        **{key: description[key] for key in TASK_KEYS if key in description},
     }
 
 

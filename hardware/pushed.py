@@ -14,35 +14,17 @@ import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from kiosk import visit
 from kiosk.errors import IntakeError
+from kiosk.pipeline import Pipeline
+from kiosk.result import Result
+from kiosk.store import Store
 
 LOG = logging.getLogger(__name__)
-
-
-class Screener(Protocol):
-    """What the worker needs of ``kiosk.pipeline.Pipeline``."""
-
-    def screen(self, data: bytes, *, source: str = "", task: str | None = None,
-               laterality: str | None = None) -> Any:
-        """Screen one image; returns an ``ImageOutcome``."""
-        ...
-
-
-class Recorder(Protocol):
-    """What the worker needs of ``kiosk.store.Store``."""
-
-    def save_image(self, data: bytes, suffix: str) -> str: ...
-    def upsert_patient(self, identifier: str, name: str, birth_date: str | None, sex: str | None,
-                       *, actor: str) -> Any: ...
-    def record_screening(self, patient_id: int, results: list[dict], *, actor: str,
-                         image_shas: list[str], heatmap_shas: list[str | None]) -> Any: ...
-    def audit(self, actor: str, action: str, *, patient_id: int | None = None,
-              detail: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -89,53 +71,32 @@ def _film(ds: pydicom.Dataset) -> PushedFilm:
     )
 
 
-def _refusal(result: dict) -> IntakeError | None:
+def _refusal(result: Result) -> IntakeError | None:
     """The intake refusal recorded in a result, if any."""
     error = result.get("error")
     if not error:
         return None
-    if isinstance(error, dict):
-        return IntakeError(str(error.get("message", "refused")), code=str(error.get("code", "refused")))
-    return IntakeError(str(error), code="refused")
+    return IntakeError(str(error.get("message", "refused")), code=str(error.get("code", "refused")))
 
 
-def _already_recorded(store: Recorder, image_sha: str) -> bool:
-    """Whether a recorded screening already holds the image with this sha256."""
-    find = getattr(store, "screening_for_image", None)
-    if find is not None:
-        return find(image_sha) is not None
-    database = getattr(store, "db", None)
-    if database is None:
-        return False
-    # the store's results table keeps each result's image sha256 (kiosk/store/records.py)
-    with database.read() as conn:
-        row = conn.execute("SELECT 1 FROM results WHERE image_sha = ? LIMIT 1", (image_sha,)).fetchone()
-    return row is not None
-
-
-def screen_spooled_film(path: Path, pipeline: Screener, store: Recorder) -> None:
+def screen_spooled_film(path: Path, pipeline: Pipeline, store: Store) -> None:
     """Screen one spooled film and record it; raise ``IntakeError`` when it is refused."""
     data = path.read_bytes()
     film = read_header(data)
-    if _already_recorded(store, hashlib.sha256(data).hexdigest()):
+    if visit.already_screened(store, hashlib.sha256(data).hexdigest()) is not None:
         # the same bytes again: a resend by the modality, or a crash after the screening was
         # recorded but before the spool file was removed; screening it twice would report twice
         store.audit(film.actor, "dicom_duplicate", detail=f"{film.sop_uid}: already screened")
         LOG.info("pushed film %s from %s was already screened; not again", film.sop_uid, film.actor)
         return
     source = f"dicom://{film.calling_ae or 'unknown'}/{film.sop_uid}"
-    outcome = pipeline.screen(data, source=source)
-    refusal = _refusal(outcome.result)
+    screened = visit.screen(pipeline, [visit.Offered(data, source)])
+    refusal = _refusal(screened.outcomes[0][0].result)
     if refusal is not None:
         store.audit(film.actor, "dicom_refused",
                     detail=f"{film.sop_uid}: {refusal.message} [{refusal.code}]")
         raise refusal
-    image_sha = store.save_image(data, ".dcm")
-    heatmap = outcome.heatmap_png
-    heatmap_sha = store.save_image(heatmap, ".png") if heatmap else None
     patient = store.upsert_patient(film.patient_id, film.patient_name, film.birth_date, film.sex,
                                    actor=film.actor)
-    store.record_screening(patient.id, [outcome.result], actor=film.actor,
-                           image_shas=[image_sha], heatmap_shas=[heatmap_sha])
-    LOG.info("pushed film %s from %s screened: %s", film.sop_uid, film.actor,
-             outcome.result.get("verdict"))
+    screening = visit.record(store, patient.id, screened, actor=film.actor)
+    LOG.info("pushed film %s from %s screened: %s", film.sop_uid, film.actor, screening.verdict)

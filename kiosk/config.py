@@ -54,9 +54,9 @@ class Config:
     sandbox_timeout_s: float = setting(10.0, "Seconds a decode may take before its worker is killed.")
     # clinic
     clinic_name: str = setting("Rural Health Clinic", "Name printed on referral slips.")
-    prevalence_fundus_dr: float = setting(0.10, "Expected share of referable DR among screened patients.")
-    prevalence_cxr_pneumonia: float = setting(
-        0.05, "Expected share of pneumonia among chest films taken here."
+    prevalence: str = setting(
+        "", "Expected share of positives per task, for PPV/NPV, e.g. 'fundus-dr=0.10,cxr-adult=0.08'; "
+        "a task not listed uses its bundle's own figure (the admin page can change both)."
     )
     # web
     host: str = setting("127.0.0.1", "Address the web app listens on.")
@@ -98,6 +98,26 @@ class Config:
     def db_path(self) -> Path:
         """The SQLite store inside the data folder."""
         return self.data_dir / "kiosk.db"
+
+    def prevalence_for(self, task: str) -> float | None:
+        """The clinic's expected prevalence for a task from KIOSK_PREVALENCE (None: not set)."""
+        return parse_prevalence(self.prevalence).get(task)
+
+
+def parse_prevalence(text: str) -> dict[str, float]:
+    """'fundus-dr=0.10, cxr-adult=0.08' -> {task: share}; ConfigError for anything else."""
+    shares: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        task, _, raw = part.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not task.strip() or not 0.0 < value < 1.0:
+            raise ConfigError(f"{PREFIX}PREVALENCE: {part!r} is not TASK=share with a share "
+                              "between 0 and 1", code="bad_setting")
+        shares[task.strip()] = value
+    return shares
 
 
 def settings() -> list[tuple[str, str, Any, str]]:
@@ -146,9 +166,6 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> Confi
 
 
 def _check(config: Config) -> None:
-    for name in ("prevalence_fundus_dr", "prevalence_cxr_pneumonia"):
-        value = getattr(config, name)
-        if not 0.0 < value < 1.0:
-            raise ConfigError(f"{PREFIX}{name.upper()} must be between 0 and 1, got {value}")
+    parse_prevalence(config.prevalence)
     if config.max_upload_mb <= 0 or config.max_pixels <= 0:
         raise ConfigError("size limits must be positive")

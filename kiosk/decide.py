@@ -8,16 +8,23 @@ the bundle's measured sensitivity and specificity at the clinic's prevalence giv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from kiosk.result import FindingResult, Result
+from kiosk.tasks import Population
 
 REFERABLE, NON_REFERABLE, UNGRADABLE, RETAKE = "referable", "non_referable", "ungradable", "retake"
 
 #: Triage rank of urgent chest findings (higher is seen first); other urgent findings rank 2,
 #: other referable findings 1, nothing positive 0. A manifest finding may set "priority" itself.
 URGENT_RANK: dict[str, int] = {"pneumothorax": 3}
+#: Rules a bundle may name for combining a patient's scores of one task into one.
+PATIENT_RULES: dict[str, Callable[[Sequence[float]], float]] = {
+    "max": max, "mean": lambda scores: sum(scores) / len(scores),
+}
 
 
 def probabilities(logits: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
@@ -55,11 +62,11 @@ def explain_predictive_values(display: str, ppv: float, npv: float, prevalence: 
             f"cleared, about {missed} do have it.")
 
 
-def finding(spec: dict[str, Any], probability: float, prevalence: float) -> dict[str, Any]:
+def finding(spec: dict[str, Any], probability: float, prevalence: float) -> FindingResult:
     """One finding: the probability against its threshold, with PPV/NPV at the prevalence."""
     threshold = float(spec["threshold"])
     point = spec.get("operating_point", {})
-    result: dict[str, Any] = {
+    result: FindingResult = {
         "label": spec["label"], "display": spec.get("display", spec["label"]),
         "probability": round(float(probability), 4), "threshold": threshold,
         "positive": bool(probability >= threshold), "referable": bool(spec.get("referable", True)),
@@ -69,8 +76,9 @@ def finding(spec: dict[str, Any], probability: float, prevalence: float) -> dict
         ppv, npv = predictive_values(float(point["sensitivity"]), float(point["specificity"]),
                                      prevalence)
         spread = _ppv_range(point, prevalence)
-        result.update(ppv=round(ppv, 3), npv=round(npv, 3), prevalence=prevalence, ppv_range=spread,
-                      meaning=explain_predictive_values(result["display"], ppv, npv, prevalence,
+        result["ppv"], result["npv"] = round(ppv, 3), round(npv, 3)
+        result["prevalence"], result["ppv_range"] = prevalence, spread
+        result["meaning"] = (explain_predictive_values(result["display"], ppv, npv, prevalence,
                                                         spread))
     return result
 
@@ -85,32 +93,72 @@ def _ppv_range(point: dict[str, Any], prevalence: float) -> list[float] | None:
     return [round(low, 3), round(high, 3)]
 
 
-def findings_for(probs: np.ndarray, manifest: dict[str, Any], prevalence: float) -> list[dict[str, Any]]:
-    """The manifest's findings for one image's probabilities [K]."""
+def point_names(manifest: dict[str, Any]) -> list[str]:
+    """The bundle's named operating points (e.g. "screening", "balanced"), in manifest order."""
+    findings = manifest.get("findings") or [{}]
+    return list(findings[0].get("operating_points") or {})
+
+
+def default_point(manifest: dict[str, Any]) -> str | None:
+    """The operating point a bundle ships in force (None: it names none)."""
+    names = point_names(manifest)
+    chosen = manifest.get("default_operating_point")
+    return str(chosen) if chosen in names else (names[0] if names else None)
+
+
+def at_point(spec: dict[str, Any], point: str | None) -> dict[str, Any]:
+    """A manifest finding with the threshold and figures of the named operating point."""
+    named = (spec.get("operating_points") or {}).get(point or "")
+    if not named:
+        return spec
+    return {**spec, "threshold": named["threshold"], "operating_point": named}
+
+
+def findings_for(probs: np.ndarray, manifest: dict[str, Any], prevalence: float,
+                 point: str | None = None) -> list[FindingResult]:
+    """The manifest's findings for one image's probabilities [K], at the named operating point."""
     labels = list(manifest["outputs"]["labels"])
-    return [finding(spec, float(probs[labels.index(spec["label"])]), prevalence)
+    return [finding(at_point(spec, point), float(probs[labels.index(spec["label"])]), prevalence)
             for spec in manifest["findings"]]
 
 
-def population_warning(population: dict[str, Any] | None, age_years: float | None) -> str | None:
+def patient_rule(manifest: dict[str, Any], point: str | None) -> dict[str, Any] | None:
+    """How this task's images of one patient combine into one decision, at the operating point.
+
+    A bundle may measure, on its calibration split, a rule over a patient's images (e.g. the
+    mean of both eyes) with its own thresholds; None when it gives none for this point.
+    """
+    patient = manifest.get("patient") or {}
+    named = (patient.get("operating_points") or {}).get(point or "")
+    if patient.get("rule") not in PATIENT_RULES or not named:
+        return None
+    return {"rule": str(patient["rule"]), "threshold": float(named["threshold"]),
+            "operating_point": str(point)}
+
+
+def population_warning(population: Population | None, age_years: float | None) -> str | None:
     """A warning when the patient's age lies outside the ages the model was trained on."""
-    if not population or age_years is None or "age_years" not in population:
+    if population is None or age_years is None or population.fits(age_years):
         return None
-    low, high = (float(v) for v in population["age_years"])
-    if low <= age_years <= high:
-        return None
-    trained_on = population.get("description") or f"patients aged {low:g}-{high:g}"
-    return (f"This model was trained on {trained_on}; this patient is {int(age_years)} years old. "
-            "Its result is not reliable for this patient: a clinician must read the image.")
+    return (f"This model was trained on {population.description}; this patient is "
+            f"{_age_words(age_years)}. Its result is not reliable for this patient: a clinician "
+            "must read the image.")
 
 
-def score(findings: Sequence[dict[str, Any]]) -> float | None:
+def _age_words(age_years: float) -> str:
+    """'68 years old', '3 years old', '8 months old'."""
+    if age_years < 1:
+        return f"{int(age_years * 12)} months old"
+    return f"{int(age_years)} years old"
+
+
+def score(findings: Sequence[FindingResult]) -> float | None:
     """The referable probability: the highest among findings that make an image referable."""
     values = [f["probability"] for f in findings if f.get("referable", True)]
     return max(values) if values else None
 
 
-def verdict(findings: Sequence[dict[str, Any]], gradable: bool) -> str:
+def verdict(findings: Sequence[FindingResult], gradable: bool) -> str:
     """``ungradable`` if quality failed, ``referable`` if a referable finding is positive."""
     if not gradable:
         return UNGRADABLE
@@ -119,7 +167,7 @@ def verdict(findings: Sequence[dict[str, Any]], gradable: bool) -> str:
     return NON_REFERABLE
 
 
-def priority(findings: Sequence[dict[str, Any]], manifest: dict[str, Any] | None = None) -> int:
+def priority(findings: Sequence[FindingResult], manifest: dict[str, Any] | None = None) -> int:
     """Triage priority of one image: urgent positives (pneumothorax first) above referable ones."""
     overrides = {f["label"]: f["priority"] for f in (manifest or {}).get("findings", [])
                  if "priority" in f}
@@ -127,46 +175,49 @@ def priority(findings: Sequence[dict[str, Any]], manifest: dict[str, Any] | None
     return int(max(ranks, default=0))
 
 
-def _rank(found: dict[str, Any]) -> int:
+def _rank(found: FindingResult) -> int:
     """Default rank of one positive finding."""
     if found.get("urgent"):
         return URGENT_RANK.get(str(found["label"]).lower(), 2)
     return 1 if found.get("referable", True) else 0
 
 
-def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A screening's verdict from its images, the way screening programmes do it.
+def combine(results: Sequence[Result]) -> dict[str, Any]:
+    """A screening's verdict from its results, the way screening programmes do it.
 
-    Refer if any eye (or film) is referable. Otherwise an ungradable eye means ``retake``; if
-    that eye was already retaken (two or more ungradable images of it, none gradable), or its
-    result needs a clinician to read it (``reader_required``), the verdict is ``ungradable`` and
-    the patient is referred for an examination. Images are grouped
-    by ``laterality`` (films without one form their own group); an image that got no verdict
-    (an error) counts as an ungradable attempt.
+    Results are grouped by task and eye (films, which have no side, by image). Refer if any
+    group is referable. Otherwise an ungradable eye means ``retake``; if that eye was already
+    retaken (two or more ungradable images of it, none gradable), or its result needs a
+    clinician to read it (``reader_required``), the verdict is ``ungradable`` and the patient is
+    referred for an examination. A result that got no verdict (an error) counts as an
+    ungradable attempt. Where a bundle measured a rule over a patient's images (e.g. the mean
+    of both eyes), that one decision replaces its eyes' own when every eye was graded.
     """
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[Result]] = {}
     for index, result in enumerate(results):
-        key = result.get("laterality") or f"image-{index}"
-        groups.setdefault(str(key), []).append(result)
-    per_eye = {key: _group_verdict(items) for key, items in groups.items()}
-    states = set(per_eye.values())
-    if REFERABLE in states:
+        side = result.get("laterality") or f"image-{result.get('image', index)}"
+        groups.setdefault((str(result.get("task") or ""), str(side)), []).append(result)
+    states = {key: _group_verdict(items) for key, items in groups.items()}
+    states.update(_patient_decisions(groups, states))
+    several = len({task for task, _ in groups}) > 1
+    per_eye = {(f"{task}:{side}" if several else side): state
+               for (task, side), state in states.items()}
+    found = set(per_eye.values())
+    if REFERABLE in found:
         overall, refer = REFERABLE, True
-    elif UNGRADABLE in states:
+    elif UNGRADABLE in found:
         overall, refer = UNGRADABLE, True
-    elif RETAKE in states:
+    elif RETAKE in found or not found:
         overall, refer = RETAKE, False
-    elif states:
-        overall, refer = NON_REFERABLE, False
     else:
-        overall, refer = RETAKE, False
+        overall, refer = NON_REFERABLE, False
     return {"verdict": overall, "refer": refer, "per_eye": per_eye,
             "priority": max((int(r.get("priority") or 0) for r in results), default=0),
             "reasons": _reasons(results, per_eye)}
 
 
-def _group_verdict(items: Sequence[dict[str, Any]]) -> str:
-    """One eye's (or film's) state from its images in capture order.
+def _group_verdict(items: Sequence[Result]) -> str:
+    """One eye's (or film's) state for one task from its images in capture order.
 
     A model result that a clinician must read (the patient lies outside the model's trained
     population) cannot clear the eye: unless something referable was found, it is
@@ -182,20 +233,48 @@ def _group_verdict(items: Sequence[dict[str, Any]]) -> str:
     return UNGRADABLE if len(verdicts) >= 2 else RETAKE
 
 
-def _reasons(results: Sequence[dict[str, Any]], per_eye: dict[str, str]) -> list[str]:
+def _patient_decisions(groups: dict[tuple[str, str], list[Result]],
+                       states: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """Group states replaced by the task's one decision per patient, where its bundle has one."""
+    decided: dict[tuple[str, str], str] = {}
+    for task in {task for task, _ in groups}:
+        keys = [key for key in groups if key[0] == task]
+        graded = [_last_graded(groups[key]) for key in keys]
+        rule = graded[0].get("patient_rule") if graded[0] is not None else None
+        if rule is None or any(g is None or g.get("reader_required") for g in graded):
+            continue
+        if any(states[key] not in (REFERABLE, NON_REFERABLE) for key in keys):
+            continue
+        scores = [float(g["score"] or 0.0) for g in graded if g is not None]
+        value = PATIENT_RULES[rule["rule"]](scores)
+        state = REFERABLE if value >= rule["threshold"] else NON_REFERABLE
+        decided.update({key: state for key in keys})
+    return decided
+
+
+def _last_graded(items: Sequence[Result]) -> Result | None:
+    """The last image of a group that got a referable / non-referable verdict."""
+    graded = [item for item in items if item.get("verdict") in (REFERABLE, NON_REFERABLE)]
+    return graded[-1] if graded else None
+
+
+def _reasons(results: Sequence[Result], per_eye: dict[str, str]) -> list[str]:
     """Short sentences behind the screening verdict, for the result page and the report."""
     reasons = [f"{_eye_name(key)}: {state.replace('_', '-')}" for key, state in per_eye.items()]
     for result in results:
         if result.get("reader_required"):
             reasons.append(f"{_eye_name(result.get('laterality') or '')}: {result['reader_required']}")
-        for reason in (result.get("quality") or {}).get("reasons", []):
+        quality = result.get("quality")
+        for reason in quality["reasons"] if quality else []:
             reasons.append(f"{_eye_name(result.get('laterality') or '')}: {reason['message']}")
     return reasons
 
 
 def _eye_name(key: str) -> str:
-    """'L' -> 'Left eye'; anything else as is."""
-    return {"L": "Left eye", "R": "Right eye"}.get(key, key or "Image")
+    """'L' -> 'Left eye', 'cxr-adult:image-0' -> 'cxr-adult: image-0'; anything else as is."""
+    task, _, side = key.rpartition(":")
+    name = {"L": "Left eye", "R": "Right eye"}.get(side, side or "Image")
+    return f"{task}: {name}" if task else name
 
 
 def heatmap(pixels: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, int] | None = None,
@@ -240,7 +319,7 @@ def heatmap_png(pixels: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, i
     return encoded.tobytes()
 
 
-def cam_label(findings: Sequence[dict[str, Any]]) -> str | None:
+def cam_label(findings: Sequence[FindingResult]) -> str | None:
     """The finding whose activation map to show: the most urgent positive, else the likeliest."""
     if not findings:
         return None

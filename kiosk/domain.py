@@ -10,9 +10,6 @@ import numpy as np
 #: What an image shows, as far as intake can tell: a fundus photograph or a chest film.
 ImageKind = Literal["fundus", "cxr"]
 
-#: Screening tasks the kiosk knows, mapped to the kind of image each one reads.
-TASK_KIND: dict[str, ImageKind] = {"fundus-dr": "fundus", "cxr-pneumonia": "cxr"}
-
 
 @dataclass
 class Image:

@@ -75,6 +75,20 @@ class DiskFullError(StoreError):
     http_status = 507
 
 
+class SignOffError(KioskError):
+    """A clinician's sign-off that breaks the rule (kiosk/store/records.py: ``check_sign_off``)."""
+
+    code = "bad_sign_off"
+    http_status = 400
+
+
+class AlreadySignedError(SignOffError):
+    """A second sign-off of a screening: a signed result is never rewritten."""
+
+    code = "already_signed"
+    http_status = 409
+
+
 class NotFoundError(KioskError):
     """The patient, screening or item asked for does not exist."""
 

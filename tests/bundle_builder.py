@@ -141,12 +141,14 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 def build_bundle(models_dir: Path, keys: TestKeys, *, kind: str = "fundus", size: int = 32,
                  version: str = "1.0.0", gains: Sequence[float] | None = None,
                  biases: Sequence[float] | None = None, with_cam: bool = True,
-                 int8_variant: bool = False, edit: Any = None) -> Path:
+                 int8_variant: bool = False, edit: Any = None, task: str | None = None) -> Path:
     """Write and sign ``models_dir/<task>-<version>/``; returns the folder.
 
-    ``edit(manifest)`` may change the manifest before it is hashed and signed.
+    ``task`` names another task of the same kind; ``edit(manifest)`` may change the manifest
+    before it is hashed and signed.
     """
     manifest = fundus_manifest(size) if kind == "fundus" else cxr_manifest(size)
+    manifest["task"] = task or manifest["task"]
     labels = manifest["outputs"]["labels"]
     gains = list(gains) if gains is not None else [4.0] * len(labels)
     biases = list(biases) if biases is not None else [0.0] * len(labels)

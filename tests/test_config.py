@@ -30,7 +30,16 @@ def test_malformed_value_is_a_config_error_naming_the_variable() -> None:
 
 def test_prevalence_must_be_a_proportion() -> None:
     with pytest.raises(ConfigError, match="between 0 and 1"):
-        load_config(env={"KIOSK_PREVALENCE_FUNDUS_DR": "12"})
+        load_config(env={"KIOSK_PREVALENCE": "fundus-dr=12"})
+    with pytest.raises(ConfigError, match="TASK=share"):
+        load_config(env={"KIOSK_PREVALENCE": "fundus-dr"})
+
+
+def test_prevalence_is_one_setting_keyed_by_task() -> None:
+    config = load_config(env={"KIOSK_PREVALENCE": "fundus-dr=0.2, cxr-adult=0.08"})
+    assert config.prevalence_for("fundus-dr") == 0.2
+    assert config.prevalence_for("cxr-adult") == 0.08
+    assert config.prevalence_for("cxr-pneumonia") is None
 
 
 def test_every_setting_has_help_and_is_documented() -> None:

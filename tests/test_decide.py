@@ -8,6 +8,7 @@ import pytest
 from bundle_builder import cxr_manifest, fundus_manifest
 
 from kiosk import decide
+from kiosk.tasks import Population
 
 
 def test_temperature_softens_the_probability() -> None:
@@ -152,13 +153,17 @@ def test_the_heat_map_png_decodes_and_is_bounded_in_size() -> None:
 
 
 def test_population_warning_only_outside_the_trained_ages() -> None:
-    population = {"age_years": [1, 5], "description": "children aged 1-5"}
+    population = Population.parse({"age_years": [1, 5], "description": "children aged 1-5"})
     assert decide.population_warning(population, 3.0) is None
+    assert decide.population_warning(population, 5.6) is None  # 5 years and 7 months is "aged 5"
     assert decide.population_warning(population, None) is None
     assert decide.population_warning(None, 40.0) is None
     warning = decide.population_warning(population, 40.9)
     assert warning is not None and "children aged 1-5" in warning and "40 years" in warning
-    assert decide.population_warning({"age_years": [18, 120]}, 12.0) is not None
+    assert decide.population_warning(population, 6.0) is not None
+    assert decide.population_warning(Population.parse({"age_years": [18, 120]}), 12.0) is not None
+    baby = decide.population_warning(population, 0.7)
+    assert baby is not None and "8 months old" in baby
 
 
 def test_a_result_a_clinician_must_read_cannot_clear_the_patient() -> None:

@@ -109,7 +109,7 @@ def test_a_real_photograph_gets_the_same_verdict_through_triton(served, tmp_path
     for backend in ("triton", "onnxruntime-cpu"):
         config = _config(tmp_path, url, backends=backend)
         pipeline = Pipeline(config, {bundle.task: Model(bundle, open_engine(bundle, config))})
-        results.append(pipeline.screen(data, source="16_left.jpeg").result)
+        results.append(pipeline.screen(data, source="16_left.jpeg")[0].result)
         pipeline.close()
     via_triton, local = results
     assert via_triton["backend"] == "triton" and local["backend"] == "onnxruntime-cpu"

@@ -14,10 +14,13 @@ from PIL import Image as PILImage
 
 from kiosk.config import Config, load_config
 from kiosk.errors import BundleError
-from kiosk.pipeline import Pipeline, laterality_from_name
+from kiosk.framing import laterality_from_name, working_copy
+from kiosk.pipeline import Pipeline
 
 RESULT_KEYS = {"input", "task", "verdict", "score", "findings", "quality", "model", "backend",
                "laterality", "priority", "timings_ms", "warnings", "error"}
+#: What a screened result adds: the image kind, the task's title, its referral and its codes.
+SCREENED_KEYS = RESULT_KEYS | {"kind", "title", "referral", "codes"}
 TIMINGS = {"decode", "quality", "preprocess", "infer", "total"}
 
 
@@ -45,9 +48,9 @@ def _fundus(name: str = "13_left.jpeg") -> bytes:
 
 
 def test_a_full_size_fundus_photograph_gets_a_verdict(pipeline: Pipeline) -> None:
-    outcome = pipeline.screen(_fundus(), source="13_left.jpeg")
+    outcome = pipeline.screen(_fundus(), source="13_left.jpeg")[0]
     result = outcome.result
-    assert set(result) == RESULT_KEYS and set(result["timings_ms"]) == TIMINGS
+    assert set(result) == SCREENED_KEYS and set(result["timings_ms"]) == TIMINGS
     assert result["error"] is None and result["task"] == "fundus-dr"
     assert result["quality"]["gradable"] is True, result["quality"]
     assert result["verdict"] in ("referable", "non_referable")
@@ -66,7 +69,7 @@ def test_a_photograph_too_dark_to_grade_is_ungradable_with_reasons(pipeline: Pip
     dark = PILImage.fromarray((picture // 12).astype(np.uint8))
     buffer = io.BytesIO()
     dark.save(buffer, format="JPEG", quality=90)
-    result = pipeline.screen(buffer.getvalue(), source="dark.jpg", task="fundus-dr").result
+    result = pipeline.screen(buffer.getvalue(), source="dark.jpg", task="fundus-dr")[0].result
     assert result["verdict"] == "ungradable" and result["findings"] == []
     assert result["quality"]["reasons"], "an ungradable image must say why"
     assert result["error"] is None
@@ -74,16 +77,17 @@ def test_a_photograph_too_dark_to_grade_is_ungradable_with_reasons(pipeline: Pip
 
 def test_a_chest_dicom_is_screened_as_chest_whatever_the_task_says(pipeline: Pipeline) -> None:
     data = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
-    result = pipeline.screen(data, source="siim.dcm", task="fundus-dr").result
+    result = pipeline.screen(data, source="siim.dcm", task="fundus-dr")[0].result
     assert result["task"] == "cxr-pneumonia", result
     assert result["error"] is None and result["quality"]["gradable"], result["quality"]
     assert [f["label"] for f in result["findings"]] == ["pneumonia", "pneumothorax"]
-    assert any("screened as cxr-pneumonia" in w for w in result["warnings"])
+    assert any("a chest film, not a fundus photograph: screened with cxr-pneumonia" in w
+               for w in result["warnings"])
 
 
 def test_an_urgent_chest_finding_raises_the_priority(pipeline: Pipeline, tmp_path: Path) -> None:
     data = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
-    result = pipeline.screen(data, source="siim.dcm").result
+    result = pipeline.screen(data, source="siim.dcm")[0].result
     by_label = {f["label"]: f for f in result["findings"]}
     if by_label["pneumothorax"]["positive"]:
         assert result["priority"] == 3 and result["verdict"] == "referable"
@@ -92,7 +96,7 @@ def test_an_urgent_chest_finding_raises_the_priority(pipeline: Pipeline, tmp_pat
 
 
 def test_bytes_that_are_no_image_are_refused_with_a_reason(pipeline: Pipeline) -> None:
-    outcome = pipeline.screen(b"%PDF-1.4 not a picture", source="letter.pdf")
+    outcome = pipeline.screen(b"%PDF-1.4 not a picture", source="letter.pdf")[0]
     result = outcome.result
     assert result["verdict"] is None and result["error"]["code"] == "not_an_image"
     assert set(result) == RESULT_KEYS and outcome.image is None
@@ -101,11 +105,13 @@ def test_bytes_that_are_no_image_are_refused_with_a_reason(pipeline: Pipeline) -
 def test_screen_many_batches_give_the_same_results_as_one_by_one(pipeline: Pipeline) -> None:
     names = ["10_left.jpeg", "13_right.jpeg", "17_left.jpeg"]
     items = [(_fundus(n), n) for n in names] + [(b"junk", "junk.bin")]
-    many = pipeline.screen_many(items, heatmap=False)
+    groups = pipeline.screen_many(items, heatmap=False)
+    assert [len(group) for group in groups] == [1, 1, 1, 1]  # one fundus task, one result each
+    many = [group[0] for group in groups]
     assert [o.result["input"] for o in many] == [*names, "junk.bin"]
     assert many[-1].result["error"]["code"] == "not_an_image"
     for outcome, (data, name) in zip(many, items[:3], strict=False):
-        single = pipeline.screen(data, source=name).result
+        single = pipeline.screen(data, source=name)[0].result
         assert outcome.result["verdict"] == single["verdict"]
         assert outcome.result["score"] == pytest.approx(single["score"], abs=1e-4)
         assert outcome.heatmap_png is None
@@ -136,7 +142,7 @@ def test_a_tampered_bundle_is_refused_and_the_others_still_load(tmp_path: Path) 
     [refused] = [d for d in made.describe() if d["signature"]["status"] == "refused"]
     assert refused["error"]["code"] == "bad_checksum" and refused["id"] == "cxr-pneumonia-1.0.0"
     assert refused["backend"] is None
-    result = made.screen(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()).result
+    result = made.screen(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes())[0].result
     assert result["error"]["code"] == "no_model"
 
 
@@ -160,7 +166,7 @@ def test_the_decode_sandbox_is_used_when_configured(tmp_path: Path) -> None:
     build_bundle(tmp_path / "models", keys)
     made = Pipeline.from_config(_config(tmp_path, sandbox_workers=1))
     try:
-        result = made.screen(_fundus(), source="13_left.jpeg").result
+        result = made.screen(_fundus(), source="13_left.jpeg")[0].result
         assert result["error"] is None and result["verdict"] in ("referable", "non_referable")
     finally:
         made.close()
@@ -177,7 +183,7 @@ def test_a_full_size_picture_is_shrunk_to_a_working_copy(pipeline: Pipeline) -> 
     picture = PILImage.open(io.BytesIO(_fundus("13_left.jpeg"))).convert("RGB")
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    outcome = pipeline.screen(buffer.getvalue(), source="13_left.png")
+    outcome = pipeline.screen(buffer.getvalue(), source="13_left.png")[0]
     assert outcome.image is not None and 256 <= min(outcome.image.size) <= 512
     assert outcome.image.original_size == (picture.height, picture.width)
     assert outcome.result["verdict"] in ("referable", "non_referable")
@@ -185,7 +191,6 @@ def test_a_full_size_picture_is_shrunk_to_a_working_copy(pipeline: Pipeline) -> 
 
 def test_working_copy_keeps_twice_the_target_on_the_shorter_side() -> None:
     from kiosk.domain import Image
-    from kiosk.pipeline import working_copy
 
     film = Image(pixels=np.zeros((2000, 1600), np.uint8), kind="cxr", original_size=(2000, 1600))
     shrunk = working_copy(film, 256)
@@ -202,8 +207,8 @@ def test_the_same_film_sent_uncompressed_or_as_jpeg2000_is_judged_alike(pipeline
     ds.decompress()
     native = io.BytesIO()
     ds.save_as(native, enforce_file_format=True)
-    sent_j2k = pipeline.screen(path.read_bytes(), source="rg1-j2k.dcm").result
-    sent_native = pipeline.screen(native.getvalue(), source="rg1-native.dcm").result
+    sent_j2k = pipeline.screen(path.read_bytes(), source="rg1-j2k.dcm")[0].result
+    sent_native = pipeline.screen(native.getvalue(), source="rg1-native.dcm")[0].result
     assert sent_j2k["error"] is None and sent_native["error"] is None
     assert sent_j2k["verdict"] == sent_native["verdict"]
     assert sent_j2k["score"] == pytest.approx(sent_native["score"], abs=0.02)
@@ -212,10 +217,10 @@ def test_the_same_film_sent_uncompressed_or_as_jpeg2000_is_judged_alike(pipeline
 def test_an_image_whose_kind_cannot_be_told_needs_a_task(pipeline: Pipeline) -> None:
     buffer = io.BytesIO()
     PILImage.new("RGB", (300, 300), (200, 40, 40)).save(buffer, format="PNG")  # neither eye nor film
-    result = pipeline.screen(buffer.getvalue(), source="red.png").result
+    result = pipeline.screen(buffer.getvalue(), source="red.png")[0].result
     assert result["verdict"] is None and result["error"]["code"] == "unknown_task"
     assert "fundus-dr" in result["error"]["message"] and "cxr-pneumonia" in result["error"]["message"]
-    told = pipeline.screen(buffer.getvalue(), source="red.png", task="fundus-dr").result
+    told = pipeline.screen(buffer.getvalue(), source="red.png", task="fundus-dr")[0].result
     assert told["task"] == "fundus-dr" and told["error"] is None
     assert told["verdict"] == "ungradable" and told["quality"]["reasons"]
 
@@ -230,9 +235,9 @@ def test_a_patient_outside_the_models_trained_ages_gets_a_warning(tmp_path: Path
     data = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
     made = Pipeline.from_config(_config(tmp_path))
     try:
-        adult = made.screen(data, source="siim.dcm", age_years=68.2).result
-        child = made.screen(data, source="siim.dcm", age_years=3.0).result
-        unknown = made.screen(data, source="siim.dcm").result
+        adult = made.screen(data, source="siim.dcm", age_years=68.2)[0].result
+        child = made.screen(data, source="siim.dcm", age_years=3.0)[0].result
+        unknown = made.screen(data, source="siim.dcm")[0].result
     finally:
         made.close()
     assert adult["verdict"] is not None
@@ -262,9 +267,10 @@ def test_the_dicom_header_gives_the_age_when_no_patient_record_does(tmp_path: Pa
         variants[name] = buffer.getvalue()
     made = Pipeline.from_config(_config(tmp_path))
     try:
-        adult = made.screen(variants["adult"], source="adult.dcm").result
-        told = made.screen(variants["adult"], source="adult.dcm", age_years=3.0).result
-        many = made.screen_many([(variants[n], f"{n}.dcm") for n in ("adult", "child", "unknown")])
+        adult = made.screen(variants["adult"], source="adult.dcm")[0].result
+        told = made.screen(variants["adult"], source="adult.dcm", age_years=3.0)[0].result
+        many = [group[0] for group in made.screen_many(
+            [(variants[n], f"{n}.dcm") for n in ("adult", "child", "unknown")])]
     finally:
         made.close()
     assert "68 years" in adult["reader_required"]

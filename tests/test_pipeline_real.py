@@ -56,7 +56,7 @@ def test_full_size_fundus_photographs(pipeline: Pipeline) -> None:
     scores: dict[int, list[float]] = {}
     for name, grade in FUNDUS_GRADES.items():
         data = shared("fundus", "eyepacs-fullres", f"{name}.jpeg").read_bytes()
-        outcome = pipeline.screen(data, source=f"{name}.jpeg")
+        outcome = pipeline.screen(data, source=f"{name}.jpeg")[0]
         result = outcome.result
         assert result["error"] is None and result["task"] == "fundus-dr"
         assert result["laterality"] == name.split("_")[1][0].upper()
@@ -76,7 +76,7 @@ def test_chest_films_from_both_classes(pipeline: Pipeline) -> None:
     means = {}
     for label in ("NORMAL", "PNEUMONIA"):
         files = sorted((folder / label).iterdir())[:8]
-        results = [pipeline.screen(f.read_bytes(), source=f.name, task="cxr-pneumonia").result
+        results = [pipeline.screen(f.read_bytes(), source=f.name, task="cxr-pneumonia")[0].result
                    for f in files]
         assert all(r["error"] is None for r in results)
         graded = [r["score"] for r in results if r["verdict"] != "ungradable"]
@@ -88,7 +88,7 @@ def test_chest_films_from_both_classes(pipeline: Pipeline) -> None:
 @pytest.mark.parametrize("name", ["SIIM-CXR-no-pneumothorax.dcm", "RG1_J2KI.dcm"])
 def test_real_chest_dicom_gets_a_verdict(pipeline: Pipeline, name: str) -> None:
     _need("cxr-pneumonia")
-    result = pipeline.screen(shared("dicom", name).read_bytes(), source=name).result
+    result = pipeline.screen(shared("dicom", name).read_bytes(), source=name)[0].result
     assert result["error"] is None and result["task"] == "cxr-pneumonia"
     assert result["verdict"] in ("referable", "non_referable", "ungradable")
     finding = result["findings"][0] if result["findings"] else None
@@ -99,7 +99,7 @@ def test_real_chest_dicom_gets_a_verdict(pipeline: Pipeline, name: str) -> None:
 
 
 def test_a_tibia_film_is_refused(pipeline: Pipeline) -> None:
-    result = pipeline.screen(shared("dicom", "RG3_J2KR.dcm").read_bytes(), source="tibia.dcm").result
+    result = pipeline.screen(shared("dicom", "RG3_J2KR.dcm").read_bytes(), source="tibia.dcm")[0].result
     assert result["verdict"] is None and result["error"]["code"] == "wrong_body_part"
 
 

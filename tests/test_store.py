@@ -10,7 +10,13 @@ import pytest
 from store_helpers import png_bytes, result, screen
 
 from kiosk.config import Config
-from kiosk.errors import DiskFullError, KioskError, NotFoundError, StoreError
+from kiosk.errors import (
+    AlreadySignedError,
+    DiskFullError,
+    NotFoundError,
+    SignOffError,
+    StoreError,
+)
 from kiosk.store import Store
 from kiosk.store.db import Database
 from kiosk.store.migrations import MIGRATIONS
@@ -115,10 +121,13 @@ def test_sign_off_queues_the_final_report_and_only_once(store: Store) -> None:
     with store.db.read() as conn:
         finals = conn.execute("SELECT COUNT(*) FROM outbox WHERE report_status = 'final'")
         assert finals.fetchone()[0] == 2
-    with pytest.raises(KioskError):
+    with pytest.raises(AlreadySignedError):  # a signed result is never rewritten (HTTP 409)
         store.sign_off(screening.id, clinician="dr_b", decision="confirm", note="")
-    with pytest.raises(StoreError):
+    with pytest.raises(SignOffError, match="write why"):  # overruling needs a verdict and a note
         store.sign_off(screen(store, 3).id, clinician="dr_a", decision="overrule", note="")
+    with pytest.raises(SignOffError, match="right verdict"):
+        store.sign_off(screen(store, 4).id, clinician="dr_a", decision="overrule", note="why",
+                       verdict="maybe")
 
 
 def test_worklist_puts_unsigned_urgent_first(store: Store) -> None:

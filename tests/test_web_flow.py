@@ -220,12 +220,12 @@ def test_admin_sees_models_sets_prevalence_adds_users_and_audits(kiosk) -> None:
     assert "median per image today" not in page  # nothing screened yet
     assert "This device" in page and "MB free of" in page  # hardware status panel
     token = page_token(client, "/admin/")
-    assert client.post("/admin/settings", data={"prevalence_fundus_dr": "25",
+    assert client.post("/admin/settings", data={"prevalence:fundus-dr": "25",
                                                 "csrf_token": token}).status_code == 302
-    assert store.get_setting("prevalence_fundus_dr") == "0.2500"
-    outcome = pipeline.screen(_fundus(), source="13_left.jpeg")
+    assert store.get_setting("prevalence:fundus-dr") == "0.2500"
+    outcome = pipeline.screen(_fundus(), source="13_left.jpeg")[0]
     assert outcome.result["findings"][0]["prevalence"] == pytest.approx(0.25)
-    bad = client.post("/admin/settings", data={"prevalence_fundus_dr": "150", "csrf_token": token})
+    bad = client.post("/admin/settings", data={"prevalence:fundus-dr": "150", "csrf_token": token})
     assert bad.status_code == 400
     added = client.post("/admin/users", data={"username": "grace", "role": "clinician",
                                               "password": "a long password", "csrf_token": token})
@@ -234,7 +234,7 @@ def test_admin_sees_models_sets_prevalence_adds_users_and_audits(kiosk) -> None:
                                              "password": "short", "csrf_token": token})
     assert weak.status_code == 400 and store.get_user("tom") is None
     audit = client.get("/admin/audit?q=setting").get_data(as_text=True)
-    assert "Tamper check passed" in audit and "prevalence_fundus_dr" in audit
+    assert "Tamper check passed" in audit and "prevalence:fundus-dr" in audit
 
 
 def test_patient_search_by_scanned_id_goes_straight_to_capture(kiosk) -> None:
@@ -298,8 +298,8 @@ def test_result_page_of_an_ungradable_screening_recorded_elsewhere(kiosk) -> Non
     what to do, and the slip prints."""
     app, store, pipeline = kiosk
     patient = store.upsert_patient("L-1", "Yaa Asantewaa", None, None, actor="listener")
-    outcomes = [pipeline.screen(darkened(_fundus()), source="dark.jpg", laterality="L"),
-                pipeline.screen(b"junk", source="junk.bin")]
+    outcomes = [pipeline.screen(darkened(_fundus()), source="dark.jpg", laterality="L")[0],
+                pipeline.screen(b"junk", source="junk.bin")[0]]
     shas = [store.save_image(darkened(_fundus()), ".jpg"), store.save_image(b"junk", ".bin")]
     screening = store.record_screening(patient.id, [o.result for o in outcomes], actor="listener",
                                        image_shas=shas, heatmap_shas=[None, None])

@@ -88,7 +88,7 @@ def test_no_route_fails_with_a_500_on_junk_input(tmp_path: Path, role: str) -> N
     junk = {"q": "\x00é' OR 1=1 --", "decision": "overrule", "verdict": "<b>", "note": "x" * 5000,
             "identifier": "../../etc", "name": "\u202e", "birth_date": "31/02/2020", "sex": "?",
             "role": "root", "username": "é", "password": "", "eye": "Z", "reason": "idle",
-            "prevalence_fundus_dr": "nan", "patient_id": "-1"}
+            "prevalence:fundus-dr": "nan", "patient_id": "-1"}
     for endpoint, method, url in _routes(made):
         if endpoint == "auth.logout":
             continue

@@ -12,17 +12,11 @@ from flask_login import current_user
 from hardware.status import read_status
 from kiosk import accounts
 from kiosk.errors import KioskError
+from kiosk.visit import apply_settings, setting_name
 from web.security import audit, requires
-from web.services import apply_prevalence, services
+from web.services import services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-#: Clinic settings the admin may change: name -> (Config field for the default, label).
-PREVALENCE = {
-    "prevalence_fundus_dr": "Referable diabetic retinopathy",
-    "prevalence_cxr_pneumonia": "Pneumonia on chest films",
-}
-
 
 class AdminFormError(KioskError):
     """An admin form is incomplete or malformed."""
@@ -45,7 +39,7 @@ def index() -> ResponseReturnValue:
         models=models,
         measured=_measured_today(svc.store.worklist()),
         model_error=model_error,
-        prevalence=_prevalence(),
+        tasks=_task_settings(),
         users=svc.store.list_users(),
         roles=accounts.ROLES,
         device=read_status(svc.config),
@@ -63,31 +57,39 @@ def _measured_today(screenings: list[Any]) -> dict[str, tuple[float, int]]:
     return {model: (statistics.median(ms), len(ms)) for model, ms in times.items()}
 
 
-def _prevalence() -> list[dict[str, Any]]:
-    """Each prevalence setting with its label and value in force."""
+def _task_settings() -> list[dict[str, Any]]:
+    """Per loaded task: its title, the prevalence and the operating point in force, the choices."""
     svc = services()
-    rows = []
-    for name, label in PREVALENCE.items():
-        default = str(getattr(svc.config, name))
-        rows.append({"name": name, "label": label, "value": svc.store.get_setting(name, default)})
-    return rows
+    try:
+        pipeline = svc.pipeline
+    except KioskError:
+        return []
+    return [{"task": task, "title": pipeline.task(task).title,
+             "prevalence_name": setting_name("prevalence", task),
+             "prevalence": pipeline.prevalence(task),
+             "point_name": setting_name("operating_point", task),
+             "point": pipeline.operating_point(task), "points": pipeline.operating_points(task)}
+            for task in pipeline.tasks()]
 
 
 @bp.post("/settings")
 @requires("admin")
 def settings() -> ResponseReturnValue:
-    """Change the clinic's prevalence (used for PPV/NPV)."""
-    store = services().store
-    for name in PREVALENCE:
-        raw = request.form.get(name, "").strip()
-        if not raw:
-            continue
-        value = _percent_to_share(raw)
-        store.set_setting(name, f"{value:.4f}", actor=current_user.username)
+    """Change a task's prevalence (used for PPV/NPV) or its operating point; audited."""
     svc = services()
+    for row in _task_settings():
+        raw = request.form.get(row["prevalence_name"], "").strip()
+        if raw:
+            value = _percent_to_share(raw)
+            svc.store.set_setting(row["prevalence_name"], f"{value:.4f}", actor=current_user.username)
+        point = request.form.get(row["point_name"], "").strip()
+        if point and point != row["point"]:
+            if point not in row["points"]:
+                raise AdminFormError(f"{row['title']} has no operating point {point!r}.")
+            svc.store.set_setting(row["point_name"], point, actor=current_user.username)
     if svc.pipeline_loaded:
-        apply_prevalence(svc.store, svc.pipeline)
-    flash("Prevalence saved.", "info")
+        apply_settings(svc.store, svc.pipeline)
+    flash("Settings saved.", "info")
     return redirect(url_for("admin.index"))
 
 

@@ -13,16 +13,17 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
-from kiosk import __version__
+from kiosk import __version__, visit
 from kiosk.errors import KioskError
+from kiosk.store import Screening
+from kiosk.visit import Offered
 from web import words
-from web.capture import Offered, age_years, gate, record, screen_visit
+from web.capture import gate, retakes
 from web.openapi import openapi_document
 from web.patients import CAPTURE_FIELDS, PatientFormError, patient_fields
 from web.results import patient_of
 from web.security import audit, requires
 from web.services import services
-from web.worklist import SignOffError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -107,15 +108,16 @@ def create_screening() -> ResponseReturnValue:
     patient_id = _patient_id(request.form.get("patient_id", ""))
     patient = svc.store.get_patient(patient_id)
     offered = _offered()
-    outcomes, retakes = screen_visit(svc.pipeline, offered, age=age_years(patient.birth_date))
-    if retakes:
+    screened = visit.screen(svc.pipeline, offered, age=visit.age_years(patient.birth_date))
+    needed = retakes(screened)
+    if needed:
         body = {
             "code": "retake",
-            "message": "; ".join(r.line for r in retakes),
-            "retakes": [{"name": r.name, "line": r.line, "reasons": r.reasons} for r in retakes],
+            "message": "; ".join(r.line for r in needed),
+            "retakes": [{"name": r.name, "line": r.line, "reasons": r.reasons} for r in needed],
         }
         return jsonify(body), 422
-    screening = record(svc, patient_id, offered, outcomes, actor=current_user.username)
+    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
     audit("api_create_screening", patient_id=patient_id, detail=f"screening={screening.id}")
     return jsonify(screening_json(screening)), 201
 
@@ -135,8 +137,6 @@ def sign_off(screening_id: int) -> ResponseReturnValue:
     body = request.get_json(silent=True) or {}
     decision, note = str(body.get("decision", "")), str(body.get("note", "")).strip()
     verdict = body.get("verdict")
-    if decision not in ("confirm", "overrule") or (decision == "overrule" and not (verdict and note)):
-        raise SignOffError("decision must be confirm, or overrule with a verdict and a note")
     screening = services().store.sign_off(
         screening_id, clinician=current_user.username, decision=decision, note=note,
         verdict=str(verdict) if decision == "overrule" else None,
@@ -160,17 +160,16 @@ def _patient_id(raw: str) -> int:
 
 def _offered() -> list[Offered]:
     """The uploaded images: ``image`` (task detected) or the eye/chest fields of the form."""
-    fields: dict[str, tuple[str | None, str | None]] = {"image": (None, None), **CAPTURE_FIELDS}
+    fields: dict[str, tuple[Any, str | None]] = {"image": (None, None), **CAPTURE_FIELDS}
     offered = []
     laterality = request.form.get("laterality")
     laterality = laterality if laterality in ("L", "R") else None
     task_hint = request.form.get("task") or None
-    for field, (task, eye) in fields.items():
+    for field, (kind, eye) in fields.items():
         for upload in request.files.getlist(field):
-            data = upload.read()
-            if data:
+            if upload.filename or upload.content_length:
                 name = upload.filename or field
-                offered.append(Offered(data, name, eye or laterality, task or task_hint))
+                offered.append(Offered(upload.read(), name, eye or laterality, kind, task_hint))
     if not offered:
         raise BadUpload("Attach at least one image (field 'image').")
     return offered
@@ -187,19 +186,16 @@ def patient_json(patient: Any) -> dict[str, Any]:
     }
 
 
-def screening_json(screening: Any) -> dict[str, Any]:
+def screening_json(screening: Screening) -> dict[str, Any]:
     """A screening as JSON, with the nurse's words beside the machine codes."""
-    urgent = any(words.urgent(r) for r in screening.results)
-    task = screening.results[0].get("task") if screening.results else None
-    sign_off = screening.sign_off
-    if sign_off is not None and not isinstance(sign_off, dict):
-        sign_off = {k: _plain(v) for k, v in vars(sign_off).items()}
+    signed = screening.sign_off
+    sign_off = None if signed is None else {k: _plain(v) for k, v in vars(signed).items()}
     return {
         "id": screening.id,
         "patient": patient_json(patient_of(screening)),
         "created": _plain(screening.created),
         "verdict": screening.verdict,
-        "action": words.action(screening.verdict, task, urgent),
+        "action": words.headline(screening.verdict, screening.results),
         "priority": screening.priority,
         "results": screening.results,
         "sign_off": sign_off,

@@ -24,7 +24,8 @@ def create_app(
     """Build the kiosk web app around a store, a screening pipeline and an optional camera.
 
     Whatever is not passed is made from ``config``: the store is opened now, the pipeline and
-    the camera when first needed (so a log-in page answers while the models load).
+    the camera when first needed (so a log-in page answers while the models load). ``pipeline``
+    may be a loaded Pipeline or a ``kiosk.visit.LazyPipeline`` shared with the DICOM listener.
     """
     config = config or load_config()
     app = Flask(__name__)

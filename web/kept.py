@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import session
 
-from web.capture import Offered, suffix_of
+from kiosk.visit import Offered, suffix_of
 from web.services import services
 
 KEY = "kept"
@@ -22,7 +22,7 @@ def kept_images(patient_id: int) -> list[Offered]:
     store = services().store
     return [
         Offered(store.image_path(item["sha"]).read_bytes(), item["name"], item["laterality"],
-                item["task"])
+                item.get("kind"), item.get("task"))
         for item in held.get("items", [])
     ]
 
@@ -32,9 +32,9 @@ def keep(patient_id: int, items: list[Offered]) -> None:
     store = services().store
     entries: list[dict[str, Any]] = []
     for item in items:
-        sha = store.save_image(item.data, suffix_of(item))
+        sha = store.save_image(item.data, suffix_of(item.data, item.name))
         entries.append({"sha": sha, "name": item.name, "laterality": item.laterality,
-                        "task": item.task})
+                        "kind": item.kind, "task": item.task})
     session[KEY] = {"patient": patient_id, "items": entries}
 
 
@@ -46,8 +46,8 @@ def forget() -> None:
 def merge(kept: list[Offered], new: list[Offered]) -> list[Offered]:
     """The visit's images, right eye first, then left, then films; a new photo of an eye
     replaces the kept one of that eye."""
-    retaken = {(n.task, n.laterality) for n in new if n.laterality is not None}
-    visit = [k for k in kept if (k.task, k.laterality) not in retaken] + new
+    retaken = {(n.kind, n.laterality) for n in new if n.laterality is not None}
+    visit = [k for k in kept if (k.kind, k.laterality) not in retaken] + new
     return sorted(visit, key=lambda item: _EYE_ORDER.get(item.laterality or "", 2))
 
 

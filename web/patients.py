@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from kiosk import visit
+from kiosk.domain import ImageKind
 from kiosk.errors import KioskError
+from kiosk.visit import Offered
 from web import kept, words
-from web.capture import Offered, Retake, age_years, camera_frame, record, screen_visit
+from web.capture import Retake, camera_frame, retakes
 from web.security import audit
 from web.services import services
 
@@ -21,11 +24,11 @@ bp = Blueprint("patients", __name__)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 SEXES = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Unknown"}
 
-#: The file inputs of the capture form: field name -> (task, eye).
-CAPTURE_FIELDS = {
-    "right_eye": ("fundus-dr", "R"),
-    "left_eye": ("fundus-dr", "L"),
-    "chest": ("cxr-pneumonia", None),
+#: The file inputs of the capture form: field name -> (kind of image, eye).
+CAPTURE_FIELDS: dict[str, tuple[ImageKind, str | None]] = {
+    "right_eye": ("fundus", "R"),
+    "left_eye": ("fundus", "L"),
+    "chest": ("cxr", None),
 }
 
 
@@ -57,7 +60,7 @@ def find() -> ResponseReturnValue:
     )
 
 
-def _prefill(query: str, found: list[object]) -> dict[str, str]:
+def _prefill(query: str, found: Sequence[object]) -> dict[str, str]:
     """A search that found nobody starts the registration: an id if it has digits, else a name."""
     if found or not query:
         return {}
@@ -117,7 +120,7 @@ def _capture_page(patient_id: int, retakes: list[Retake], status: int = 200) -> 
     audit("view_patient", patient_id=patient_id)
     page = render_template(
         "capture.html", patient=patient, retakes=retakes, has_camera=svc.has_camera, sexes=SEXES,
-        kept=[(words.image_title({"laterality": k.laterality, "task": k.task}), k.name)
+        kept=[(words.slot_title(k.laterality, k.kind), k.name)
               for k in kept.kept_images(patient_id)],
     )
     return page, status
@@ -127,11 +130,10 @@ def _capture_page(patient_id: int, retakes: list[Retake], status: int = 200) -> 
 def upload(patient_id: int) -> ResponseReturnValue:
     """Uploaded images: gate them all, then screen and record, or ask for retakes."""
     offered = []
-    for field, (task, eye) in CAPTURE_FIELDS.items():
+    for field, (kind, eye) in CAPTURE_FIELDS.items():
         for upload in request.files.getlist(field):
-            data = upload.read()
-            if data:
-                offered.append(Offered(data, upload.filename or field, eye, task))
+            if upload.filename or upload.content_length:
+                offered.append(Offered(upload.read(), upload.filename or field, eye, kind))
     return _gate_and_screen(patient_id, offered)
 
 
@@ -143,7 +145,7 @@ def camera(patient_id: int) -> ResponseReturnValue:
     if cam is None:
         raise NoCamera("No camera is configured on this kiosk: upload the photo instead.")
     eye = request.form.get("eye") if request.form.get("eye") in ("L", "R") else None
-    offered = [Offered(camera_frame(cam), "camera.jpg", eye, "fundus-dr")]
+    offered = [Offered(camera_frame(cam), "camera.jpg", eye, "fundus")]
     return _gate_and_screen(patient_id, offered)
 
 
@@ -159,13 +161,14 @@ def _gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnV
     the result page of the newly recorded screening."""
     svc = services()
     patient = svc.store.get_patient(patient_id)  # NotFoundError before any work
-    visit = kept.merge(kept.kept_images(patient_id), offered)
-    outcomes, retakes = screen_visit(svc.pipeline, visit, age=age_years(patient.birth_date))
-    if retakes:
-        failed = {r.index for r in retakes}
-        kept.keep(patient_id, [item for i, item in enumerate(visit) if i not in failed])
-        audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in retakes))
-        return _capture_page(patient_id, retakes, 422)
-    screening = record(svc, patient_id, visit, outcomes, actor=current_user.username)
+    images = kept.merge(kept.kept_images(patient_id), offered)
+    screened = visit.screen(svc.pipeline, images, age=visit.age_years(patient.birth_date))
+    needed = retakes(screened)
+    if needed:
+        failed = {r.index for r in needed}
+        kept.keep(patient_id, [item for i, item in enumerate(images) if i not in failed])
+        audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in needed))
+        return _capture_page(patient_id, needed, 422)
+    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
     kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id))

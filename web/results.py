@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, render_template, send_file
@@ -9,7 +10,8 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from kiosk.errors import KioskError, NotFoundError
-from web import slip, words
+from kiosk.store import Patient, Screening
+from web import slip
 from web.patients import SEXES
 from web.security import audit
 from web.services import services
@@ -20,12 +22,9 @@ bp = Blueprint("results", __name__)
 INLINE = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
-def patient_of(screening: Any) -> Any:
-    """The patient of a screening, whether the store gives the object or its id."""
-    patient = screening.patient
-    if isinstance(patient, int):
-        return services().store.get_patient(patient)
-    return patient
+def patient_of(screening: Screening) -> Patient:
+    """The patient of a screening."""
+    return screening.patient
 
 
 @bp.get("/screenings/<int:screening_id>")
@@ -42,8 +41,6 @@ def result(screening_id: int) -> ResponseReturnValue:
         can_sign=current_user.role == "clinician",
         sexes=SEXES,
         images=_image_views(screening),
-        first_task=screening.results[0].get("task") if screening.results else None,
-        any_urgent=any(words.urgent(r) for r in screening.results),
         limitations=_limitations(),
     )
 
@@ -58,7 +55,7 @@ def _limitations() -> dict[tuple[str, str], list[str]]:
             for m in described if m.get("backend")}
 
 
-def _image_views(screening: Any) -> list[dict[str, Any]]:
+def _image_views(screening: Screening) -> list[dict[str, Any]]:
     """Per image: the result and which picture the page can show (heat-map or original)."""
     views = []
     for index, result in enumerate(screening.results):
@@ -75,7 +72,7 @@ def _image_views(screening: Any) -> list[dict[str, Any]]:
     return views
 
 
-def _at(items: list[str | None], index: int) -> str | None:
+def _at(items: Sequence[str | None], index: int) -> str | None:
     """The item at index, or None past the end."""
     return items[index] if index < len(items) else None
 

@@ -7,47 +7,43 @@ from typing import Any
 
 from flask import current_app
 
+from hardware.camera import open_camera
 from kiosk.config import Config
 from kiosk.errors import KioskError
+from kiosk.pipeline import Pipeline
+from kiosk.store import Store
+from kiosk.visit import LazyPipeline
 
 
 class Services:
     """The store (opened now), the pipeline and the camera (opened when first needed)."""
 
     def __init__(
-        self, config: Config, *, store: Any = None, pipeline: Any = None, camera: Any = None
+        self, config: Config, *, store: Store | None = None,
+        pipeline: Pipeline | LazyPipeline | None = None, camera: Any = None
     ) -> None:
         self.config = config
-        self.store = store if store is not None else _open_store(config)
-        self._pipeline = pipeline
+        self.store = store if store is not None else Store.open(config)
+        self.lazy_pipeline = pipeline if isinstance(pipeline, LazyPipeline) else LazyPipeline(
+            config, self.store, pipeline)
         self._camera = camera
         self._lock = threading.Lock()
-        if pipeline is not None:
-            apply_prevalence(self.store, pipeline)
 
     @property
-    def pipeline(self) -> Any:
+    def pipeline(self) -> Pipeline:
         """The screening pipeline, loaded (bundles verified, engines warmed) on first use."""
-        with self._lock:
-            if self._pipeline is None:
-                from kiosk.pipeline import Pipeline
-
-                self._pipeline = Pipeline.from_config(self.config)
-                apply_prevalence(self.store, self._pipeline)
-            return self._pipeline
+        return self.lazy_pipeline()
 
     @property
     def pipeline_loaded(self) -> bool:
         """True once the pipeline exists (health reports without forcing a load)."""
-        return self._pipeline is not None
+        return self.lazy_pipeline.loaded
 
     @property
     def camera(self) -> Any | None:
         """The configured camera, or None when ``KIOSK_CAMERA_URI`` is empty."""
         with self._lock:
             if self._camera is None and self.config.camera_uri:
-                from hardware.camera import open_camera
-
                 self._camera = open_camera(self.config.camera_uri)
             return self._camera
 
@@ -55,26 +51,6 @@ class Services:
     def has_camera(self) -> bool:
         """True when a camera was given or one is configured."""
         return self._camera is not None or bool(self.config.camera_uri)
-
-
-def prevalence_setting(task: str) -> str:
-    """The store/config setting name of a task's prevalence: fundus-dr -> prevalence_fundus_dr."""
-    return "prevalence_" + task.replace("-", "_")
-
-
-def apply_prevalence(store: Any, pipeline: Any) -> None:
-    """Give the pipeline the prevalence the admin set for each loaded task (if any)."""
-    for task in pipeline.tasks():
-        value = store.get_setting(prevalence_setting(task))
-        if value is not None:
-            pipeline.set_prevalence(task, float(value))
-
-
-def _open_store(config: Config) -> Any:
-    """Open the SQLite store named by the configuration."""
-    from kiosk.store import Store
-
-    return Store.open(config)
 
 
 def services() -> Services:

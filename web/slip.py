@@ -13,6 +13,8 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfgen.canvas import Canvas
 
+from kiosk.result import FindingResult, Result
+from kiosk.store import Patient, Screening
 from web import words
 
 LEFT = 18 * mm
@@ -27,7 +29,7 @@ def file_name(identifier: str, screening_id: int) -> str:
 
 
 def referral_slip(
-    screening: Any, patient: Any, clinic_name: str, heatmaps: list[Path | None]
+    screening: Screening, patient: Patient, clinic_name: str, heatmaps: list[Path | None]
 ) -> bytes:
     """The slip of one screening: patient, what to do, per image findings, model, warning."""
     buffer = io.BytesIO()
@@ -50,7 +52,7 @@ def referral_slip(
     return buffer.getvalue()
 
 
-def _header(canvas: Canvas, screening: Any, patient: Any, clinic_name: str) -> float:
+def _header(canvas: Canvas, screening: Screening, patient: Patient, clinic_name: str) -> float:
     """Clinic, patient and date; returns the next line's height."""
     top = A4[1] - 20 * mm
     canvas.setFont("Helvetica-Bold", 16)
@@ -66,11 +68,9 @@ def _header(canvas: Canvas, screening: Any, patient: Any, clinic_name: str) -> f
     return top - 26 * mm
 
 
-def _verdict(canvas: Canvas, screening: Any, y: float) -> float:
+def _verdict(canvas: Canvas, screening: Screening, y: float) -> float:
     """The overall action in a box, as big as the page allows."""
-    task = screening.results[0].get("task") if screening.results else None
     final = screening.sign_off.verdict if screening.sign_off else screening.verdict
-    urgent = final == screening.verdict and any(words.urgent(r) for r in screening.results)
     fill = {"refer": colors.HexColor("#b3261e"), "clear": colors.HexColor("#1b6e3a")}.get(
         words.tone(final), colors.HexColor("#8a5a00")
     )
@@ -78,7 +78,7 @@ def _verdict(canvas: Canvas, screening: Any, y: float) -> float:
     canvas.rect(LEFT, y - 19 * mm, WIDTH, 19 * mm, stroke=0, fill=1)
     canvas.setFillColor(colors.white)
     canvas.setFont("Helvetica-Bold", 18)
-    canvas.drawString(LEFT + 4 * mm, y - 9 * mm, words.action(final, task, urgent))
+    canvas.drawString(LEFT + 4 * mm, y - 9 * mm, words.headline(final, screening.results)[:60])
     canvas.setFont("Helvetica", 10)
     who = "Decided by the clinician" if screening.sign_off else UNCONFIRMED
     canvas.drawString(LEFT + 4 * mm, y - 15 * mm, who)
@@ -86,7 +86,7 @@ def _verdict(canvas: Canvas, screening: Any, y: float) -> float:
     return y - 27 * mm
 
 
-def _image_block(canvas: Canvas, result: dict[str, Any], heatmap: Path | None, y: float) -> float:
+def _image_block(canvas: Canvas, result: Result, heatmap: Path | None, y: float) -> float:
     """One eye or film: its action, findings and the heat-map thumbnail."""
     canvas.setFont("Helvetica-Bold", 13)
     title = words.image_title(result)
@@ -94,8 +94,8 @@ def _image_block(canvas: Canvas, result: dict[str, Any], heatmap: Path | None, y
     canvas.setFont("Helvetica", 10)
     text_y = y - 6 * mm
     text_width = WIDTH - 48 * mm
-    for finding in result.get("findings", []):
-        for part in simpleSplit(_finding_line(finding), "Helvetica", 10, text_width):
+    for line in [words.model_line(result), *map(_finding_line, result.get("findings", []))]:
+        for part in simpleSplit(line, "Helvetica", 10, text_width):
             canvas.drawString(LEFT + 4 * mm, text_y, part)
             text_y -= 5 * mm
     if heatmap is not None and heatmap.exists():
@@ -121,7 +121,7 @@ def _thumbnail(path: Path) -> ImageReader:
     return ImageReader(buffer)
 
 
-def _finding_line(finding: dict[str, Any]) -> str:
+def _finding_line(finding: FindingResult) -> str:
     """ "Referable DR: 82% (threshold 23%) - positive; PPV 31%, NPV 98%" """
     sign = "positive" if finding.get("positive") else "negative"
     return (
@@ -131,11 +131,10 @@ def _finding_line(finding: dict[str, Any]) -> str:
     )
 
 
-def _footer(canvas: Canvas, screening: Any) -> None:
+def _footer(canvas: Canvas, screening: Screening) -> None:
     """Referral box, model, sign-off and the intended-use warning at the foot of the page."""
-    models = sorted(
-        {f"{r['model'].get('id')} {r['model'].get('version')}" for r in screening.results if r.get("model")}
-    )
+    models = sorted({f"{model['id']} {model['version']}" for r in screening.results
+                     if (model := r.get("model")) is not None})
     y = 30 * mm
     canvas.setFont("Helvetica", 10)
     canvas.drawString(LEFT, y + 14 * mm, "Referred to: ______________________   Date: ___________"

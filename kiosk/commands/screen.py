@@ -1,9 +1,11 @@
 """``kiosk screen [--task TASK] [--json] PATH...``: screen files, one verdict per input.
 
-With ``--json`` each input gives one JSON object on its own line (the result JSON of
-docs/interfaces.md); without it, one readable line. Folders are screened file by file. The exit
-status is 0 when every input got a verdict and 1 when any was refused. Inputs go through the
-pipeline in batches of KIOSK_BATCH_SIZE, with a progress bar when stderr is a terminal.
+With ``--json`` each input gives one JSON object per task that read it, each on its own line
+(the result record of docs/interfaces.md: a chest film may be read by the children's and the
+adults' chest models when no age is known); without it, one readable line per result.
+Folders are screened file by file. The exit status is 0 when every input got a verdict and 1
+when any was refused. Inputs go through the pipeline in batches of KIOSK_BATCH_SIZE, with a
+progress bar when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from typing import Any, TextIO
 
 from kiosk.config import Config
 from kiosk.errors import KioskError
+from kiosk.result import FindingResult, Result
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of the verb."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--task", help="task for inputs that do not say (fundus-dr, cxr-pneumonia); "
-                        "a DICOM file's modality decides for itself")
+    parser.add_argument("--task", help="run only this task (see 'kiosk models list'); a DICOM "
+                        "file's modality decides its kind of image for itself")
+    parser.add_argument("--age", type=float, metavar="YEARS",
+                        help="the patient's age, to choose between models trained for different "
+                        "ages (else the DICOM header's)")
     parser.add_argument("--json", action="store_true", help="one JSON object per input per line")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR",
                         help="also write each heat-map as DIR/<input name>.heatmap.png")
@@ -65,13 +71,13 @@ def screen_files(pipeline: Any, files: list[Path], args: argparse.Namespace, out
         for start in range(0, len(files), size):
             chunk = files[start : start + size]
             items, unreadable = _read(chunk)
-            outcomes = iter(pipeline.screen_many(items, task=args.task,
-                                                 heatmap=args.heatmaps is not None))
+            groups = iter(_screen(pipeline, items, args))
             for path in chunk:
-                result, png = unreadable[path] if path in unreadable else _next(outcomes)
-                refused += result["verdict"] is None
-                _write_heatmap(args.heatmaps, path, png)
-                print(json.dumps(result) if args.json else human(result), file=out, flush=True)
+                answers = [unreadable[path]] if path in unreadable else _next(groups)
+                refused += answers[0][0]["verdict"] is None
+                for result, png in answers:
+                    _write_heatmap(args.heatmaps, path, png, result["task"] if len(answers) > 1 else None)
+                    print(json.dumps(result) if args.json else human(result), file=out, flush=True)
                 if progress is not None:
                     progress.update(1)
     finally:
@@ -80,16 +86,23 @@ def screen_files(pipeline: Any, files: list[Path], args: argparse.Namespace, out
     return refused
 
 
-def _next(outcomes: Iterator[Any]) -> tuple[dict[str, Any], bytes | None]:
-    """The next outcome's result and heat-map."""
-    outcome = next(outcomes)
-    return outcome.result, outcome.heatmap_png
+def _screen(pipeline: Any, items: list[tuple[bytes, str]], args: argparse.Namespace) -> list[Any]:
+    """Per input, its outcomes (one per task that read it), inference batched per task."""
+    from kiosk.visit import screen_files
+
+    return screen_files(pipeline, items, task=args.task, age=args.age,
+                        heatmap=args.heatmaps is not None)
 
 
-def _read(chunk: list[Path]) -> tuple[list[tuple[bytes, str]], dict[Path, tuple[dict[str, Any], None]]]:
+def _next(groups: Iterator[Any]) -> list[tuple[Result, bytes | None]]:
+    """The next input's results and heat-maps, one per task that read it."""
+    return [(outcome.result, outcome.heatmap_png) for outcome in next(groups)]
+
+
+def _read(chunk: list[Path]) -> tuple[list[tuple[bytes, str]], dict[Path, tuple[Result, None]]]:
     """(bytes, name) for readable files; a refusal result for files that cannot be read."""
     items: list[tuple[bytes, str]] = []
-    unreadable: dict[Path, tuple[dict[str, Any], None]] = {}
+    unreadable: dict[Path, tuple[Result, None]] = {}
     for path in chunk:
         try:
             items.append((path.read_bytes(), str(path)))
@@ -99,7 +112,7 @@ def _read(chunk: list[Path]) -> tuple[list[tuple[bytes, str]], dict[Path, tuple[
     return items, unreadable
 
 
-def _refusal(source: str, error: dict[str, str]) -> dict[str, Any]:
+def _refusal(source: str, error: dict[str, str]) -> Result:
     """A result for an input that never reached the pipeline."""
     return {"input": source, "task": None, "verdict": None, "score": None, "findings": [],
             "quality": None, "model": None, "backend": None, "laterality": None, "priority": 0,
@@ -107,37 +120,40 @@ def _refusal(source: str, error: dict[str, str]) -> dict[str, Any]:
                            "total": 0.0}, "warnings": [], "error": error}
 
 
-def human(result: dict[str, Any]) -> str:
+def human(result: Result) -> str:
     """One readable line: input, verdict, score, positive findings or the reason."""
     if result["error"]:
         return f"{result['input']}: refused — {result['error']['message']}"
     verdict = str(result["verdict"]).replace("_", "-")
     if result["verdict"] == "ungradable":
-        reasons = "; ".join(r["message"] for r in result["quality"]["reasons"])
+        quality = result["quality"]
+        reasons = "; ".join(r["message"] for r in (quality["reasons"] if quality else []))
         return f"{result['input']}: {verdict} — {reasons}"
     positives = [f"{f['display']} ({f['probability']:.2f} ≥ {f['threshold']:.2f}{_ppv_words(f)})"
                  for f in result["findings"] if f["positive"]]
     detail = ", ".join(positives) if positives else "no finding above its threshold"
+    warnings = "".join(f" (warning: {w})" for w in result.get("warnings") or [])
     return (f"{result['input']}: {verdict} [{result['task']}, score {result['score']:.2f}, "
-            f"{result['timings_ms']['total']:.0f} ms] — {detail}")
+            f"{result['timings_ms']['total']:.0f} ms] — {detail}{warnings}")
 
 
-def _ppv_words(found: dict[str, Any]) -> str:
+def _ppv_words(found: FindingResult) -> str:
     """'; here 71-100 in 100 flagged truly have it' (the range from the validation's CIs)."""
-    if found.get("ppv") is None:
+    ppv = found.get("ppv")
+    if ppv is None:
         return ""
-    low, high = found.get("ppv_range") or (found["ppv"], found["ppv"])
+    low, high = found.get("ppv_range") or (ppv, ppv)
     span = f"{round(100 * low)}-{round(100 * high)}" if round(100 * low) != round(100 * high) \
-        else f"about {round(100 * found['ppv'])}"
+        else f"about {round(100 * ppv)}"
     return f"; here {span} in 100 flagged truly have it"
 
 
-def _write_heatmap(folder: Path | None, path: Path, png: bytes | None) -> None:
-    """Save a heat-map PNG beside the others, when asked for and when there is one."""
+def _write_heatmap(folder: Path | None, path: Path, png: bytes | None, task: str | None) -> None:
+    """Save a heat-map PNG (named by task too when several read the input), when asked for."""
     if folder is None or png is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{path.name}.heatmap.png").write_bytes(png)
+    (folder / f"{path.name}{'.' + task if task else ''}.heatmap.png").write_bytes(png)
 
 
 def _progress(total: int, args: argparse.Namespace) -> Any:

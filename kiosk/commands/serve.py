@@ -52,28 +52,6 @@ class Kiosk:
         self.store.close()
 
 
-class _LazyPipeline:
-    """The screening pipeline, loaded on first use (when there is no web app to share)."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._pipeline: Any = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Any:
-        with self._lock:
-            if self._pipeline is None:
-                from kiosk.pipeline import Pipeline
-
-                self._pipeline = Pipeline.from_config(self.config)
-            return self._pipeline
-
-    def close(self) -> None:
-        """Release the pipeline if it was loaded."""
-        if self._pipeline is not None:
-            self._pipeline.close()
-
-
 class _WebServer:
     """waitress serving the Flask app; a fresh server for each (re)start."""
 
@@ -110,10 +88,7 @@ def _add_web(kiosk: Kiosk, config: Config, threads: int) -> None:
     except ImportError as exc:
         kiosk.missing.append(f"web app ({exc})")
         return
-    app = create_app(config, store=kiosk.store)
-    services = app.extensions["kiosk"]
-    kiosk.pipeline = lambda: services.pipeline
-    kiosk.closers.append(lambda: services.pipeline.close() if services.pipeline_loaded else None)
+    app = create_app(config, store=kiosk.store, pipeline=kiosk.pipeline)  # the one lazy pipeline
     web = _WebServer(app, config, threads)
     kiosk.supervisor.add("web", web.run, web.interrupt)
 
@@ -159,10 +134,11 @@ def build(config: Config, *, web: bool = True, dicom: bool = True, sync: bool = 
     """Open the store and register every service (nothing runs until ``supervisor.start()``)."""
     from hardware.supervisor import Supervisor
     from kiosk.store import Store
+    from kiosk.visit import LazyPipeline
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(config)
-    lazy = _LazyPipeline(config)
+    lazy = LazyPipeline(config, store)
     kiosk = Kiosk(Supervisor(), store, lazy, closers=[lazy.close])
     if web:
         _add_web(kiosk, config, threads)

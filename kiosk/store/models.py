@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from kiosk.result import Result
+
 
 @dataclass(frozen=True)
 class User:
@@ -51,7 +53,7 @@ class Screening:
     uid: str
     patient: Patient
     created: datetime
-    results: list[dict]
+    results: list[Result]
     image_shas: list[str]
     heatmap_shas: list[str | None]
     verdict: str

@@ -9,11 +9,14 @@ from datetime import date, datetime, time, timedelta
 
 from kiosk.accounts import ROLES
 from kiosk.decide import combine
-from kiosk.errors import KioskError, NotFoundError, StoreError
+from kiosk.errors import AlreadySignedError, NotFoundError, SignOffError, StoreError
+from kiosk.result import Result
 from kiosk.store.db import from_text, to_text, utc_now
 from kiosk.store.models import Patient, Screening, SignOff, User
 
 DECISIONS = ("confirm", "overrule")
+#: The verdicts a clinician may stand behind when overruling.
+VERDICTS = ("referable", "non_referable", "ungradable")
 
 
 def user_from_row(row: sqlite3.Row | None) -> User | None:
@@ -85,7 +88,7 @@ def find_patients(conn: sqlite3.Connection, query: str, limit: int) -> list[Pati
     return [patient_from_row(row) for row in rows]
 
 
-def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[dict], actor: str,
+def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[Result], actor: str,
                      image_shas: list[str], heatmap_shas: list[str | None]) -> int:
     """Write a screening and its per-image results; returns its id."""
     if not results or len(results) != len(image_shas) or len(results) != len(heatmap_shas):
@@ -108,6 +111,13 @@ def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[di
             (screening_id, position, json.dumps(result, sort_keys=True), image_sha, heatmap_sha),
         )
     return screening_id
+
+
+def screening_for_image(conn: sqlite3.Connection, image_sha: str) -> int | None:
+    """The id of the first screening holding the image with this sha256, if any."""
+    row = conn.execute("SELECT screening_id FROM results WHERE image_sha = ? ORDER BY screening_id LIMIT 1",
+                       (image_sha,)).fetchone()
+    return int(row["screening_id"]) if row is not None else None
 
 
 def get_screening(conn: sqlite3.Connection, screening_id: int) -> Screening:
@@ -152,16 +162,22 @@ def worklist_ids(conn: sqlite3.Connection, day: date | None) -> list[int]:
     return [int(row["id"]) for row in rows]
 
 
+def check_sign_off(screening: Screening, decision: str, note: str, verdict: str | None) -> None:
+    """The sign-off rule, the one place it is written: once per screening; confirm, or
+    overrule with the clinician's verdict and a note saying why."""
+    if screening.sign_off is not None:
+        raise AlreadySignedError("This screening is already signed off; a signed result is never "
+                                 "rewritten.")
+    if decision not in DECISIONS:
+        raise SignOffError("Choose Confirm or Overrule.")
+    if decision == "overrule" and (verdict not in VERDICTS or not note.strip()):
+        raise SignOffError("To overrule, choose the right verdict and write why in the note.")
+
+
 def insert_sign_off(conn: sqlite3.Connection, screening: Screening, clinician: str,
                     decision: str, note: str, verdict: str | None) -> None:
-    """Record a clinician's sign-off (once per screening)."""
-    if decision not in DECISIONS:
-        raise StoreError(f"unknown decision {decision!r}; use confirm or overrule",
-                         code="bad_decision")
-    if decision == "overrule" and not verdict:
-        raise StoreError("overruling needs the clinician's verdict", code="bad_decision")
-    if screening.sign_off is not None:
-        raise KioskError("this screening is already signed off", code="already_signed")
+    """Record a clinician's sign-off (the rule: ``check_sign_off``)."""
+    check_sign_off(screening, decision, note, verdict)
     final = verdict if decision == "overrule" and verdict else screening.verdict
     conn.execute(
         "INSERT INTO sign_offs (screening_id, clinician, decision, verdict, note, signed)"

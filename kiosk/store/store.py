@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kiosk.config import Config
 from kiosk.errors import NotFoundError, StoreError
+from kiosk.result import Result
 from kiosk.store import audit as audit_log
 from kiosk.store import images, outbox, records
 from kiosk.store.db import Database, to_text, utc_now
@@ -115,7 +116,7 @@ class Store:
         """Where the image with this sha256 is (NotFoundError when absent)."""
         return images.find(self.images_dir, sha256)
 
-    def record_screening(self, patient_id: int, results: list[dict], *, actor: str,
+    def record_screening(self, patient_id: int, results: list[Result], *, actor: str,
                          image_shas: list[str], heatmap_shas: list[str | None]) -> Screening:
         """Save a screening, its results and its outbox items in one transaction."""
         images.check_free_space(self.config.data_dir, SCREENING_BYTES,
@@ -131,6 +132,11 @@ class Store:
             audit_log.append(conn, actor, "screening.record", patient_id=patient_id,
                              detail=f"screening {screening_id}: {screening.verdict}")
             return screening
+
+    def screening_for_image(self, image_sha: str) -> int | None:
+        """The id of the screening that already holds this image (by sha256), if any."""
+        with self.db.read() as conn:
+            return records.screening_for_image(conn, image_sha)
 
     def get_screening(self, screening_id: int) -> Screening:
         """The screening with this id (NotFoundError when absent)."""

@@ -9,9 +9,7 @@ same study, marked verified by the clinician.
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
-from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -21,14 +19,17 @@ from pydicom import Dataset, dcmread
 from pydicom.sr.codedict import codes
 
 from kiosk.config import Config
+from kiosk.result import CodingDict, model_words
 from kiosk.store import Screening
 from kiosk.sync.base import Delivery, dicom_uid
+from kiosk.tasks import codes_of
 
 MANUFACTURER = "Screening kiosk"
 SEX = {"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}
 LOCAL = "99KIOSK"  # a private coding scheme for the kiosk's own verdict and finding codes
+#: DICOM coding scheme designators of the code systems the manifests use.
+SCHEMES = {"http://loinc.org": "LN", "http://snomed.info/sct": "SCT"}
 EYE_SIDE = {"L": codes.SCT.Left, "R": codes.SCT.Right}
-PACS_ROUTES = ("dicom", "dicomweb")
 
 
 def study_uid(screening: Screening) -> str:
@@ -97,10 +98,19 @@ def _code(value: str, meaning: str) -> CodedConcept:
                         meaning=meaning[:64] or value)
 
 
+def _coded(standard: CodingDict | None, value: str, meaning: str) -> CodedConcept:
+    """The standard code (LOINC, SNOMED CT) where the task names one, else the kiosk's own."""
+    if standard is not None and standard["system"] in SCHEMES:
+        return CodedConcept(value=standard["code"], scheme_designator=SCHEMES[standard["system"]],
+                            meaning=(standard["display"] or meaning)[:64])
+    return _code(value, meaning)
+
+
 def _image_group(s: Screening, position: int) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     result = s.results[position]
-    model = result.get("model") or {}
+    model: Any = result.get("model") or {}
     side = str(result.get("laterality") or "")
+    found_codes = codes_of(result)["findings"]
     verdict = str(result.get("verdict"))
     evaluations = [hd.sr.QualitativeEvaluation(_code("verdict", "AI verdict"),
                                                _code(verdict, verdict.replace("_", " ")))]
@@ -108,7 +118,7 @@ def _image_group(s: Screening, position: int) -> hd.sr.MeasurementsAndQualitativ
     for finding in result.get("findings") or []:
         label, display = str(finding.get("label")), str(finding.get("display") or "")
         evaluations.append(hd.sr.QualitativeEvaluation(
-            _code(label, display or label),
+            _coded(found_codes.get(label), label, display or label),
             codes.SCT.Present if finding.get("positive") else codes.SCT.Absent))
         measurements.append(hd.sr.Measurement(
             name=_code(f"p-{label}", f"Probability of {display or label}"),
@@ -117,9 +127,13 @@ def _image_group(s: Screening, position: int) -> hd.sr.MeasurementsAndQualitativ
         else None
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=dicom_uid(s.uid, "tracking", str(position)), identifier=f"image {position + 1}"),
-        algorithm_id=hd.sr.AlgorithmIdentification(str(model.get("id", "unknown")),
-                                                    str(model.get("version", "unknown"))),
+            uid=dicom_uid(s.uid, "tracking", str(position)),
+            identifier=f"image {result.get('image', position) + 1}: "
+                       f"{result.get('title') or result.get('task')}"[:64]),
+        algorithm_id=hd.sr.AlgorithmIdentification(
+            str(model.get("title") or model.get("id", "unknown"))[:64],
+            f"{model.get('id', 'unknown')} {model.get('version', 'unknown')}"[:64],
+            parameters=[model_words(result)[:64]] if model.get("population") else None),
         finding_sites=sites, qualitative_evaluations=evaluations, measurements=measurements,
     )
 
@@ -139,7 +153,7 @@ def _sign_off_group(s: Screening) -> list[hd.sr.MeasurementsAndQualitativeEvalua
 def structured_report(delivery: Delivery, evidence: list[Dataset], config: Config) -> Dataset:
     """The TID 1500 measurement report of the screening, preliminary or verified final."""
     s = delivery.screening
-    model = s.results[0].get("model") or {}
+    model: Any = s.results[0].get("model") or {}
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -164,49 +178,23 @@ def structured_report(delivery: Delivery, evidence: list[Dataset], config: Confi
     return sr
 
 
+def _first_of_each_image(s: Screening) -> list[int]:
+    """One result position per image (several tasks may have read the same film)."""
+    first: dict[str, int] = {}
+    for position, sha in enumerate(s.image_shas):
+        first.setdefault(sha, position)
+    return sorted(first.values())
+
+
 def datasets(delivery: Delivery, config: Config) -> list[Dataset]:
     """Everything one outbox item sends to the PACS, SR last (its evidence goes first)."""
     s = delivery.screening
     evidence = [secondary_capture(delivery, i, sha, "overlay")
                 for i, sha in enumerate(s.heatmap_shas) if sha]
     if config.send_originals and not delivery.final:
-        evidence += [original(delivery, i) for i in range(len(s.results))]
+        evidence += [original(delivery, i) for i in _first_of_each_image(s)]
     if not evidence:
-        evidence = [secondary_capture(delivery, i, sha, "original")
-                    for i, sha in enumerate(s.image_shas)]
+        evidence = [secondary_capture(delivery, i, s.image_shas[i], "original")
+                    for i in _first_of_each_image(s)]
     sr = structured_report(delivery, evidence, config)
     return (evidence if not delivery.final else []) + [sr]
-
-
-
-def _spool_folder(delivery: Delivery, config: Config) -> Path:
-    return config.data_dir / "spool" / "dicom" / (
-        f"{delivery.screening.uid}-{delivery.item.report_status}")
-
-
-def release_spool(delivery: Delivery, config: Config) -> None:
-    """Remove the item's rendering once no PACS route still needs it (called after the item
-    is marked sent, so of two routes finishing together the second always sees the first)."""
-    if not delivery.store.unsent_siblings(delivery.item, PACS_ROUTES):
-        shutil.rmtree(_spool_folder(delivery, config), ignore_errors=True)
-
-
-def spooled(delivery: Delivery, config: Config) -> list[Path]:
-    """The item's objects as DICOM files in the spool, rendered once and reused by every retry
-    and by both PACS routes (C-STORE, STOW-RS), so each resend is byte-identical."""
-    folder = _spool_folder(delivery, config)
-    if not folder.exists():
-        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=_mkdirs(folder.parent)))
-        for number, dataset in enumerate(datasets(delivery, config)):
-            name = f"{number:03d}_{dataset.SOPInstanceUID}.dcm"
-            dataset.save_as(partial / name, enforce_file_format=True)
-        try:
-            partial.rename(folder)
-        except OSError:  # another worker rendered it first: keep theirs
-            shutil.rmtree(partial, ignore_errors=True)
-    return sorted(folder.glob("*.dcm"))
-
-
-def _mkdirs(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder

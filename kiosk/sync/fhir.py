@@ -18,16 +18,16 @@ import requests
 
 from kiosk.config import Config
 from kiosk.errors import SyncError
+from kiosk.result import CodingDict, FindingResult, Result, model_words
 from kiosk.store import Screening
 from kiosk.sync.base import Delivery, http_auth, refused, stable_uuid, tls_verify, unreachable
 from kiosk.sync.dicom_objects import sc_uids, study_uid
 from kiosk.sync.fhir_validate import validate
+from kiosk.tasks import codes_of
 
 SYSTEM = "urn:kiosk"
 AI_ASSERTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
                "code": "AIAST", "display": "artificial intelligence asserted"}
-LOINC_SIDE = {"L": ("71490-7", "Diabetic retinopathy severity in left eye"),
-              "R": ("71491-5", "Diabetic retinopathy severity in right eye")}
 EYE = {"L": ("8966001", "Left eye structure"), "R": ("18944008", "Right eye structure")}
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 GENDER = {"female": "female", "f": "female", "male": "male", "m": "male", "other": "other"}
@@ -63,15 +63,22 @@ def patient(s: Screening, config: Config) -> dict:
     return resource
 
 
-def device(model: dict) -> dict:
-    """The Device: the screening algorithm's name and version."""
-    return {
+def device(result: Result) -> dict:
+    """The Device: the screening algorithm's name, version and the patients it was trained for."""
+    model: Any = result.get("model") or {}
+    names = [{"name": str(model.get("id", "unknown")), "type": "model-name"}]
+    if model.get("title"):
+        names.append({"name": str(model["title"]), "type": "user-friendly-name"})
+    resource: dict[str, Any] = {
         "resourceType": "Device",
         "identifier": [_identifier("algorithm", f"{model.get('id')}@{model.get('version')}")],
-        "deviceName": [{"name": str(model.get("id", "unknown")), "type": "model-name"}],
+        "deviceName": names,
         "version": [{"value": str(model.get("version", "unknown"))}],
         "type": {"text": "AI screening algorithm"},
     }
+    if model.get("population"):
+        resource["note"] = [{"text": model_words(result)}]
+    return resource
 
 
 def imaging_study(s: Screening, patient_ref: str) -> dict:
@@ -98,11 +105,10 @@ def observation(s: Screening, position: int, status: str, refs: dict[str, str]) 
     result = s.results[position]
     side = str(result.get("laterality") or "")
     task = str(result.get("task"))
-    if task == "fundus-dr" and side in LOINC_SIDE:
-        code: dict[str, Any] = {"coding": [{"system": "http://loinc.org", "code": LOINC_SIDE[side][0],
-                            "display": LOINC_SIDE[side][1]}]}
-    else:
-        code = {"coding": [{"system": f"{SYSTEM}:task", "code": task}], "text": task}
+    codes = codes_of(result)
+    standard = [dict(codes["result"])] if codes["result"] else []
+    code: dict[str, Any] = {"coding": [*standard, {"system": f"{SYSTEM}:task", "code": task}],
+                            "text": str(result.get("title") or task)}
     resource: dict[str, Any] = {
         "resourceType": "Observation", "status": status,
         "identifier": [_identifier("observation", f"{s.uid}-{position}")],
@@ -113,7 +119,8 @@ def observation(s: Screening, position: int, status: str, refs: dict[str, str]) 
         "effectiveDateTime": s.created.isoformat(), "valueCodeableConcept":
         _verdict(str(result.get("verdict"))), "device": {"reference": refs[f"device{position}"]},
         "method": {"text": "artificial intelligence"},
-        "component": [_component(f) for f in result.get("findings") or []],
+        "component": [_component(f, codes["findings"].get(f["label"]))
+                      for f in result.get("findings") or []],
     }
     if side in EYE:
         resource["bodySite"] = {"coding": [{"system": "http://snomed.info/sct",
@@ -123,11 +130,11 @@ def observation(s: Screening, position: int, status: str, refs: dict[str, str]) 
     return resource
 
 
-def _component(finding: dict) -> dict:
+def _component(finding: FindingResult, standard: CodingDict | None) -> dict:
     label = str(finding.get("label"))
+    own = {"system": f"{SYSTEM}:finding", "code": label, "display": str(finding.get("display") or label)}
     return {
-        "code": {"coding": [{"system": f"{SYSTEM}:finding", "code": label,
-                             "display": str(finding.get("display") or label)}]},
+        "code": {"coding": [*([dict(standard)] if standard else []), own]},
         "valueQuantity": {"value": round(float(finding.get("probability", 0.0)), 6),
                           "unit": "probability", "system": "http://unitsofmeasure.org",
                           "code": "1"},
@@ -215,11 +222,11 @@ def bundle(delivery: Delivery, config: Config) -> dict:
     entries = [_create(refs["patient"], patient(s, config))]
     models: dict[str, str] = {}
     for position, result in enumerate(s.results):
-        model = result.get("model") or {}
+        model: Any = result.get("model") or {}
         name = f"{model.get('id')}@{model.get('version')}"
         if name not in models:
             models[name] = _ref(f"{key}/device/{name}")
-            entries.append(_create(models[name], device(model)))
+            entries.append(_create(models[name], device(result)))
         refs[f"device{position}"] = models[name]
     entries.append(_put({**imaging_study(s, refs["patient"]), "id": resource_id(s, "study")}))
     status = "final" if final else "preliminary"

@@ -11,16 +11,26 @@ from __future__ import annotations
 import socket
 import ssl
 from datetime import datetime
+from typing import Any
 
 from kiosk.config import Config
 from kiosk.errors import SyncError
+from kiosk.result import CodingDict, model_words
 from kiosk.store import Screening
-from kiosk.sync.base import Delivery, control_id, host_port, refused, unreachable
+from kiosk.sync.base import (
+    Delivery,
+    control_id,
+    host_port,
+    refused,
+    unreachable,
+)
+from kiosk.tasks import codes_of
 
 START, END = b"\x0b", b"\x1c\x0d"
 SEX = {"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}
 SIDE = {"L": "L^Left eye^HL70163", "R": "R^Right eye^HL70163"}
-LOINC_SIDE = {"L": "71490-7", "R": "71491-5"}
+#: HL7 v2 coding-system names (table 0396) of the code systems the manifests use.
+SYSTEMS = {"http://loinc.org": "LN", "http://snomed.info/sct": "SCT"}
 
 
 def escape(text: object) -> str:
@@ -60,7 +70,7 @@ def build_oru(delivery: Delivery, config: Config) -> str:
     obr = ["OBR", "1", escape(s.uid), "", f"{escape('+'.join(tasks))}^AI screening^L", "", "",
            hl7_time(s.created)] + [""] * 14 + [hl7_time(signed), "", "", status]
     segments = ["|".join(msh), "|".join(pid), "|".join(obr), *_observations(s, status)]
-    segments += _sign_off_segments(s, delivery.final, len(segments))
+    segments += _sign_off_segments(s, delivery.final, _next_obx(segments))
     return "\r".join(segments) + "\r"
 
 
@@ -69,21 +79,36 @@ def _observations(s: Screening, status: str) -> list[str]:
     rows: list[str] = []
     for position, result in enumerate(s.results):
         side = str(result.get("laterality") or "")
-        model = result.get("model") or {}
+        model: Any = result.get("model") or {}
         device = f"{escape(model.get('id', ''))} {escape(model.get('version', ''))}"
-        if result.get("task") == "fundus-dr" and side in LOINC_SIDE:
-            code = f"{LOINC_SIDE[side]}^DR severity {side} eye^LN"
-        else:
-            code = f"{escape(result.get('task'))}^{escape(result.get('task'))} verdict^L"
+        codes = codes_of(result)
+        task = str(result.get("task"))
+        own = f"{escape(task)}^{escape(result.get('title') or task)} verdict^L"
+        code = _cwe(codes["result"], own)
         value = f"{escape(result.get('verdict'))}^{escape(result.get('verdict'))}^L"
         sub = str(position + 1)
-        rows.append(_obx(len(rows) + 1, "CWE", code, sub, value, status, device, side))
+        rows.append(_obx(_next_obx(rows), "CWE", code, sub, value, status, device, side))
+        rows.append(f"NTE|1|L|{escape(model_words(result))}")
         for finding in result.get("findings") or []:
-            label = escape(finding.get("label"))
-            rows.append(_obx(len(rows) + 1, "NM", f"{label}^{escape(finding.get('display'))}^L",
+            label = str(finding.get("label"))
+            own = f"{escape(label)}^{escape(finding.get('display'))}^L"
+            rows.append(_obx(_next_obx(rows), "NM", _cwe(codes["findings"].get(label), own),
                              sub, f"{float(finding.get('probability', 0)):.4f}", status, device,
                              side, "A" if finding.get("positive") else "N"))
     return rows
+
+
+def _next_obx(rows: list[str]) -> int:
+    """The set id of the next OBX (NTE segments between them are not counted)."""
+    return sum(row.startswith("OBX|") for row in rows) + 1
+
+
+def _cwe(standard: CodingDict | None, own: str) -> str:
+    """A CWE with the standard code first and the kiosk's own as the alternate (or alone)."""
+    if standard is None or standard["system"] not in SYSTEMS:
+        return own
+    return (f"{escape(standard['code'])}^{escape(standard['display'])}^"
+            f"{SYSTEMS[standard['system']]}^{own}")
 
 
 def _obx(set_id: int, kind: str, code: str, sub: str, value: str, status: str, device: str,
@@ -95,12 +120,12 @@ def _obx(set_id: int, kind: str, code: str, sub: str, value: str, status: str, d
     return "|".join(fields)
 
 
-def _sign_off_segments(s: Screening, final: bool, count: int) -> list[str]:
+def _sign_off_segments(s: Screening, final: bool, set_id: int) -> list[str]:
     if not final or s.sign_off is None:
         return []
     o = s.sign_off
     verdict = f"{escape(o.verdict)}^{escape(o.verdict)}^L"
-    obx = ["OBX", str(count - 2), "CWE", "clinician_verdict^Clinician verdict^L", "0", verdict,
+    obx = ["OBX", str(set_id), "CWE", "clinician_verdict^Clinician verdict^L", "0", verdict,
            "", "", "", "", "", "F", "", "", hl7_time(o.signed), "", escape(o.clinician)]
     nte = ["NTE", "1", "L", escape(f"{o.decision} by {o.clinician}: {o.note}")]
     return ["|".join(obx), "|".join(nte)]

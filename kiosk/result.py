@@ -1,0 +1,121 @@
+"""The result record: what one task said about one image (docs/interfaces.md, "Result JSON").
+
+The pipeline makes it, ``kiosk screen --json`` prints it, the store keeps it as JSON, and the
+web app, the referral slip and the FHIR / HL7 / DICOM writers read it. It is a ``TypedDict``
+so that mypy checks every read and write of it; on disk and on the wire it is plain JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# typing_extensions: NotRequired is 3.11+ in typing, and the kiosk runs on JetPack 6's Python 3.10
+from typing_extensions import NotRequired, TypedDict
+
+
+class FindingResult(TypedDict):
+    """One finding of the model: its probability against the operating point's threshold."""
+
+    label: str
+    display: str
+    probability: float
+    threshold: float
+    positive: bool
+    referable: bool
+    urgent: bool
+    ppv: float | None
+    npv: float | None
+    prevalence: NotRequired[float]
+    ppv_range: NotRequired[list[float] | None]
+    meaning: NotRequired[str]
+
+
+class QualityResult(TypedDict):
+    """Whether the image was gradable, why not, and the measures behind the decision."""
+
+    gradable: bool
+    reasons: list[dict[str, str]]
+    measures: dict[str, float]
+
+
+class ModelRef(TypedDict):
+    """The exact bundle that produced a result, and the patients it was trained for."""
+
+    id: str
+    version: str
+    sha256: str
+    title: NotRequired[str]
+    population: NotRequired[dict[str, Any] | None]
+    operating_point: NotRequired[str | None]
+
+
+class Referral(TypedDict):
+    """Whom a referable result of this task sends the patient to, and how soon."""
+
+    to: str
+    urgency: str
+    within: str
+
+
+class CodingDict(TypedDict):
+    """A standard code: {"system": "http://loinc.org", "code": "71490-7", "display": ...}."""
+
+    system: str
+    code: str
+    display: str
+
+
+class ResultCodes(TypedDict):
+    """The standard codes the writers send a result under (from the task's manifest)."""
+
+    result: CodingDict | None
+    findings: dict[str, CodingDict]
+
+
+class PatientRule(TypedDict):
+    """How a patient's images of one task combine into one decision (e.g. both eyes' mean)."""
+
+    rule: str
+    threshold: float
+    operating_point: str
+
+
+class Result(TypedDict):
+    """What one task said about one image (or why the image was refused)."""
+
+    input: str
+    task: str | None
+    kind: NotRequired[str | None]
+    title: NotRequired[str]
+    verdict: str | None
+    score: float | None
+    findings: list[FindingResult]
+    quality: QualityResult | None
+    model: ModelRef | None
+    backend: str | None
+    laterality: str | None
+    priority: int
+    timings_ms: dict[str, float]
+    warnings: list[str]
+    error: dict[str, Any] | None
+    #: Which image of the visit this result is about (several tasks may read one image).
+    image: NotRequired[int]
+    #: Set when the patient lies outside the model's trained population: a clinician must read it.
+    reader_required: NotRequired[str]
+    referral: NotRequired[Referral]
+    codes: NotRequired[ResultCodes]
+    patient_rule: NotRequired[PatientRule]
+
+
+def model_words(result: Result) -> str:
+    """Which model produced a result and for whom it was trained, in one line for people."""
+    model = result.get("model")
+    if not model:
+        return "No model"
+    line = f"Model: {model.get('title') or model['id']} ({model['id']} {model['version']})"
+    population = model.get("population") or {}
+    if population.get("description"):
+        line += f", trained on {population['description']}"
+    if model.get("operating_point"):
+        line += f"; operating point: {model['operating_point']}"
+    return line

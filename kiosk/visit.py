@@ -1,0 +1,219 @@
+"""Screening a visit and keeping it: the one home of the application's steps.
+
+The web capture page, the DICOM listener's pushed films and ``kiosk screen`` all go through
+here: ``check`` (the instant quality gate, no inference), ``screen`` (every image through every
+task that fits it and the patient), ``record`` (images, heat-maps and results kept in one
+screening) and ``already_screened`` (a film seen before is not screened twice).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+from kiosk.config import Config
+from kiosk.domain import ImageKind
+from kiosk.errors import IntakeError, KioskError
+from kiosk.intake import sniff_format
+from kiosk.pipeline import ImageOutcome, Pipeline
+from kiosk.result import Result
+from kiosk.store import Screening, Store
+
+
+@dataclass(frozen=True)
+class Offered:
+    """One image offered for screening: its bytes, file name, and what it should be.
+
+    ``kind`` is what the slot it was offered in expects (an eye photograph, a chest film);
+    ``task`` names one task to run alone (the command line's ``--task``).
+    """
+
+    data: bytes
+    name: str
+    laterality: str | None = None
+    kind: ImageKind | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A visit screened: per offered image, one outcome per task that read it."""
+
+    offered: list[Offered]
+    outcomes: list[list[ImageOutcome]]
+
+    @property
+    def results(self) -> list[Result]:
+        """Every result of the visit, image by image, each knowing its image's index."""
+        return [outcome.result for per_image in self.outcomes for outcome in per_image]
+
+    def needs_retake(self) -> list[int]:
+        """Indexes of the offered images refused by intake or judged ungradable."""
+        return [index for index, per_image in enumerate(self.outcomes)
+                if not gradable(per_image[0].result)]
+
+
+class NothingOffered(KioskError):
+    """A visit was sent for screening without any image."""
+
+    code = "no_image"
+    http_status = 400
+
+
+class EmptyImage(KioskError):
+    """An offered image has no bytes (an empty file in a slot)."""
+
+    code = "empty_image"
+    http_status = 400
+
+
+class Keeper(Protocol):
+    """What recording a visit needs of the store (``kiosk.store.Store``)."""
+
+    def save_image(self, data: bytes, suffix: str) -> str: ...
+    def record_screening(self, patient_id: int, results: list[Result], *, actor: str,
+                         image_shas: list[str], heatmap_shas: list[str | None]) -> Screening: ...
+
+
+def gradable(result: Result) -> bool:
+    """Whether an image got past intake and the quality gate."""
+    quality = result.get("quality")
+    return not result.get("error") and quality is not None and quality["gradable"]
+
+
+def check(pipeline: Pipeline, offered: Sequence[Offered]) -> list[Result]:
+    """The instant gate (intake and quality, no inference), one result per offered image."""
+    require(offered)
+    return [pipeline.check(item.data, source=item.name, task=item.task, kind=item.kind).result
+            for item in offered]
+
+
+def screen(pipeline: Pipeline, offered: Sequence[Offered], *, age: float | None = None,
+           heatmap: bool = True) -> Screened:
+    """Screen every offered image with every task that fits it and the patient's age.
+
+    One decode per image: the pipeline stops at the quality step for an ungradable image, so
+    its gate answer comes from the same pass that screens the gradable ones. The caller records
+    nothing while any retake is needed.
+    """
+    require(offered)
+    outcomes = [pipeline.screen(item.data, source=item.name, task=item.task, kind=item.kind,
+                                laterality=item.laterality, age_years=age, heatmap=heatmap)
+                for item in offered]
+    for index, per_image in enumerate(outcomes):
+        for outcome in per_image:
+            outcome.result["image"] = index
+    return Screened(list(offered), outcomes)
+
+
+def screen_files(pipeline: Pipeline, files: Sequence[tuple[bytes, str]], *, task: str | None = None,
+                 age: float | None = None, heatmap: bool = True) -> list[list[ImageOutcome]]:
+    """Screen independent files (``kiosk screen``), inference batched per task."""
+    return pipeline.screen_many(files, task=task, heatmap=heatmap, age_years=age)
+
+
+def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str) -> Screening:
+    """Keep the images and heat-maps, and record one screening of the visit."""
+    image_shas = [store.save_image(item.data, suffix_of(item.data, item.name))
+                  for item in screened.offered]
+    shas: list[str] = []
+    heatmaps: list[str | None] = []
+    for index, per_image in enumerate(screened.outcomes):
+        for outcome in per_image:
+            shas.append(image_shas[index])
+            png = outcome.heatmap_png
+            heatmaps.append(store.save_image(png, ".png") if png else None)
+    return store.record_screening(patient_id, screened.results, actor=actor, image_shas=shas,
+                                  heatmap_shas=heatmaps)
+
+
+def already_screened(store: Store, image_sha: str) -> int | None:
+    """The screening that already holds this image (by sha256), if any."""
+    return store.screening_for_image(image_sha)
+
+
+def require(offered: Sequence[Offered]) -> None:
+    """NothingOffered when no image came; EmptyImage when one of them is empty."""
+    if not offered:
+        raise NothingOffered("Choose a photograph or an X-ray first.")
+    for item in offered:
+        if not item.data:
+            raise EmptyImage(f"The file {item.name!r} is empty: choose the photograph again.")
+
+
+def suffix_of(data: bytes, name: str) -> str:
+    """The suffix to keep an image under, from its first bytes (as intake reads them) or name."""
+    try:
+        return {"dicom": ".dcm", "png": ".png", "jpeg": ".jpg"}[sniff_format(data)]
+    except IntakeError:
+        pass
+    lowered = name.lower()
+    for suffix in (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        if lowered.endswith(suffix):
+            return suffix
+    return ".bin"
+
+
+def age_years(birth_date: str | None, today: date | None = None) -> float | None:
+    """The patient's age in years from an ISO birth date (None when unknown or malformed)."""
+    try:
+        born = date.fromisoformat(birth_date) if birth_date else None
+    except ValueError:
+        return None
+    if born is None:
+        return None
+    return ((today or date.today()) - born).days / 365.25
+
+
+def setting_name(what: str, task: str) -> str:
+    """The store's name of a clinic setting of one task: ``prevalence:fundus-dr``."""
+    return f"{what}:{task}"
+
+
+def apply_settings(store: Store, pipeline: Pipeline) -> None:
+    """Give the pipeline what the admin set for each loaded task: prevalence, operating point."""
+    for task in pipeline.tasks():
+        legacy = "prevalence_" + task.replace("-", "_")  # the name stores used before 2026-12
+        prevalence = store.get_setting(setting_name("prevalence", task)) or store.get_setting(legacy)
+        if prevalence is not None:
+            pipeline.set_prevalence(task, float(prevalence))
+        point = store.get_setting(setting_name("operating_point", task))
+        if point is not None and point in pipeline.operating_points(task):
+            pipeline.set_operating_point(task, point)
+
+
+class LazyPipeline:
+    """The screening pipeline, loaded on first use with the clinic's settings applied.
+
+    The one loader: the web app and the DICOM listener's worker share it, so a pushed film is
+    screened at the prevalence and operating point the admin chose, as an upload is.
+    """
+
+    def __init__(self, config: Config, store: Store, pipeline: Pipeline | None = None) -> None:
+        self.config, self.store = config, store
+        self._pipeline = pipeline
+        self._lock = threading.Lock()
+        if pipeline is not None:
+            apply_settings(store, pipeline)
+
+    def __call__(self) -> Pipeline:
+        """The pipeline, loading it (bundles verified, engines warmed) the first time."""
+        with self._lock:
+            if self._pipeline is None:
+                pipeline = Pipeline.from_config(self.config)
+                apply_settings(self.store, pipeline)
+                self._pipeline = pipeline
+            return self._pipeline
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the pipeline exists (health reports without forcing a load)."""
+        return self._pipeline is not None
+
+    def close(self) -> None:
+        """Release the pipeline if it was loaded."""
+        if self._pipeline is not None:
+            self._pipeline.close()
