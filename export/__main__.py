@@ -9,6 +9,9 @@ from pathlib import Path
 
 from export.data import SHARED_DATA, WORK
 
+#: Recipes the CLI trains: the task ids, plus the from-scratch ones kept for comparison.
+RECIPE_NAMES = ("fundus-dr", "cxr-adult", "cxr-pneumonia", "fundus-dr-1.1")
+
 
 def log_line(text: str) -> None:
     """A time-stamped line on stderr (the progress bar shares the terminal)."""
@@ -22,18 +25,32 @@ def command_train(args: argparse.Namespace) -> int:
     from export.train import member_dir, train
 
     recipe = RECIPES[args.task]
-    data = load_real(recipe.task, recipe.spec, recipe.seed, data=Path(args.data))
+    data = load_real(recipe.task, recipe.spec, recipe.seed, data=Path(args.data), fractions=recipe.fractions)
     log_line(
         f"{args.task}: {len(data.images)} images, splits by patient "
         + str({s: int((data.split == s).sum()) for s in ("train", "calibration", "test")})
     )
     budget = args.time_budget_min * 60 if args.time_budget_min else None
+    if recipe.backbone:
+        from export.transfer import fine_tune, transfer_dir
+
+        fine_tune(
+            recipe,
+            data,
+            transfer_dir(Path(args.work), args.task),
+            device=args.device,
+            resume=not args.fresh,
+            log=log_line,
+            budget_s=budget,
+            threads=args.threads or 2,
+        )
+        return 0 if args.no_build else command_build(args)
     if not 0 <= args.member < recipe.members:
         raise SystemExit(f"{args.task} has {recipe.members} member(s): --member 0..{recipe.members - 1}")
     train(
         recipe,
         data,
-        member_dir(Path(args.work), args.task, args.member),
+        member_dir(Path(args.work), recipe.task, args.member),
         resume=not args.fresh,
         log=log_line,
         budget_s=budget,
@@ -101,13 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     for name, handler in (("train", command_train), ("build", command_build)):
         sub = verbs.add_parser(name, help=handler.__doc__)
-        sub.add_argument("task", choices=["fundus-dr", "cxr-pneumonia"])
+        sub.add_argument("task", choices=sorted(RECIPE_NAMES))
         sub.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder")
         sub.add_argument("--work", default=str(WORK), help="caches and checkpoints")
         sub.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models"))
         sub.set_defaults(handler=handler)
         if name == "train":
             sub.add_argument("--fresh", action="store_true", help="ignore checkpoints, start again")
+            sub.add_argument(
+                "--device",
+                default="cpu",
+                help="cpu, or cuda on a lent GPU (transfer recipes; the CUDA path is untested here)",
+            )
             sub.add_argument("--no-build", action="store_true", help="train only")
             sub.add_argument(
                 "--time-budget-min",

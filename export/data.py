@@ -83,6 +83,26 @@ def list_chest(data: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
     return paths, targets, patients
 
 
+def adult_chest_rows(data: Path) -> list[dict[str, str]]:
+    """The NIH films' labels.csv rows (abnormal, view, age, sex, patient), sorted by file, less
+    the 76 films of patients recorded as under 18: the model is for adults (age unknown: kept)."""
+    with (data / "cxr" / "nih-adult-512" / "labels.csv").open(newline="") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: r["image"])
+    return [r for r in rows if not (r["age"].isdigit() and int(r["age"]) < 18)]
+
+
+def list_adult_chest(data: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """NIH adult frontal films: abnormal (Pneumonia-labelled) vs No Finding, and patient ids."""
+    rows = adult_chest_rows(data)
+    targets = np.array([[r["abnormal"] == "1"] for r in rows], dtype=np.float32)
+    patients = np.array(["nih-" + r["patient"] for r in rows])
+    folder = data / "cxr" / "nih-adult-512" / "images"
+    return [folder / r["image"] for r in rows], targets, patients
+
+
+LISTERS = {"fundus-dr": list_fundus, "cxr-pneumonia": list_chest, "cxr-adult": list_adult_chest}
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode a photograph or film to RGB uint8."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -101,11 +121,16 @@ def render_all(paths: list[Path], spec: dict[str, Any], progress: bool = True) -
 
 
 def load_real(
-    task: str, spec: dict[str, Any], seed: int, data: Path = SHARED_DATA, cache: Path = WORK
+    task: str,
+    spec: dict[str, Any],
+    seed: int,
+    data: Path = SHARED_DATA,
+    cache: Path = WORK,
+    fractions: tuple[float, float] = (0.70, 0.15),
 ) -> Dataset:
     """The task's real data set, rendered (cached in ``export/work``) and split by patient."""
-    paths, targets, patients = (list_fundus if task == "fundus-dr" else list_chest)(data)
-    cache_file = cache / f"{task}-{spec['size']}-{_spec_key(spec)}.npy"
+    paths, targets, patients = LISTERS[task](data)
+    cache_file = cache / f"{task}-{spec['size']}-{_spec_key(spec)}-{len(paths)}.npy"
     if cache_file.exists():
         images = np.load(cache_file)
     else:
@@ -115,7 +140,7 @@ def load_real(
         np.save(partial, images)
         os.replace(partial, cache_file)  # two members starting together: whole file or none
     names = np.array([p.name for p in paths])
-    return Dataset(images, targets, patients, split_patients(patients, seed), names)
+    return Dataset(images, targets, patients, split_patients(patients, seed, fractions), names)
 
 
 def load_mnist(path: Path, spec: dict[str, Any]) -> Dataset:

@@ -79,11 +79,11 @@ class Shipped(nn.Module):
 
     FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
-    def __init__(self, nets: ScreeningNet | Sequence[ScreeningNet], index: int, views: int = 1) -> None:
+    def __init__(self, nets: nn.Module | Sequence[nn.Module], index: int, views: int = 1) -> None:
         super().__init__()
         if views not in (1, 2, 4):
             raise ValueError(f"views must be 1, 2 or 4, not {views}")
-        self.nets = nn.ModuleList([nets] if isinstance(nets, ScreeningNet) else list(nets))
+        self.nets = nn.ModuleList([nets] if isinstance(nets, nn.Module) else list(nets))
         self.index = index
         self.flips = self.FLIPS[:views]
 

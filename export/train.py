@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from export.data import Dataset
@@ -134,13 +135,13 @@ class Ema:
     a large share of the random initial weights.
     """
 
-    def __init__(self, net: ScreeningNet, decay: float) -> None:
-        self.model = copy.deepcopy(net).eval()
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.model: Any = copy.deepcopy(net).eval()
         self.decay = decay
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, net: ScreeningNet) -> None:
+    def update(self, net: nn.Module) -> None:
         """Move the average towards the current weights."""
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         self.updates += 1

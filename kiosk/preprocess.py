@@ -47,6 +47,34 @@ def _fundus_crop(canvas: Canvas, step: dict[str, Any]) -> Canvas:
     return Canvas(out, FieldOfView(fov.cx - x0, fov.cy - y0, fov.radius))
 
 
+def _like_eyepacs_256(canvas: Canvas, step: dict[str, Any]) -> Canvas:
+    """Put a camera photograph through the training set's own degradation chain.
+
+    The EyePACS copies the fundus model learned from are the WHOLE photograph squashed to
+    ``size`` x ``size`` (area resampling) then re-encoded as JPEG at ``quality``. A full-size
+    photograph (2-5k px) is much sharper than that after cropping and resizing, and the model
+    scores it differently; reproducing the chain makes it look like what the model knows. An
+    image already no larger than ``size`` x ``max_ratio`` on its long side is left alone.
+    """
+    size = int(step.get("size", 256))
+    h, w = canvas.pixels.shape[:2]
+    if max(h, w) <= size * float(step.get("max_ratio", 1.25)):
+        return canvas
+    small = cv2.resize(canvas.pixels, (size, size), interpolation=cv2.INTER_AREA)
+    quality = int(step.get("quality", 90))
+    bgr = cv2.cvtColor(_as_rgb(small), cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise BundleError("JPEG re-encoding failed in like_eyepacs_256")
+    reread = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if reread is None:
+        raise BundleError("JPEG re-decoding failed in like_eyepacs_256")
+    decoded = cv2.cvtColor(reread, cv2.COLOR_BGR2RGB)
+    if canvas.pixels.ndim == 2:
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_RGB2GRAY)
+    return Canvas(decoded)
+
+
 def _resize(canvas: Canvas, step: dict[str, Any]) -> Canvas:
     """Resize to a square of ``size`` pixels (the aspect ratio is not kept)."""
     size = int(step["size"])
@@ -97,6 +125,7 @@ def _clahe(canvas: Canvas, step: dict[str, Any]) -> Canvas:
 
 #: The uint8 steps, by the ``op`` name a manifest uses. ``scale`` (to float) is handled apart.
 STEPS: dict[str, Callable[[Canvas, dict[str, Any]], Canvas]] = {
+    "like_eyepacs_256": _like_eyepacs_256,
     "fundus_crop": _fundus_crop,
     "resize": _resize,
     "ben_graham": _ben_graham,
