@@ -4,6 +4,10 @@
 told "stored" survives a power cut. ``SpoolWorker`` screens spooled films one by one in a thread;
 on start it takes up whatever an earlier run left behind, so a crash after the acknowledgement
 loses nothing. A film that can never be screened moves to ``refused/`` with a JSON reason.
+A film that failed through the kiosk's own fault (its decoder could not start, a codec is not
+installed) was acknowledged to the X-ray unit and must not be lost: it stays in the spool, is
+retried, and an alarm (``held/<film>.json``, an ERROR in the log, a FAIL in ``kiosk doctor``)
+says so until it is screened.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ LOG = logging.getLogger(__name__)
 
 SUFFIX = ".dcm"
 PARTIAL = ".partial"
+#: Refusal codes that are the kiosk's fault, not the film's: such films are kept and retried.
+KIOSK_FAULTS = frozenset({"decoder_unavailable", "codec_missing"})
 
 
 class Spool:
@@ -35,6 +41,7 @@ class Spool:
     def __init__(self, folder: Path, *, min_free_mb: int = 0) -> None:
         self.folder = folder
         self.refused_dir = folder / "refused"
+        self.held_dir = folder / "held"
         self.min_free_mb = min_free_mb
         self.refused_dir.mkdir(parents=True, exist_ok=True)
 
@@ -68,9 +75,28 @@ class Spool:
         return sorted(self.folder.glob(f"*{SUFFIX}"))
 
     def done(self, path: Path) -> None:
-        """Forget a film that is now safely in the store."""
+        """Forget a film that is now safely in the store (and any alarm it raised)."""
         path.unlink(missing_ok=True)
         _fsync_dir(self.folder)
+        (self.held_dir / path.with_suffix(".json").name).unlink(missing_ok=True)
+
+    def hold(self, path: Path, error: KioskError) -> None:
+        """Keep a film the kiosk failed to screen by its own fault, with an alarm beside it."""
+        self.held_dir.mkdir(exist_ok=True)
+        alarm = self.held_dir / path.with_suffix(".json").name
+        since = json.loads(alarm.read_text()).get("since") if alarm.exists() else None
+        now = datetime.now(UTC).isoformat()
+        reason = {"code": error.code, "message": error.message, "since": since or now, "last": now}
+        partial = alarm.with_suffix(PARTIAL)
+        partial.write_text(json.dumps(reason, indent=2) + "\n")
+        partial.replace(alarm)
+
+    def held(self) -> list[tuple[str, dict[str, str]]]:
+        """Films kept for retry because of a fault of the kiosk, each with its alarm."""
+        if not self.held_dir.is_dir():
+            return []
+        return [(alarm.with_suffix(SUFFIX).name, json.loads(alarm.read_text()))
+                for alarm in sorted(self.held_dir.glob("*.json"))]
 
     def refuse(self, path: Path, error: KioskError) -> Path:
         """Move a film that cannot be screened aside, with its reason beside it."""
@@ -147,9 +173,15 @@ class SpoolWorker:
                 self.process(path)
                 self.spool.done(path)
         except KioskError as exc:
-            retry = exc.retryable or isinstance(exc, DiskFullError)
-            LOG.warning("spooled film %s: %s [%s]%s", path.name, exc.message, exc.code,
-                        " (will retry)" if retry else "")
+            ours = exc.code in KIOSK_FAULTS
+            retry = exc.retryable or ours or isinstance(exc, DiskFullError)
+            if ours:  # acknowledged to the sender, failed by the kiosk's fault: never lost
+                LOG.error("ALARM: spooled film %s kept for retry: %s [%s]", path.name, exc.message,
+                          exc.code)
+                self.spool.hold(path, exc)
+            else:
+                LOG.warning("spooled film %s: %s [%s]%s", path.name, exc.message, exc.code,
+                            " (will retry)" if retry else "")
             if not retry:
                 self.spool.refuse(path, exc)
         except OSError as exc:

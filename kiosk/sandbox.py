@@ -37,13 +37,22 @@ log = logging.getLogger(__name__)
 
 #: The decoder run in the workers, as "module:function"; same signature as ``read_image``.
 DEFAULT_DECODER = "kiosk.intake:read_image"
-#: Modules imported once before the memory cap (the forkserver preloads them too): decoders import
-#: codecs lazily, and a lazy import under the cap would fail for want of address space.
-PRELOAD = [
+#: Third-party modules the forkserver preloads, so that a new worker starts in milliseconds.
+#: Never the kiosk's own packages: the forkserver runs with the working directory first on
+#: sys.path (``python -c``; it ignores the parent's path), so a folder named ``kiosk`` there
+#: (e.g. ``KIOSK_DATA_DIR=./kiosk``) would be imported as an empty namespace package in place of
+#: an editable install's ``kiosk`` and break every worker. A plain folder cannot shadow these.
+FORKSERVER_PRELOAD = [
     "numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "PIL.Jpeg2KImagePlugin",
     "cv2", "pydicom", "pydicom.pixels", "pylibjpeg", "openjpeg", "libjpeg",
-    "kiosk.domain", "kiosk.errors", "kiosk.intake",
 ]
+#: Modules each worker imports before its memory cap (with the parent's sys.path, set by
+#: multiprocessing): decoders import codecs lazily, and a lazy import under the cap would fail
+#: for want of address space.
+PRELOAD = [*FORKSERVER_PRELOAD, "kiosk.domain", "kiosk.errors", "kiosk.intake", "kiosk.intake.dicom",
+           "kiosk.intake.photo"]
+#: Most threads OpenJPEG may use for one JPEG 2000 decode in a worker (``OPJ_NUM_THREADS``).
+MAX_DECODE_THREADS = 4
 #: Seconds a freshly started worker may take to import the decoder and say it is ready.
 START_TIMEOUT_S = 120.0
 
@@ -192,7 +201,7 @@ def _context() -> BaseContext:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if hasattr(context, "set_forkserver_preload"):
-        context.set_forkserver_preload(PRELOAD)
+        context.set_forkserver_preload(FORKSERVER_PRELOAD)
     return context
 
 
@@ -203,7 +212,12 @@ def _wait_ready(worker: _Worker) -> None:
             return
     except (EOFError, OSError):
         pass
-    raise IntakeError("The image decoder could not start; see the kiosk log.", code="decode_failed")
+    log.error("ALARM: decode worker %s did not start (exit status %s): no film can be decoded "
+              "until it does; run 'kiosk doctor'", worker.process.pid, worker.process.exitcode)
+    raise IntakeError(
+        "The kiosk's image decoder could not start: a fault of this kiosk, not of the image. "
+        "Try again; if it persists, ask IT to run 'kiosk doctor'.",
+        code="decoder_unavailable", retryable=True)
 
 
 def _crashed(worker: _Worker) -> IntakeError:
@@ -252,6 +266,8 @@ def _load_decoder(path: str) -> Callable[..., Image]:
 def _serve(conn: Connection, decoder_path: str, memory_mb: int) -> None:
     """Worker main loop: import the decoder, cap memory, then decode files until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # OpenJPEG reads this when a decoder is created: a JPEG 2000 film decodes on every core
+    os.environ.setdefault("OPJ_NUM_THREADS", str(min(MAX_DECODE_THREADS, _cores())))
     decoder = _load_decoder(decoder_path)
     _preload()
     _limit_memory(memory_mb)
@@ -285,6 +301,14 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError:
             log.debug("decode worker: %s is not installed", name)
+
+
+def _cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _limit_memory(memory_mb: int) -> None:

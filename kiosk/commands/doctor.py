@@ -1,6 +1,7 @@
 """``kiosk doctor``: check the whole installation and say what to fix.
 
-Each check prints ``OK``, ``WARN`` or ``FAIL`` with what it found and, when not OK, what to do.
+Each check prints ``OK``, ``WARN`` or ``FAIL`` with what it found and, when not OK, what to do
+(``INFO`` only says what is not there and not asked for, e.g. a GPU back-end on a CPU box).
 The exit status is 1 when any check fails, so a deployment script or a timer can act on it.
 Peers that cannot be reached are a warning, not a failure: the kiosk works offline and results
 wait in the outbox.
@@ -36,7 +37,7 @@ PEER_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class Check:
-    """One finding: its name, OK/WARN/FAIL, what was found, and what to do about it."""
+    """One finding: its name, OK/WARN/FAIL (or INFO), what was found, and what to do about it."""
 
     name: str
     status: str
@@ -98,6 +99,13 @@ def check_disk(config: Config) -> list[Check]:
     if refused:
         checks.append(warn("pushed films", f"{len(refused)} film(s) refused, see "
                            f"{refused[0].parent}/*.json for why", "read the reasons; delete or resend"))
+    held = sorted((config.data_dir / "spool" / "held").glob("*.json"))
+    if held:  # acknowledged to the X-ray unit, failing by the kiosk's own fault: an alarm
+        first = json.loads(held[0].read_text())
+        checks.append(fail("pushed films", f"{len(held)} acknowledged film(s) kept for retry since "
+                           f"{first.get('since', '?')}: {first.get('message')} [{first.get('code')}]",
+                           "the kiosk retries them; fix the cause (the log's ALARM lines, the "
+                           "back-end checks below), nothing needs resending"))
     return checks
 
 
@@ -184,6 +192,24 @@ def check_backend(config: Config) -> list[Check]:
                                "in KIOSK_BACKENDS"))
         else:
             checks.append(ok("back-end", detail))
+    return checks
+
+
+def check_runtimes(config: Config) -> list[Check]:
+    """Which back-ends could run here and why not (without loading a model)."""
+    from engines.available import availability
+
+    found = availability(config)
+    wanted = [name.strip() for name in config.backends.split(",") if name.strip()]
+    runnable = [a.backend for a in found if a.can_run]
+    checks = [ok("back-ends", f"{a.backend} could run here: {a.reason}") for a in found if a.can_run]
+    checks += [warn("back-ends", f"{a.backend} cannot run here: {a.reason}", "it is in KIOSK_BACKENDS: "
+                    "the next one is used; install what it lacks or take it out") if a.backend in wanted
+               else Check("back-ends", "INFO", f"{a.backend} cannot run here: {a.reason}")
+               for a in found if not a.can_run]
+    if not set(wanted) & set(runnable):
+        checks.append(fail("back-ends", f"none of KIOSK_BACKENDS ({config.backends}) can run here",
+                           f"put one of {', '.join(runnable) or 'the runnable back-ends'} in KIOSK_BACKENDS"))
     return checks
 
 
@@ -338,7 +364,8 @@ def check_hardware(config: Config) -> list[Check]:
 def run_checks(config: Config, *, quick: bool = False) -> list[Check]:
     """Every check, in the order a person would fix them."""
     steps: list[Callable[[Config], list[Check]]] = [check_data_folder, check_disk, check_store,
-                                                    check_clock, check_models, check_hardware]
+                                                    check_clock, check_models, check_hardware,
+                                                    check_runtimes]
     if not quick:
         steps += [check_backend, check_peers, check_camera]
     checks: list[Check] = []
