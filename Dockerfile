@@ -5,10 +5,20 @@
 #     -p 127.0.0.1:8080:8080 -p 11112:11112 kiosk
 # Data (SQLite store, images, spool, keys) lives on the /data volume. See docs/deploy.md.
 # The Jetson (L4T) image is Dockerfile.jetson.
+#
+# BASE_IMAGE chooses the Python the image runs on:
+# - python:3.11-slim-bookworm (default): the official image, on a machine that reaches a registry;
+# - a Debian bookworm root file system with Debian's own python3 (3.11), made locally where no
+#   registry can be reached: scripts/build-image.sh builds it with mmdebstrap and passes
+#   --build-arg BASE_IMAGE=localhost/kiosk-base:bookworm, plus the pinned wheels it downloaded
+#   (mounted at /wheels, PIP_OPTIONS="--no-index --find-links /wheels").
+# Both bases provide python3 with venv; tini and ca-certificates come from apt where the base
+# lacks them (the local base already has them, so the build needs no network at all).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE_IMAGE} AS build
+ARG PIP_OPTIONS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -17,14 +27,16 @@ COPY engines ./engines
 COPY hardware ./hardware
 COPY web ./web
 # the pinned runtime dependencies only: no torch, no test tools
-RUN python -m venv /opt/kiosk/venv \
- && /opt/kiosk/venv/bin/pip install --no-compile . \
+RUN python3 -m venv /opt/kiosk/venv \
+ && /opt/kiosk/venv/bin/pip install ${PIP_OPTIONS} --no-compile . \
  && /opt/kiosk/venv/bin/python -c "import kiosk, engines, hardware, web, waitress, onnxruntime, cv2"
 
-FROM ${PYTHON_IMAGE} AS cpu
-RUN apt-get update \
- && apt-get install -y --no-install-recommends tini ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
+FROM ${BASE_IMAGE} AS cpu
+RUN if ! command -v tini >/dev/null || [ ! -d /etc/ssl/certs ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends tini ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
  && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin kiosk \
  && mkdir -p /data && chown kiosk:kiosk /data
 COPY --from=build /opt/kiosk/venv /opt/kiosk/venv
