@@ -42,7 +42,7 @@ def command_train(args: argparse.Namespace) -> int:
             resume=not args.fresh,
             log=log_line,
             budget_s=budget,
-            threads=args.threads or 2,
+            threads=args.threads,
         )
         return 0 if args.no_build else command_build(args)
     if not 0 <= args.member < recipe.members:

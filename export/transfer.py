@@ -27,7 +27,7 @@ from export.data import Dataset
 from export.lite import LiteNet, pretrained
 from export.metrics import auc
 from export.recipes import Recipe
-from export.train import Ema, Schedule, augment, seed_everything, to_tensor
+from export.train import Ema, Schedule, ThreadGovernor, augment, seed_everything, to_tensor
 
 Log = Callable[[str], None]
 
@@ -166,7 +166,7 @@ def fine_tune(
     resume: bool = True,
     log: Log = print,
     budget_s: float | None = None,
-    threads: int = 2,
+    threads: int = 0,
 ) -> LiteNet:
     """Fine-tune ``recipe.backbone`` on ``data``; returns the best EMA network (calibration AUC)."""
     torch.set_num_threads(threads or 2)
@@ -197,8 +197,9 @@ def fine_tune(
         started = time.time()
         first = stage_at(recipe, epoch)
         set_trainable(net, first)
+        governor = ThreadGovernor((threads,) if threads else (2, 1))
         loss = run_epoch(
-            net, ema, optimiser, views, train_targets, recipe, epoch, schedule, generator, device
+            net, ema, optimiser, views, train_targets, recipe, epoch, schedule, generator, device, governor
         )
         val_auc = auc(cal_targets, tail_logits(ema.model, cal_features, recipe, device)[:, recipe.head_index])
         record = {
@@ -244,8 +245,11 @@ def run_epoch(
     schedule: Schedule,
     generator: torch.Generator,
     device: str,
+    governor: ThreadGovernor | None = None,
 ) -> float:
-    """One pass over the training images, each as one of its cached views; the mean loss."""
+    """One pass over the training images, each as one of its cached views; the mean loss.
+
+    ``governor`` picks 1 or 2 threads per step, whichever is faster now on the shared cores."""
     steps = max(len(views[0]) // recipe.batch, 1)
     order = torch.randperm(len(views[0]), generator=generator).numpy()
     which = torch.randint(0, len(views), (len(order),), generator=generator).numpy()
@@ -254,6 +258,8 @@ def run_epoch(
         at = epoch * steps + step
         if schedule.done(at):
             break
+        if governor is not None:
+            governor.before_step()
         index = np.sort(order[step * recipe.batch : (step + 1) * recipe.batch])
         x = np.stack([views[which[i]][i] for i in index]).astype(np.float32)
         x_t = flip_features(torch.from_numpy(x), recipe, generator)
@@ -268,6 +274,8 @@ def run_epoch(
         optimiser.step()
         ema.update(net)
         losses.append(float(loss.detach()))
+        if governor is not None:
+            governor.after_step()
     return float(np.mean(losses)) if losses else math.nan
 
 
