@@ -197,3 +197,36 @@ def test_a_message_left_in_doubt_is_resent_or_parked_for_a_person(
     else:  # the same MSH-10 again: a de-duplicating receiver keeps one
         assert mllp_peer.inbox.deliveries == before + 2 and report.sent == 1
     store.close()
+
+
+def test_only_what_went_out_is_in_doubt(config: Config) -> None:
+    import socket
+    import threading
+
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the message, never acknowledges
+    got: list[bytes] = []
+
+    def listen() -> None:
+        conn, _ = silent.accept()
+        with conn:
+            got.append(conn.recv(65536))
+            conn.recv(1)  # until the kiosk gives up and closes
+
+    threading.Thread(target=listen, daemon=True).start()
+    closed = free_port()
+    store = Store.open(replace(config, hl7_address=f"127.0.0.1:{closed}", min_free_disk_mb=1,
+                               sync_timeout_s=1.0))
+    screen(store, 808, identifier="NOANSWER-808")
+    worker = make_worker(store)
+    worker.destinations["hl7"].park_in_doubt = True  # type: ignore[attr-defined]
+    assert worker.run_once().retrying == 1 and not worker.in_doubt  # never connected
+    worker.destinations["hl7"].address = ("127.0.0.1", silent.getsockname()[1])  # type: ignore[attr-defined]
+    with store.db.write() as conn:
+        conn.execute("UPDATE outbox SET next_attempt = 0")
+    assert worker.run_once().retrying == 1 and got and got[0].startswith(b"\x0bMSH|")
+    with store.db.write() as conn:
+        conn.execute("UPDATE outbox SET next_attempt = 0")
+    report = worker.run_once()  # it went out, no answer came: a person checks the receiver
+    assert report.in_doubt == 1 and report.parked == 1
+    silent.close()
+    store.close()

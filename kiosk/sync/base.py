@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,14 @@ class Delivery:
     item: OutboxItem
     screening: Screening
     store: Store
+    #: Notes durably that the item is about to leave (the worker's send journal).
+    on_wire: Callable[[], None] | None = None
+
+    def going_out(self) -> None:
+        """Say the first byte is about to leave: called by the destination when it sets
+        ``notes_intent``, so that a crash while connecting leaves nothing in doubt."""
+        if self.on_wire is not None:
+            self.on_wire()
 
     @property
     def final(self) -> bool:
@@ -36,7 +45,10 @@ class Delivery:
 class Destination(Protocol):
     """A place results are sent to; ``send`` raises SyncError saying whether to retry.
 
-    A destination may also define ``sent(delivery)``, called once the item is marked sent.
+    A destination may also define ``sent(delivery)``, called once the item is marked sent;
+    ``notes_intent = True`` when it calls ``delivery.going_out()`` itself right before the first
+    byte leaves (else the worker notes the intent before ``send``); and ``park_in_doubt = True``
+    when its receiver does not de-duplicate (an item left in doubt by a crash is then parked).
     """
 
     name: str

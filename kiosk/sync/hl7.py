@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -143,16 +144,20 @@ class Hl7Destination:
         # message left in doubt by a crash is parked for a person instead (KIOSK_HL7_IN_DOUBT).
         self.park_in_doubt = getattr(config, "hl7_in_doubt", "resend") == "park"
 
+    #: The worker's send journal notes the intent when connected, not before connecting.
+    notes_intent = True
+
     def send(self, delivery: Delivery) -> None:
         """Send one message and act on the ACK."""
         message = build_oru(delivery, self.config)
-        ack = self._exchange(message.encode("utf-8"))
+        ack = self._exchange(message.encode("utf-8"), delivery.going_out)
         check_ack(ack, control_id(delivery.item.idempotency_key))
 
-    def _exchange(self, message: bytes) -> str:
+    def _exchange(self, message: bytes, going_out: Callable[[], None]) -> str:
         try:
             raw = socket.create_connection(self.address, timeout=self.config.sync_timeout_s)
             with raw, self._wrap(raw) as conn:
+                going_out()  # connected: from here the receiver may get it (in doubt)
                 conn.sendall(START + message + END)
                 return _read_frame(conn).decode("utf-8", errors="replace")
         except (OSError, ssl.SSLError) as exc:

@@ -157,11 +157,13 @@ class SyncWorker:
             if destination is None:
                 raise SyncError(f"destination {item.destination!r} is not configured",
                                 code="not_configured", retryable=True)
-            delivery = Delivery(item, self.store.get_screening(item.screening_id), self.store)
             if item.id in self.in_doubt:
                 self._in_doubt(item, destination, report)
             journal = self.journals[item.destination]
-            _note(journal.intent, item)
+            delivery = Delivery(item, self.store.get_screening(item.screening_id), self.store,
+                                on_wire=lambda: _note(journal.intent, item))
+            if not getattr(destination, "notes_intent", False):
+                delivery.going_out()
             destination.send(delivery)
             _acknowledged(journal, item)  # durable before the slower mark in the store
         except KioskError as exc:
@@ -182,16 +184,17 @@ class SyncWorker:
                                                 + time.monotonic() - started)
 
     def _in_doubt(self, item: OutboxItem, destination: Destination, report: SyncReport) -> None:
-        """An item sent before a crash with no acknowledgement noted: resent with the same
-        identifiers (a de-duplicating peer keeps one), or parked for a person to check when
-        the destination says its receiver does not de-duplicate (``park_in_doubt``)."""
+        """An item that went out before (a crash, or no answer came) with no acknowledgement
+        noted: resent with the same identifiers (a de-duplicating peer keeps one), or parked
+        for a person to check when its receiver does not de-duplicate (``park_in_doubt``)."""
         report.in_doubt += 1
         self.in_doubt.discard(item.id)
         if getattr(destination, "park_in_doubt", False):
-            raise refused(item.destination, "sent before a crash and no acknowledgement was "
-                          f"noted: the receiver may already hold it (key {item.idempotency_key}"
-                          "); check there, then retry only if it is missing", kind="in_doubt")
-        log.info("item %s to %s was sent before a crash, no acknowledgement noted: resent",
+            raise refused(item.destination, "it went out before (a crash, or no answer) and no "
+                          "acknowledgement was noted: the receiver may already hold it (key "
+                          f"{item.idempotency_key}); check there, then retry only if it is "
+                          "missing", kind="in_doubt")
+        log.info("item %s to %s went out before with no acknowledgement noted: resent",
                  item.id, item.destination)
 
     def _failed(self, item: OutboxItem, exc: KioskError, report: SyncReport,
