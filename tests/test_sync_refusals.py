@@ -85,6 +85,12 @@ def test_a_pacs_that_rejects_our_ae_title_is_parked_with_its_reason(
         assert "Called AE title not recognised" in item["error"]
     assert status["waiting"] == 0
     store.close()
+    env = {**os.environ, "KIOSK_DATA_DIR": str(config.data_dir), "KIOSK_MIN_FREE_DISK_MB": "1",
+           "KIOSK_PACS_ADDRESS": strict_orthanc.pacs_address}  # the AE title put right
+    done = subprocess.run([sys.executable, "-m", "kiosk.cli", "sync", "--retry-destination",
+                           "dicom"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and '"sent": 2' in done.stdout, done.stdout + done.stderr
+    assert len(strict_orthanc.sop_uids()) == 2 * 3  # two overlays and an SR each
 
 
 def test_kiosk_sync_status_and_the_sync_page_show_the_peers_words(

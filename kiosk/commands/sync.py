@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="print the queue per destination and the parked items as JSON")
     parser.add_argument("--retry", type=int, metavar="ITEM", action="append", default=[],
                         help="put a parked item back in the queue (repeatable)")
+    parser.add_argument("--retry-destination", metavar="NAME", action="append", default=[],
+                        help="put every parked item of a destination back in the queue, once "
+                        "its cause is fixed (e.g. the PACS's AE title); repeatable")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -30,6 +33,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         for item_id in args.retry:
             store.retry_item(item_id, actor="cli")
+        for item in store.parked_items():
+            if item.destination in args.retry_destination:
+                store.retry_item(item.id, actor="cli")
         if args.status:
             print(json.dumps(sync_status(store), indent=2))
             return 0
