@@ -1,5 +1,7 @@
-"""Compressed DICOM pixel data: frame headers checked before decoding, and JPEG 2000 films and
-photographs decoded at a reduced resolution level (far faster than full size).
+"""Reduced-resolution DICOM pixels: JPEG 2000 films and photographs decoded at a reduced
+resolution level, uncompressed films shrunk as they are read, and compressed frame headers
+checked before decoding. A screening model reads a few hundred pixels a side; decoding only that
+much is what makes intake fast.
 
 A hostile file can declare a small image in its DICOM header and a huge one in the codestream;
 decoders allocate by the codestream, so the frame's own size is read (JPEG SOF, JPEG 2000 SIZ)
@@ -15,7 +17,9 @@ from __future__ import annotations
 import math
 import struct
 from io import BytesIO
+from typing import Any, cast
 
+import cv2
 import numpy as np
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
@@ -120,3 +124,31 @@ def codestream_precision(codestream: bytes) -> int | None:
         return None
     ssiz = codestream[42]
     return None if ssiz & 0x80 else (ssiz & 0x7F) + 1
+
+
+def native_reduced(ds: Dataset, target_size: int) -> np.ndarray | None:
+    """An uncompressed grey film's stored values shrunk by ``2**level`` (area average), the
+    level chosen as for JPEG 2000; None to decode at full size.
+
+    The pixel data is viewed in place (no full-size copy, no full-size window): only the
+    shrunk film is windowed, and only it leaves the decode sandbox. Films whose bits above
+    BitsStored hold something (overlays) are masked first.
+    """
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    level = reduction_level(rows, columns, target_size)
+    syntax = ds.file_meta.TransferSyntaxUID
+    allocated = int(ds.BitsAllocated)
+    if (level == 0 or syntax.is_compressed or not syntax.is_little_endian
+            or int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1
+            or int(ds.get("PixelRepresentation") or 0) != 0 or allocated not in (8, 16)):
+        return None
+    dtype = np.uint8 if allocated == 8 else np.dtype("<u2")
+    raw = cast("np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]]",
+               np.frombuffer(ds.PixelData, dtype=dtype, count=rows * columns).reshape(rows, columns))
+    stored = int(ds.get("BitsStored") or allocated)
+    if stored < allocated and int(raw.max()) >> stored:
+        raw = raw & np.array((1 << stored) - 1, dtype=raw.dtype)
+    factor = 2**level
+    height, width = rows // factor, columns // factor
+    return cv2.resize(raw[: height * factor, : width * factor], (width, height),
+                      interpolation=cv2.INTER_AREA)

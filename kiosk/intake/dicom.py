@@ -34,7 +34,13 @@ from pydicom.uid import (
 from kiosk.domain import Image, ImageKind
 from kiosk.errors import IntakeError
 from kiosk.intake import DEFAULT_LIMITS, IntakeLimits, check_dimensions
-from kiosk.intake.codestreams import decode_reduced, first_frame, frame_size, is_jpeg2000
+from kiosk.intake.codestreams import (
+    decode_reduced,
+    first_frame,
+    frame_size,
+    is_jpeg2000,
+    native_reduced,
+)
 from kiosk.intake.detect import as_kind, check_chest_content, detect_kind
 from kiosk.intake.photo import BOMB_MIN_PIXELS, MAX_EXPANSION, stretch_to_uint8
 
@@ -234,11 +240,15 @@ def _wrong_body_part(part: str) -> IntakeError:
 
 
 def stored_pixels(ds: Dataset, target_size: int | None) -> np.ndarray:
-    """The first frame's stored values, at reduced resolution for JPEG 2000 when allowed."""
+    """The first frame's stored values, at reduced resolution for JPEG 2000 and uncompressed
+    grey films when ``target_size`` allows."""
+    reduced = None
     if target_size and is_jpeg2000(ds) and str(ds.PhotometricInterpretation) in J2K_REDUCIBLE:
         reduced = decode_reduced(ds, target_size)
-        if reduced is not None:
-            return reduced
+    elif target_size and str(ds.PhotometricInterpretation) in MONOCHROME:
+        reduced = native_reduced(ds, target_size)
+    if reduced is not None:
+        return reduced
     frames = int(ds.get("NumberOfFrames") or 1)
     return pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
 
@@ -336,7 +346,8 @@ def describe(ds: Dataset) -> dict[str, str]:
               "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
               "sop_uid": "SOPInstanceUID", "view_position": "ViewPosition",
               "patient_age": "PatientAge", "birth_date": "PatientBirthDate",
-              "study_date": "StudyDate", "acquisition_date": "AcquisitionDate"}
+              "study_date": "StudyDate", "acquisition_date": "AcquisitionDate",
+              "accession_number": "AccessionNumber", "sop_class_uid": "SOPClassUID"}
     meta = {key: str(ds.get(tag)).strip() for key, tag in fields.items() if ds.get(tag)}
     meta["transfer_syntax"] = str(ds.file_meta.TransferSyntaxUID)
     meta["format"] = "dicom"
