@@ -70,19 +70,20 @@ class PeakMemory:
         return max(self.peak, self._rss()) / 2**20
 
 
-def _screener(way: str, models: Path, work: Path, tasks: list[str], weights_from: dict[str, Path]) -> Any:
+def _screener(way: str, models: Path, tasks: list[str]) -> Any:
     """A callable path -> {task, verdict, score} for the way."""
     if way == "usual":
         from bench.usual import UsualScreener
 
-        return UsualScreener(models, work, tasks, weights_from).screen
+        return UsualScreener(models, tasks).screen
     from kiosk.config import load_config
     from kiosk.pipeline import Pipeline
 
     pipeline = Pipeline.from_config(load_config(models_dir=models))
 
     def screen(path: Path) -> dict[str, Any]:
-        result = pipeline.screen(path.read_bytes(), source=path.name, heatmap=False).result
+        outcome: Any = pipeline.screen(path.read_bytes(), source=path.name, heatmap=False)
+        result = (outcome[0] if isinstance(outcome, list) else outcome).result  # one task per image
         return {
             "task": result["task"],
             "verdict": result["verdict"],
@@ -96,14 +97,14 @@ def _screener(way: str, models: Path, work: Path, tasks: list[str], weights_from
     return screen
 
 
-def worker(way: str, models: Path, work: Path, tasks: list[str], weights_from: dict[str, Path]) -> None:
+def worker(way: str, models: Path, tasks: list[str]) -> None:
     """Serve one way in this fresh process: a JSON line per path on stdin, one reply per line.
 
     The first request loads everything (its reply time is the cold start); at end of input a
     last line reports the peak memory and, for the kiosk, what the pipeline runs on.
     """
     memory = PeakMemory()
-    screen = _screener(way, models, work, tasks, weights_from)
+    screen = _screener(way, models, tasks)
     for line in sys.stdin:
         path = Path(json.loads(line)["path"])
         start = time.perf_counter()
@@ -138,12 +139,8 @@ class Way:
             way,
             "--models",
             plan["models"],
-            "--work",
-            plan["work"],
             "--tasks",
             ",".join(plan["tasks"]),
-            "--onnx-weights",
-            ",".join(f"{t}={p}" for t, p in plan["onnx_weights"].items()),
         ]
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -175,7 +172,9 @@ def run_both(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     Interleaving exposes both ways to the same background load; each timed repeat screens the
     same file in one way and then the other.
     """
-    images, ways, results = plan["images"], {}, {}
+    images = plan["images"]
+    ways: dict[str, Way] = {}
+    results: dict[str, dict[str, Any]] = {}
     for way in WAYS:
         ways[way] = Way(way, plan)
         first = ways[way].ask(images[0]["path"])
@@ -293,71 +292,45 @@ def report(summary: dict[str, Any], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def bundle_onnx(task: str, models: Path) -> Path:
-    """The newest bundle's fp32 graph for a task."""
-    folder = sorted(models.glob(f"{task}-*/manifest.json"))[-1].parent
-    return folder / json.loads((folder / "manifest.json").read_text())["variants"]["fp32"]["file"]
+def same_network(task: str, models: Path) -> float:
+    """Max |output difference| between the bundle's ONNX in onnxruntime and in torch eager.
 
-
-def same_network(task: str, models: Path, work: Path, weights_from: Path | None = None) -> float:
-    """Max |logit difference| between the bundle's ONNX (onnxruntime) and the torch network.
-
-    The usual way rebuilds the network from export/'s code with the training checkpoint; if
-    training went on after the bundle was built, the two are different networks, and the bench
-    loads the bundle's own weights into the torch module instead (``weights_from``).
+    Both ways must run the same network: the torch one is built from the bundle's own graph
+    (``bench/onnx_eager.py``); any operator it mistranslated would show here.
     """
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    from bench.usual import bundle_manifest, load_network
+    from bench.usual import bundle_manifest, bundle_onnx, load_network
 
-    manifest = bundle_manifest(models, task)
-    spec = manifest["input"]
+    spec = bundle_manifest(models, task)["input"]
     batch = np.random.default_rng(0).normal(size=(4, spec["channels"], spec["size"], spec["size"]))
     batch = batch.astype(np.float32)
-    session = ort.InferenceSession(str(bundle_onnx(task, models)), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(["logits"], {spec.get("name", "image"): batch})[0]
+    session = ort.InferenceSession(str(bundle_onnx(models, task)), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {spec.get("name", "image"): batch})
     with torch.inference_mode():
-        torch_logits = load_network(task, work, manifest, weights_from)(torch.from_numpy(batch))[0].numpy()
-    return float(np.abs(onnx_logits - torch_logits).max())
+        got = load_network(models, task)(torch.from_numpy(batch))
+    return max(float(np.abs(e - g.numpy()).max()) for e, g in zip(expected, got, strict=True))
 
 
-def choose_weights(tasks: list[str], models: Path, work: Path) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Per task: the checkpoint if it is the bundle's network, else the bundle's ONNX weights."""
-    onnx_weights: dict[str, Path] = {}
+def network_parity(tasks: list[str], models: Path) -> dict[str, Any]:
+    """Per task: how far torch eager and onnxruntime differ on one random batch (must be < 1e-3)."""
     parity: dict[str, Any] = {}
     for task in tasks:
-        worst = same_network(task, models, work)
+        worst = same_network(task, models)
         if worst > 1e-3:
-            print(
-                f"{task}: the checkpoint moved on since the bundle was built (max |logit diff| "
-                f"{worst:.3g}); the usual way loads the bundle's weights into the torch module",
-                file=sys.stderr,
-            )
-            onnx_weights[task] = bundle_onnx(task, models)
-            worst = same_network(task, models, work, onnx_weights[task])
-            if worst > 1e-3:
-                raise SystemExit(f"{task}: torch and the bundle still differ by {worst:.3g}")
-        parity[task] = {
-            "weights": "bundle ONNX" if task in onnx_weights else "checkpoint",
-            "max_abs_logit_diff": float(f"{worst:.3g}"),
-        }
-    return onnx_weights, parity
+            raise SystemExit(f"{task}: torch eager and onnxruntime differ by {worst:.3g}")
+        parity[task] = {"weights": "bundle ONNX", "max_abs_output_diff": float(f"{worst:.3g}")}
+    return parity
 
 
-def _ready(task: str, models: Path, work: Path) -> bool:
-    """True when the task has a bundle (kiosk way) and a checkpoint (usual way); says why not."""
-    from export.recipes import RECIPES
-    from export.train import member_dir
-
-    bundle = any(models.glob(f"{task}-*/manifest.json"))
-    wanted = [member_dir(work, task, m) / "best.pt" for m in range(RECIPES[task].members)]
-    absent = [str(path) for path in wanted if not path.is_file()]
-    if not bundle or absent:
-        missing = "bundle" if not bundle else f"checkpoint {', '.join(absent)}"
-        print(f"skipping {task}: no {missing}", file=sys.stderr)
-    return bundle and not absent
+def _ready(task: str, models: Path) -> bool:
+    """True when the task has a bundle; says why not."""
+    if not any(models.glob(f"{task}-*/manifest.json")):
+        print(f"skipping {task}: no bundle in {models}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,41 +338,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kiosk pipeline vs the usual way, same images")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=ROOT / "export" / "work",
-        help="where export/ keeps the training checkpoints",
-    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--tasks", help=argparse.SUPPRESS)
-    parser.add_argument("--onnx-weights", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        weights = dict(item.split("=", 1) for item in args.onnx_weights.split(",") if item)
-        worker(
-            args.worker,
-            args.models,
-            args.work,
-            args.tasks.split(","),
-            {task: Path(path) for task, path in weights.items()},
-        )
+        worker(args.worker, args.models, args.tasks.split(","))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    images = [i for i in all_images(args.out / "inputs") if _ready(i.task, args.models, args.work)]
+    images = [i for i in all_images(args.out / "inputs") if _ready(i.task, args.models)]
     if not images:
-        print("nothing to benchmark: no task has both a bundle and a training checkpoint", file=sys.stderr)
+        print(f"nothing to benchmark: no bundle in {args.models}", file=sys.stderr)
         return 1
     plan = {
         "images": [{"category": i.category, "path": str(i.path), "task": i.task} for i in images],
         "repeats": args.repeats,
         "models": str(args.models),
-        "work": str(args.work),
         "tasks": sorted({i.task for i in images}),
     }
-    onnx_weights, parity = choose_weights(plan["tasks"], args.models, args.work)
-    plan["onnx_weights"] = {task: str(path) for task, path in onnx_weights.items()}
+    parity = network_parity(plan["tasks"], args.models)
     load_before = os.getloadavg()[0]
     results = run_both(plan)
     summary = summarise(results)
