@@ -82,6 +82,9 @@ class Config:
     pacs_address: str = setting("", "PACS for C-STORE as AET@host:port.")
     dicomweb_url: str = setting("", "DICOMweb base URL for STOW-RS.")
     send_originals: bool = setting(False, "Also send the original images to the PACS.")
+    sr_in_film_study: bool = setting(
+        False, "Put the SR and heat-map captures in the screened film's own study (UID, accession)."
+    )
     sync_interval_s: int = setting(30, "Seconds between sync passes in watch mode.")
     fhir_auth: str = setting("", "FHIR credentials: bearer:<token> or basic:<user>:<password>.")
     dicomweb_auth: str = setting("", "DICOMweb credentials: bearer:<token> or basic:<user>:<password>.")

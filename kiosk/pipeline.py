@@ -31,7 +31,7 @@ from kiosk.intake import IntakeLimits, read_image
 from kiosk.intake.dicom import age_in_years
 from kiosk.preprocess import prepare_batch
 from kiosk.quality import assess
-from kiosk.result import PatientRule, Result
+from kiosk.result import PatientRule, Result, source_of
 from kiosk.sandbox import SandboxedIntake
 from kiosk.tasks import Task, describe
 
@@ -285,7 +285,7 @@ class Pipeline:
         """The result record before inference (verdict still null)."""
         model, described = self.models[task], self._tasks[task]
         bundle = model.bundle
-        return {
+        result: Result = {
             "input": source, "task": task, "kind": image.kind, "title": described.title,
             "verdict": None, "score": None, "findings": [], "quality": report.to_dict(),  # type: ignore[typeddict-item]
             "model": {"id": bundle.task, "version": bundle.version, "sha256": bundle.sha256,
@@ -298,6 +298,10 @@ class Pipeline:
                          "within": described.referral.within},
             "codes": described.result_codes(laterality),
         }
+        film = source_of(image.meta)
+        if film is not None:
+            result["source"] = film
+        return result
 
     def _infer(self, batch: list[_Staged], heatmap: bool) -> None:
         """Preprocess, run and decide a batch of images of one task (ungradable ones skip)."""

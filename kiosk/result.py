@@ -80,6 +80,29 @@ class PatientRule(TypedDict):
     operating_point: str
 
 
+class SourceRef(TypedDict, total=False):
+    """The DICOM film a result is about, as it came: its UIDs and accession number."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    accession_number: str
+    modality: str
+
+
+#: The image meta keys (kiosk/intake/dicom.py ``describe``) a result's ``source`` copies.
+SOURCE_KEYS = ("study_uid", "series_uid", "sop_uid", "sop_class_uid", "accession_number",
+               "modality")
+
+
+def source_of(meta: dict[str, str]) -> SourceRef | None:
+    """The ``source`` entry of a DICOM image's result (None for a photograph, which has no UIDs)."""
+    if meta.get("format") != "dicom" or not meta.get("sop_uid"):
+        return None
+    return SourceRef(**{key: meta[key] for key in SOURCE_KEYS if meta.get(key)})  # type: ignore[typeddict-item]
+
+
 class Result(TypedDict):
     """What one task said about one image (or why the image was refused)."""
 
@@ -105,6 +128,26 @@ class Result(TypedDict):
     referral: NotRequired[Referral]
     codes: NotRequired[ResultCodes]
     patient_rule: NotRequired[PatientRule]
+    #: The DICOM film screened (its study, series and SOP instance UIDs, accession number), so
+    #: that every writer can point back to it.
+    source: NotRequired[SourceRef]
+
+
+def film_sources(results: list[Result]) -> list[SourceRef]:
+    """The DICOM films a screening's results are about, each once, in the order first read."""
+    found: dict[str, SourceRef] = {}
+    for result in results:
+        source = result.get("source")
+        if source and source.get("sop_uid"):
+            found.setdefault(source["sop_uid"], source)
+    return list(found.values())
+
+
+def film_study(results: list[Result]) -> SourceRef | None:
+    """The screened films' source when they all come from one study (None otherwise)."""
+    sources = film_sources(results)
+    studies = {s.get("study_uid") for s in sources}
+    return sources[0] if len(studies) == 1 and None not in studies else None
 
 
 def model_words(result: Result) -> str:

@@ -3,7 +3,8 @@
 The web capture page, the DICOM listener's pushed films and ``kiosk screen`` all go through
 here: ``check`` (the instant quality gate, no inference), ``screen`` (every image through every
 task that fits it and the patient), ``record`` (images, heat-maps and results kept in one
-screening) and ``already_screened`` (a film seen before is not screened twice).
+screening) and ``already_screened`` / ``film_seen`` (a film seen before is not screened twice,
+whoever sends it again).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kiosk.errors import IntakeError, KioskError
 from kiosk.intake import sniff_format
 from kiosk.pipeline import ImageOutcome, Pipeline
 from kiosk.result import Result
-from kiosk.store import Screening, Store
+from kiosk.store import ReceivedFilm, Screening, Store
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Keeper(Protocol):
 
     def save_image(self, data: bytes, suffix: str) -> str: ...
     def record_screening(self, patient_id: int, results: list[Result], *, actor: str,
-                         image_shas: list[str], heatmap_shas: list[str | None]) -> Screening: ...
+                         image_shas: list[str], heatmap_shas: list[str | None],
+                         films: list[ReceivedFilm] | None = None) -> Screening: ...
 
 
 def gradable(result: Result) -> bool:
@@ -115,8 +117,10 @@ def screen_files(pipeline: Pipeline, files: Sequence[tuple[bytes, str]], *, task
     return pipeline.screen_many(files, task=task, heatmap=heatmap, age_years=age)
 
 
-def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str) -> Screening:
-    """Keep the images and heat-maps, and record one screening of the visit."""
+def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str,
+           films: list[ReceivedFilm] | None = None) -> Screening:
+    """Keep the images and heat-maps, and record one screening of the visit (with the received
+    films it was made of, so that they are known in the same transaction)."""
     image_shas = [store.save_image(item.data, suffix_of(item.data, item.name))
                   for item in screened.offered]
     shas: list[str] = []
@@ -127,12 +131,42 @@ def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str) ->
             png = outcome.heatmap_png
             heatmaps.append(store.save_image(png, ".png") if png else None)
     return store.record_screening(patient_id, screened.results, actor=actor, image_shas=shas,
-                                  heatmap_shas=heatmaps)
+                                  heatmap_shas=heatmaps, films=films)
 
 
 def already_screened(store: Store, image_sha: str) -> int | None:
     """The screening that already holds this image (by sha256), if any."""
     return store.screening_for_image(image_sha)
+
+
+@dataclass(frozen=True)
+class FilmSeen:
+    """What the kiosk already knows of a film's SOP Instance UID.
+
+    ``screening`` is the screening of the very same film (same UID, same pixels): it is not
+    screened again, whoever sends it. ``conflicts`` are screenings of other pixels under the same
+    UID: the film is screened as a new one, with a warning on its results (never dropped).
+    """
+
+    screening: int | None
+    conflicts: list[int]
+
+
+def film_seen(store: Store, sop_uid: str, pixel_sha256: str) -> FilmSeen:
+    """Whether a film with this SOP Instance UID was screened, with these pixels or others."""
+    known = store.received_films(sop_uid)
+    same = [f.screening_id for f in known if f.pixel_sha256 == pixel_sha256]
+    return FilmSeen(same[0] if same else None,
+                    [f.screening_id for f in known if f.pixel_sha256 != pixel_sha256
+                     and f.screening_id is not None])
+
+
+def uid_conflict_warning(sop_uid: str, conflicts: list[int]) -> str:
+    """The warning a film carries when its UID was screened before with other pixels."""
+    earlier = ", ".join(str(c) for c in conflicts)
+    return (f"This film's SOP Instance UID {sop_uid} was screened before with different pixels "
+            f"(screening {earlier}): the sender reused the UID for another image. It was "
+            "screened as a new film; check which image the earlier result is about.")
 
 
 def require(offered: Sequence[Offered]) -> None:

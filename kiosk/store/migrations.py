@@ -86,5 +86,26 @@ _V2 = [
         locked_until REAL NOT NULL)""",
 ]
 
+#: Names in their parts (issue 18.1): ``name`` stays the name as shown; ``family_name`` NULL
+#: means the name was never split (text only, never guessed apart). ``given_names`` is a JSON
+#: list; the ideographic and phonetic groups are DICOM PN fragments (Family^Given^Middle^...).
+#: Received films (issue 18.2): a pushed film is known by its SOP Instance UID and the sha256 of
+#: its Pixel Data, whoever sends it; the same UID with other pixels is a second row.
+_V3 = [
+    "ALTER TABLE patients ADD COLUMN family_name TEXT",
+    "ALTER TABLE patients ADD COLUMN given_names TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE patients ADD COLUMN name_prefix TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE patients ADD COLUMN name_suffix TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE patients ADD COLUMN name_ideographic TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE patients ADD COLUMN name_phonetic TEXT NOT NULL DEFAULT ''",
+    """CREATE TABLE received_films (
+        sop_uid TEXT NOT NULL,
+        pixel_sha256 TEXT NOT NULL,
+        screening_id INTEGER NOT NULL REFERENCES screenings (id),
+        calling_ae TEXT NOT NULL,
+        received TEXT NOT NULL,
+        PRIMARY KEY (sop_uid, pixel_sha256))""",
+]
+
 #: Every migration, oldest first; index + 1 is the schema version it brings the store to.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from kiosk.names import PersonName
 from kiosk.result import Result
 
 
@@ -20,7 +21,11 @@ class User:
 
 @dataclass(frozen=True)
 class Patient:
-    """A registered patient, known by the clinic's identifier (e.g. a health-card number)."""
+    """A registered patient, known by the clinic's identifier (e.g. a health-card number).
+
+    ``name`` is the name as people write it (what pages show); ``person_name`` keeps its parts
+    for the FHIR, HL7 and DICOM writers (text only for a name that was never split).
+    """
 
     id: int
     identifier: str
@@ -28,6 +33,17 @@ class Patient:
     birth_date: str | None
     sex: str | None
     created: datetime
+    person_name: PersonName = field(default_factory=PersonName)
+
+
+@dataclass(frozen=True)
+class ReceivedFilm:
+    """A film a modality pushed, known by its SOP Instance UID and the sha256 of its pixels."""
+
+    sop_uid: str
+    pixel_sha256: str
+    calling_ae: str = ""
+    screening_id: int | None = None
 
 
 @dataclass(frozen=True)

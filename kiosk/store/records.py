@@ -7,12 +7,14 @@ import sqlite3
 import uuid
 from datetime import date, datetime, time, timedelta
 
+from kiosk import names
 from kiosk.accounts import ROLES
 from kiosk.decide import combine
 from kiosk.errors import AlreadySignedError, NotFoundError, SignOffError, StoreError
+from kiosk.names import NameParts, PersonName
 from kiosk.result import Result
 from kiosk.store.db import from_text, to_text, utc_now
-from kiosk.store.models import Patient, Screening, SignOff, User
+from kiosk.store.models import Patient, ReceivedFilm, Screening, SignOff, User
 
 DECISIONS = ("confirm", "overrule")
 #: The verdicts a clinician may stand behind when overruling.
@@ -42,30 +44,58 @@ def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, rol
     return int(cursor.lastrowid or 0)
 
 
+def person_name_from_row(row: sqlite3.Row) -> PersonName:
+    """The name in its parts; text only when it was never split (``family_name`` NULL)."""
+    if row["family_name"] is None:
+        return names.from_text(row["name"])
+    parts = NameParts(row["family_name"], tuple(json.loads(row["given_names"])),
+                      row["name_prefix"], row["name_suffix"])
+    return PersonName(parts, text=row["name"], ideographic=names.group_from_text(row["name_ideographic"]),
+                      phonetic=names.group_from_text(row["name_phonetic"]))
+
+
 def patient_from_row(row: sqlite3.Row) -> Patient:
     """A Patient from its row."""
     return Patient(id=row["id"], identifier=row["identifier"], name=row["name"],
-                   birth_date=row["birth_date"], sex=row["sex"], created=from_text(row["created"]))
+                   birth_date=row["birth_date"], sex=row["sex"],
+                   created=from_text(row["created"]), person_name=person_name_from_row(row))
 
 
-def upsert_patient(conn: sqlite3.Connection, identifier: str, name: str,
+def _name_columns(name: PersonName) -> tuple[str, str | None, str, str, str, str, str]:
+    """(name as shown, family, given JSON, prefix, suffix, ideographic, phonetic) to store."""
+    shown = name.display.strip()
+    if not name.structured:
+        return shown, None, "[]", "", "", "", ""
+    p = name.parts
+    return (shown, p.family, json.dumps(list(p.given), ensure_ascii=False), p.prefix, p.suffix,
+            names.group_to_text(name.ideographic), names.group_to_text(name.phonetic))
+
+
+def upsert_patient(conn: sqlite3.Connection, identifier: str, name: PersonName | str,
                    birth_date: str | None, sex: str | None) -> tuple[int, bool]:
-    """Register or update a patient by identifier; returns (id, created?)."""
+    """Register or update a patient by identifier; returns (id, created?).
+
+    A name given as plain text is kept as text (never split into family and given names).
+    """
     identifier = identifier.strip()
-    if not identifier or not name.strip():
+    columns = _name_columns(names.from_text(name) if isinstance(name, str) else name)
+    if not identifier or not columns[0]:
         raise StoreError("a patient needs an identifier and a name", code="bad_patient")
     now = to_text(utc_now())
     row = conn.execute("SELECT id FROM patients WHERE identifier = ?", (identifier,)).fetchone()
     if row is not None:
         conn.execute(
-            "UPDATE patients SET name = ?, birth_date = ?, sex = ?, updated = ? WHERE id = ?",
-            (name.strip(), birth_date, sex, now, row["id"]),
+            "UPDATE patients SET name = ?, family_name = ?, given_names = ?, name_prefix = ?,"
+            " name_suffix = ?, name_ideographic = ?, name_phonetic = ?, birth_date = ?, sex = ?,"
+            " updated = ? WHERE id = ?",
+            (*columns, birth_date, sex, now, row["id"]),
         )
         return int(row["id"]), False
     cursor = conn.execute(
-        "INSERT INTO patients (identifier, name, birth_date, sex, created, updated)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (identifier, name.strip(), birth_date, sex, now, now),
+        "INSERT INTO patients (name, family_name, given_names, name_prefix, name_suffix,"
+        " name_ideographic, name_phonetic, identifier, birth_date, sex, created, updated)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*columns, identifier, birth_date, sex, now, now),
     )
     return int(cursor.lastrowid or 0), True
 
@@ -111,6 +141,25 @@ def insert_screening(conn: sqlite3.Connection, patient_id: int, results: list[Re
             (screening_id, position, json.dumps(result, sort_keys=True), image_sha, heatmap_sha),
         )
     return screening_id
+
+
+def insert_received_films(conn: sqlite3.Connection, screening_id: int,
+                          films: list[ReceivedFilm]) -> None:
+    """Note the films a screening was made of (in the screening's own transaction)."""
+    for film in films:
+        conn.execute(
+            "INSERT OR IGNORE INTO received_films (sop_uid, pixel_sha256, screening_id,"
+            " calling_ae, received) VALUES (?, ?, ?, ?, ?)",
+            (film.sop_uid, film.pixel_sha256, screening_id, film.calling_ae, to_text(utc_now())),
+        )
+
+
+def received_films(conn: sqlite3.Connection, sop_uid: str) -> list[ReceivedFilm]:
+    """Every film received under this SOP Instance UID, first screened first."""
+    rows = conn.execute("SELECT * FROM received_films WHERE sop_uid = ? ORDER BY screening_id",
+                        (sop_uid,)).fetchall()
+    return [ReceivedFilm(r["sop_uid"], r["pixel_sha256"], r["calling_ae"], r["screening_id"])
+            for r in rows]
 
 
 def screening_for_image(conn: sqlite3.Connection, image_sha: str) -> int | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kiosk.config import Config
 from kiosk.errors import NotFoundError, StoreError
+from kiosk.names import PersonName
 from kiosk.result import Result
 from kiosk.store import audit as audit_log
 from kiosk.store import images, outbox, records
@@ -20,6 +21,7 @@ from kiosk.store.models import (
     DestinationStatus,
     OutboxItem,
     Patient,
+    ReceivedFilm,
     Screening,
     User,
 )
@@ -88,9 +90,9 @@ class Store:
             audit_log.append(conn, "system", "user.password", detail=username)
 
     # patients
-    def upsert_patient(self, identifier: str, name: str, birth_date: str | None,
+    def upsert_patient(self, identifier: str, name: PersonName | str, birth_date: str | None,
                        sex: str | None, *, actor: str) -> Patient:
-        """Register a patient, or update the one with this identifier."""
+        """Register a patient, or update the one with this identifier (a text name stays text)."""
         with self.db.write() as conn:
             patient_id, created = records.upsert_patient(conn, identifier, name, birth_date, sex)
             action = "patient.register" if created else "patient.update"
@@ -107,6 +109,14 @@ class Store:
         with self.db.read() as conn:
             return records.get_patient(conn, patient_id)
 
+    def signed_screenings(self, patient_id: int) -> int:
+        """How many of the patient's screenings a clinician has signed (never to be rewritten)."""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT COUNT(*) AS n FROM screenings s JOIN sign_offs o"
+                               " ON o.screening_id = s.id WHERE s.patient_id = ?",
+                               (patient_id,)).fetchone()
+            return int(row["n"])
+
     # images and screenings
     def save_image(self, data: bytes, suffix: str) -> str:
         """Save image bytes under their sha256, durably; DiskFullError when space is short."""
@@ -117,8 +127,10 @@ class Store:
         return images.find(self.images_dir, sha256)
 
     def record_screening(self, patient_id: int, results: list[Result], *, actor: str,
-                         image_shas: list[str], heatmap_shas: list[str | None]) -> Screening:
-        """Save a screening, its results and its outbox items in one transaction."""
+                         image_shas: list[str], heatmap_shas: list[str | None],
+                         films: list[ReceivedFilm] | None = None) -> Screening:
+        """Save a screening, its results, its outbox items and the received films it was made
+        of in one transaction (so a crash cannot leave a screened film unknown)."""
         images.check_free_space(self.config.data_dir, SCREENING_BYTES,
                                 self.config.min_free_disk_mb)
         for sha in [*image_shas, *(h for h in heatmap_shas if h)]:
@@ -127,6 +139,7 @@ class Store:
             screening_id = records.insert_screening(
                 conn, patient_id, results, actor, image_shas, heatmap_shas
             )
+            records.insert_received_films(conn, screening_id, films or [])
             screening = records.get_screening(conn, screening_id)
             outbox.enqueue(conn, screening_id, screening.uid, self.destinations, "preliminary")
             audit_log.append(conn, actor, "screening.record", patient_id=patient_id,
@@ -137,6 +150,11 @@ class Store:
         """The id of the screening that already holds this image (by sha256), if any."""
         with self.db.read() as conn:
             return records.screening_for_image(conn, image_sha)
+
+    def received_films(self, sop_uid: str) -> list[ReceivedFilm]:
+        """The films received before under this SOP Instance UID (with their screenings)."""
+        with self.db.read() as conn:
+            return records.received_films(conn, sop_uid)
 
     def get_screening(self, screening_id: int) -> Screening:
         """The screening with this id (NotFoundError when absent)."""

@@ -3,7 +3,9 @@ Comprehensive 3D SR (TID 1500 measurement report) with the findings.
 
 Every UID is derived from the screening, so a resend carries the same Study/Series/SOP Instance
 UIDs and the PACS keeps one copy. The final report (after sign-off) is a new SR instance in the
-same study, marked verified by the clinician.
+same study, marked verified by the clinician. The SR points back to the films screened (their
+study, series and SOP instance UIDs as evidence, their accession number as the request), and
+with KIOSK_SR_IN_FILM_STUDY the kiosk's objects go in the film's own study.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from PIL import Image as PILImage
 from pydicom import Dataset, dcmread
 from pydicom.sr.codedict import codes
 
+from kiosk import names
 from kiosk.config import Config
-from kiosk.result import CodingDict, model_words
+from kiosk.result import CodingDict, SourceRef, film_sources, film_study, model_words
 from kiosk.store import Screening
 from kiosk.sync.base import Delivery, dicom_uid
 from kiosk.tasks import codes_of
@@ -27,14 +30,32 @@ from kiosk.tasks import codes_of
 MANUFACTURER = "Screening kiosk"
 SEX = {"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}
 LOCAL = "99KIOSK"  # a private coding scheme for the kiosk's own verdict and finding codes
+#: UTF-8, where any text is not ASCII (names in any script, the clinic's name).
+CHARSET = "ISO_IR 192"
 #: DICOM coding scheme designators of the code systems the manifests use.
 SCHEMES = {"http://loinc.org": "LN", "http://snomed.info/sct": "SCT"}
 EYE_SIDE = {"L": codes.SCT.Left, "R": codes.SCT.Right}
 
 
-def study_uid(screening: Screening) -> str:
-    """The Study Instance UID of a screening."""
-    return dicom_uid(screening.uid, "study")
+def study_uid(screening: Screening, config: Config | None = None) -> str:
+    """The Study Instance UID the screening's objects go in: a new one derived from the
+    screening, or the screened film's own where the site wants that (KIOSK_SR_IN_FILM_STUDY)."""
+    film = in_film_study(screening, config)
+    return film["study_uid"] if film else dicom_uid(screening.uid, "study")
+
+
+def in_film_study(screening: Screening, config: Config | None) -> SourceRef | None:
+    """The film whose study the kiosk's objects join, when the setting says so and all the
+    screening's films come from one study."""
+    if config is None or not getattr(config, "sr_in_film_study", False):
+        return None
+    return film_study(screening.results)
+
+
+def accession_number(screening: Screening, config: Config | None = None) -> str:
+    """The film's accession number in its own study, else the kiosk's own for its new study."""
+    film = in_film_study(screening, config)
+    return film.get("accession_number", "") if film else screening.uid[:16]
 
 
 def sc_uids(screening: Screening, position: int, kind: str) -> tuple[str, str]:
@@ -47,15 +68,17 @@ def sr_uid(delivery: Delivery) -> str:
     return dicom_uid(delivery.screening.uid, "sr", delivery.item.report_status)
 
 
-def person_name(name: str) -> str:
-    """A DICOM PN (``Family^Given``) from a name written given names first."""
-    parts = name.replace("^", " ").split()
-    return f"{parts[-1]}^{' '.join(parts[:-1])}" if len(parts) > 1 else f"{name.strip()}^"
+def charset(screening: Screening, config: Config) -> str | None:
+    """ISO_IR 192 (UTF-8) where a text the objects carry is not ASCII, else the default."""
+    texts = [names.to_dicom(screening.patient.person_name), config.clinic_name,
+             screening.sign_off.clinician if screening.sign_off else ""]
+    return None if all(text.isascii() for text in texts) else CHARSET
 
 
-def _patient(screening: Screening) -> dict:
+def _patient(screening: Screening, config: Config) -> dict:
     p = screening.patient
-    return {"patient_id": p.identifier, "patient_name": person_name(p.name),
+    return {"patient_id": p.identifier, "patient_name": names.to_dicom(p.person_name),
+            "specific_character_set": charset(screening, config),
             "patient_birth_date": (p.birth_date or "").replace("-", "") or None,
             "patient_sex": SEX.get((p.sex or "").lower(), "O")}
 
@@ -72,12 +95,13 @@ def secondary_capture(delivery: Delivery, position: int, sha256: str, kind: str)
     side = str(s.results[position].get("laterality") or "")
     sc = hd.sc.SCImage(
         pixel_array=_pixels(delivery.image_bytes(sha256)), photometric_interpretation="RGB",
-        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=study_uid(s),
+        bits_allocated=8, coordinate_system="PATIENT",
+        study_instance_uid=study_uid(s, delivery.store.config),
         series_instance_uid=series, series_number=2 if kind == "overlay" else 1,
         sop_instance_uid=sop, instance_number=position + 1, manufacturer=MANUFACTURER,
         study_date=s.created.date(), study_time=s.created.time().replace(tzinfo=None),
         laterality=side if side in EYE_SIDE else None, patient_orientation=("L", "F"),
-        accession_number=s.uid[:16], **_patient(s),
+        accession_number=accession_number(s, delivery.store.config), **_patient(s, delivery.store.config),
     )
     sc.SeriesDescription = "AI heat-map overlay" if kind == "overlay" else "Original image"
     sc.BurnedInAnnotation = "YES" if kind == "overlay" else "NO"
@@ -150,6 +174,46 @@ def _sign_off_group(s: Screening) -> list[hd.sr.MeasurementsAndQualitativeEvalua
     )]
 
 
+def film_evidence(s: Screening) -> list[Dataset]:
+    """The screened films as SR evidence (their UIDs only: the films need not be sent)."""
+    refs = []
+    for source in film_sources(s.results):
+        if all(source.get(k) for k in ("study_uid", "series_uid", "sop_uid", "sop_class_uid")):
+            ref = Dataset()
+            ref.StudyInstanceUID, ref.SeriesInstanceUID = source["study_uid"], source["series_uid"]
+            ref.SOPInstanceUID, ref.SOPClassUID = source["sop_uid"], source["sop_class_uid"]
+            refs.append(ref)
+    return refs
+
+
+def requested_procedures(s: Screening) -> list[Dataset] | None:
+    """The orders behind the screened films (by accession number), for the SR's request."""
+    requests: list[Dataset] = []
+    for source in film_sources(s.results):
+        if source.get("accession_number") and source.get("study_uid") and not any(
+                r.AccessionNumber == source["accession_number"] for r in requests):
+            request = Dataset()
+            request.StudyInstanceUID = source["study_uid"]
+            request.AccessionNumber = source["accession_number"]
+            request.ReferencedStudySequence = []
+            request.RequestedProcedureDescription = None
+            request.RequestedProcedureCodeSequence = []
+            request.RequestedProcedureID = None
+            request.PlacerOrderNumberImagingServiceRequest = None
+            request.FillerOrderNumberImagingServiceRequest = None
+            requests.append(request)
+    return requests or None
+
+
+def coding_schemes() -> list[Dataset]:
+    """The Coding Scheme Identification Sequence: declares the kiosk's private scheme."""
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = LOCAL
+    scheme.CodingSchemeName = "Screening kiosk verdicts, findings and probabilities"
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    return [scheme]
+
+
 def structured_report(delivery: Delivery, evidence: list[Dataset], config: Config) -> Dataset:
     """The TID 1500 measurement report of the screening, preliminary or verified final."""
     s = delivery.screening
@@ -167,14 +231,17 @@ def structured_report(delivery: Delivery, evidence: list[Dataset], config: Confi
     )
     final = delivery.final and s.sign_off is not None
     sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence, content=report, series_instance_uid=dicom_uid(s.uid, "sr-series"),
+        evidence=[*evidence, *film_evidence(s)], content=report,
+        requested_procedures=requested_procedures(s), series_instance_uid=dicom_uid(s.uid, "sr-series"),
         series_number=3, sop_instance_uid=sr_uid(delivery), instance_number=2 if final else 1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=final, is_verified=final,
         institution_name=config.clinic_name[:64],
-        verifying_observer_name=person_name(s.sign_off.clinician) if final and s.sign_off else None,
+        verifying_observer_name=names.to_dicom(names.from_text(s.sign_off.clinician))
+        if final and s.sign_off else None,
         verifying_organization=config.clinic_name[:64] if final else None,
     )
     sr.SeriesDescription = "AI screening report" + (" (signed off)" if final else "")
+    sr.CodingSchemeIdentificationSequence = coding_schemes()
     return sr
 
 

@@ -4,7 +4,10 @@ Patient and Device are conditional creates (``ifNoneExist`` on their identifier:
 know the patient already); ImagingStudy, the Observations and the DiagnosticReport have
 client-assigned ids derived from the screening and are PUT (with a Provenance naming the
 algorithm, and the clinician once signed off), so a resend rewrites the same
-resources and never adds one (the final report after sign-off updates them in place). Every
+resources and never adds one (the final report after sign-off updates them in place). The
+screened films' own studies are ImagingStudy resources known by their Study Instance UID
+(conditional creates: the EHR may hold them already), which the DiagnosticReport names beside
+the kiosk's; the order behind a film (its accession number) is the report's ``basedOn``. Every
 resource is validated here with ``fhir.resources.R4B`` before it leaves, because a FHIR
 server may validate nothing.
 """
@@ -18,10 +21,11 @@ import requests
 
 from kiosk.config import Config
 from kiosk.errors import SyncError
-from kiosk.result import CodingDict, FindingResult, Result, model_words
+from kiosk.names import NameParts, PersonName
+from kiosk.result import CodingDict, FindingResult, Result, SourceRef, film_sources, model_words
 from kiosk.store import Screening
 from kiosk.sync.base import Delivery, http_auth, refused, stable_uuid, tls_verify, unreachable
-from kiosk.sync.dicom_objects import sc_uids, study_uid
+from kiosk.sync.dicom_objects import accession_number, sc_uids, study_uid
 from kiosk.sync.fhir_validate import validate
 from kiosk.tasks import codes_of
 
@@ -31,6 +35,12 @@ AI_ASSERTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationVa
 EYE = {"L": ("8966001", "Left eye structure"), "R": ("18944008", "Right eye structure")}
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 GENDER = {"female": "female", "f": "female", "male": "male", "m": "male", "other": "other"}
+#: How a name is written (ISO 21090 EN representation): ideographic, phonetic (syllabic).
+REPRESENTATION = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+ACCESSION = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                         "code": "ACSN", "display": "Accession ID"}]}
+DICOM_UID = "urn:dicom:uid"
 
 
 def _ref(key: str) -> str:
@@ -46,17 +56,41 @@ def _verdict(verdict: str) -> dict[str, Any]:
                         "display": verdict.replace("_", " ")}], "text": verdict.replace("_", " ")}
 
 
+def _name_parts(parts: NameParts) -> dict[str, Any]:
+    name: dict[str, Any] = {}
+    if parts.family:
+        name["family"] = parts.family
+    if parts.given:
+        name["given"] = list(parts.given)
+    if parts.prefix:
+        name["prefix"] = [parts.prefix]
+    if parts.suffix:
+        name["suffix"] = [parts.suffix]
+    return name
+
+
+def human_names(person: PersonName) -> list[dict[str, Any]]:
+    """HumanName(s): the parts as known, never guessed from text; ideographic and phonetic
+    forms as further names marked with their representation (IDE, SYL)."""
+    name: dict[str, Any] = {"use": "official", "text": person.display, **_name_parts(person.parts)}
+    if "family" not in name and "given" not in name:
+        # the parts were never known (a name registered as text): say so (us-core-6)
+        name["extension"] = [{"url": DATA_ABSENT, "valueCode": "unknown"}]
+    names = [name]
+    for parts, code in ((person.ideographic, "IDE"), (person.phonetic, "SYL")):
+        if parts.family or parts.given:
+            names.append({"extension": [{"url": REPRESENTATION, "valueCode": code}],
+                          "use": "official", **_name_parts(parts)})
+    return names
+
+
 def patient(s: Screening, config: Config) -> dict:
     """The Patient, known by the clinic's identifier."""
     p = s.patient
-    parts = p.name.split()
-    name: dict[str, Any] = {"text": p.name}
-    if len(parts) > 1:
-        name.update(family=parts[-1], given=parts[:-1])
     resource: dict[str, Any] = {
         "resourceType": "Patient",
         "identifier": [{"system": config.patient_id_system, "value": p.identifier}],
-        "name": [name], "gender": GENDER.get((p.sex or "").lower(), "unknown"),
+        "name": human_names(p.person_name), "gender": GENDER.get((p.sex or "").lower(), "unknown"),
     }
     if p.birth_date:
         resource["birthDate"] = p.birth_date
@@ -81,23 +115,80 @@ def device(result: Result) -> dict:
     return resource
 
 
-def imaging_study(s: Screening, patient_ref: str) -> dict:
-    """The ImagingStudy the PACS holds for this screening (Secondary Captures, same UIDs)."""
+def _study_identifiers(uid: str, accession: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = [{"system": DICOM_UID, "value": f"urn:oid:{uid}"}]
+    if accession:
+        found.append({"type": ACCESSION, "value": accession})
+    return found
+
+
+def _sop_class(uid: str) -> dict[str, str]:
+    return {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{uid}"}
+
+
+def _modality(code: str) -> dict[str, str]:
+    return {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": code}
+
+
+def imaging_study(s: Screening, patient_ref: str, config: Config | None = None) -> dict:
+    """The ImagingStudy the PACS holds for this screening (Secondary Captures, same UIDs); in
+    the film's own study (KIOSK_SR_IN_FILM_STUDY) it lists the film's series too."""
+    uid = study_uid(s, config)
     instances = [{"uid": sc_uids(s, i, "overlay")[1], "number": i + 1,
-                  "sopClass": {"system": "urn:ietf:rfc:3986",
-                               "code": "urn:oid:1.2.840.10008.5.1.4.1.1.7"}}
+                  "sopClass": _sop_class("1.2.840.10008.5.1.4.1.1.7")}
                  for i, sha in enumerate(s.heatmap_shas) if sha]
     study: dict[str, Any] = {
         "resourceType": "ImagingStudy", "status": "available",
-        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid(s)}"}],
+        "identifier": _study_identifiers(uid, accession_number(s, config)),
         "subject": {"reference": patient_ref}, "started": s.created.isoformat(),
     }
-    if instances:
-        study["series"] = [{
-            "uid": sc_uids(s, 0, "overlay")[0], "number": 2,
-            "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "OT"},
-            "instance": instances}]
+    series = [{"uid": sc_uids(s, 0, "overlay")[0], "number": 2, "modality": _modality("OT"),
+               "instance": instances}] if instances else []
+    series += _film_series([f for f in film_sources(s.results) if f.get("study_uid") == uid])
+    if series:
+        study["series"] = series
     return study
+
+
+def _film_series(films: list[SourceRef]) -> list[dict[str, Any]]:
+    """The screened films' series and instances, as their study holds them."""
+    series: dict[str, dict[str, Any]] = {}
+    for film in films:
+        if not (film.get("series_uid") and film.get("sop_class_uid")):
+            continue
+        entry = series.setdefault(film["series_uid"], {
+            "uid": film["series_uid"], "modality": _modality(film.get("modality") or "OT"),
+            "instance": []})
+        entry["instance"].append({"uid": film["sop_uid"],
+                                  "sopClass": _sop_class(film["sop_class_uid"])})
+    return list(series.values())
+
+
+def film_studies(s: Screening, patient_ref: str, config: Config | None = None) -> list[dict]:
+    """The screened films' own studies (other than the kiosk's), known by their UIDs."""
+    by_study: dict[str, list[SourceRef]] = {}
+    for film in film_sources(s.results):
+        if film.get("study_uid") and film["study_uid"] != study_uid(s, config):
+            by_study.setdefault(film["study_uid"], []).append(film)
+    studies = []
+    for uid, films in by_study.items():
+        study: dict[str, Any] = {
+            "resourceType": "ImagingStudy", "status": "available",
+            "identifier": _study_identifiers(uid, films[0].get("accession_number", "")),
+            "subject": {"reference": patient_ref}, "series": _film_series(films)}
+        if orders := based_on(films):
+            study["basedOn"] = orders
+        if not study["series"]:
+            del study["series"]
+        studies.append(study)
+    return studies
+
+
+def based_on(films: list[SourceRef]) -> list[dict[str, Any]]:
+    """The orders behind the films, by accession number (only where a film names one)."""
+    accessions = sorted({f["accession_number"] for f in films if f.get("accession_number")})
+    return [{"type": "ServiceRequest", "identifier": {"type": ACCESSION, "value": a}}
+            for a in accessions]
 
 
 def observation(s: Screening, position: int, status: str, refs: dict[str, str]) -> dict:
@@ -156,10 +247,13 @@ def report(s: Screening, final: bool, refs: dict[str, str], observations: list[s
         "subject": {"reference": refs["patient"]}, "effectiveDateTime": s.created.isoformat(),
         "issued": (s.sign_off.signed if final and s.sign_off else s.created).isoformat(),
         "result": [{"reference": ref} for ref in observations],
-        "imagingStudy": [{"reference": refs["study"]}],
+        "imagingStudy": [{"reference": ref} for name, ref in refs.items()
+                         if name.startswith("study")],
         "conclusion": f"Overall: {verdict.replace('_', ' ')}",
         "conclusionCode": [_verdict(verdict)],
     }
+    if orders := based_on(film_sources(s.results)):
+        resource["basedOn"] = orders
     if final and s.sign_off:
         o = s.sign_off
         resource["resultsInterpreter"] = [{"display": o.clinician}]
@@ -228,7 +322,11 @@ def bundle(delivery: Delivery, config: Config) -> dict:
             models[name] = _ref(f"{key}/device/{name}")
             entries.append(_create(models[name], device(result)))
         refs[f"device{position}"] = models[name]
-    entries.append(_put({**imaging_study(s, refs["patient"]), "id": resource_id(s, "study")}))
+    entries.append(_put({**imaging_study(s, refs["patient"], config),
+                         "id": resource_id(s, "study")}))
+    for number, study in enumerate(film_studies(s, refs["patient"], config)):
+        refs[f"study-film{number}"] = _ref(f"{key}/film-study/{study['identifier'][0]['value']}")
+        entries.append(_create(refs[f"study-film{number}"], study))
     status = "final" if final else "preliminary"
     observations = [resource_id(s, f"observation-{i}") for i in range(len(s.results))]
     entries += [_put({**observation(s, i, status, refs), "id": rid})

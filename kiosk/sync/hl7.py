@@ -16,7 +16,8 @@ from typing import Any
 
 from kiosk.config import Config
 from kiosk.errors import SyncError
-from kiosk.result import CodingDict, model_words
+from kiosk.names import NameParts, PersonName
+from kiosk.result import CodingDict, film_sources, film_study, model_words
 from kiosk.store import Screening
 from kiosk.sync.base import (
     Delivery,
@@ -48,12 +49,33 @@ def hl7_time(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S%z")
 
 
-def person_name(name: str) -> str:
-    """``Family^Given`` from a full name written given names first."""
-    parts = name.split()
-    if len(parts) < 2:
-        return escape(name)
-    return f"{escape(parts[-1])}^{escape(' '.join(parts[:-1]))}"
+def _xpn(parts: NameParts) -> str:
+    """XPN components 1-5: family^given^further given names^suffix^prefix."""
+    fields = [parts.family, parts.given[0] if parts.given else "", " ".join(parts.given[1:]),
+              parts.suffix, parts.prefix]
+    return "^".join(escape(f) for f in fields).rstrip("^")
+
+
+def person_name(name: PersonName) -> str:
+    """PID-5: ``Family^Given^Further^Suffix^Prefix``; a text-only name as the family component
+    (never split); ideographic and phonetic forms as repetitions marked I / P (XPN-8)."""
+    if not name.structured:
+        return escape(name.text)
+    forms = [(name.parts, "A"), (name.ideographic, "I"), (name.phonetic, "P")]
+    present = [(parts, code) for parts, code in forms if parts]
+    if len(present) == 1 and present[0][1] == "A":
+        return _xpn(name.parts)
+    # with several forms, each says what it is: XPN-7 legal name, XPN-8 representation
+    return "~".join(_xpn(parts) + "^" * (7 - len(_xpn(parts).split("^"))) + f"L^{code}"
+                    for parts, code in present)
+
+
+def _orders(s: Screening) -> tuple[str, str]:
+    """(filler order number, accession numbers) of the screened films' orders (OBR-3, OBR-18)."""
+    accessions = sorted({f["accession_number"] for f in film_sources(s.results)
+                         if f.get("accession_number")})
+    filler = escape(accessions[0]) if len(accessions) == 1 else ""
+    return filler, "~".join(escape(a) for a in accessions)
 
 
 def build_oru(delivery: Delivery, config: Config) -> str:
@@ -65,14 +87,27 @@ def build_oru(delivery: Delivery, config: Config) -> str:
            "", "ORU^R01^ORU_R01", control_id(delivery.item.idempotency_key), "P", "2.5"]
     p = s.patient
     pid = ["PID", "1", "", f"{escape(p.identifier)}^^^{escape(config.patient_id_system)}^MR", "",
-           person_name(p.name), "", (p.birth_date or "").replace("-", ""),
+           person_name(p.person_name), "", (p.birth_date or "").replace("-", ""),
            SEX.get((p.sex or "").lower(), "U")]
     tasks = sorted({str(r.get("task", "")) for r in s.results})
-    obr = ["OBR", "1", escape(s.uid), "", f"{escape('+'.join(tasks))}^AI screening^L", "", "",
-           hl7_time(s.created)] + [""] * 14 + [hl7_time(signed), "", "", status]
-    segments = ["|".join(msh), "|".join(pid), "|".join(obr), *_observations(s, status)]
+    filler, accessions = _orders(s)
+    # OBR-2 the kiosk's screening, OBR-3 the film's order (filler), OBR-18 its accession number
+    obr = ["OBR", "1", escape(s.uid), filler, f"{escape('+'.join(tasks))}^AI screening^L", "",
+           "", hl7_time(s.created)] + [""] * 10 + [accessions, "", "", ""] + [
+           hl7_time(signed), "", "", status]
+    segments = ["|".join(msh), "|".join(pid), "|".join(obr), *_study_segment(s),
+                *_observations(s, status)]
     segments += _sign_off_segments(s, delivery.final, _next_obx(segments))
+    if not all(segment.isascii() for segment in segments):
+        # names in any script: the message is sent UTF-8 and says so (MSH-18)
+        segments[0] = "|".join([*msh, "", "", "", "", "", "UNICODE UTF-8"])
     return "\r".join(segments) + "\r"
+
+
+def _study_segment(s: Screening) -> list[str]:
+    """ZDS (IHE radiology): the Study Instance UID of the film screened, when there is one."""
+    film = film_study(s.results)
+    return [f"ZDS|{escape(film['study_uid'])}^KIOSK^Application^DICOM"] if film else []
 
 
 def _observations(s: Screening, status: str) -> list[str]:
