@@ -32,3 +32,16 @@ def shared_data() -> Path:
 def config(tmp_path: Path) -> Config:
     """A configuration whose data folder is a fresh temporary directory."""
     return load_config(env={}, data_dir=tmp_path / "data", engine_cache_dir=tmp_path / "engines")
+
+
+#: Fixtures that start a real peer (Orthanc, the FHIR server, the MLLP listener, Triton): a test
+#: that uses one, directly or through another fixture (``world``), is marked ``peers``.
+#: ``strict_orthanc`` (test_sync_refusals) and ``served`` (test_engines_triton) start their own.
+PEER_FIXTURES = frozenset({"fhir_peer", "mllp_peer", "orthanc_pair", "strict_orthanc", "served"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need the real peers, so the fast tier can leave them out."""
+    for item in items:
+        if PEER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.peers)

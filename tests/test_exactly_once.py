@@ -31,6 +31,8 @@ from kiosk.store import Store
 from kiosk.sync import make_worker
 from kiosk.sync.journal import SendJournal
 
+pytestmark = pytest.mark.slow  # kill -9 and outages, measured over many screenings
+
 ROOT = Path(__file__).resolve().parent.parent
 N = int(os.environ.get("KIOSK_EXACTLY_ONCE_N", "200"))
 SMALL_N = 40  # the always-on versions of the kill -9 and fault-proxy runs

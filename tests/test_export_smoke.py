@@ -22,6 +22,8 @@ from export.signing import public_key_text
 from export.train import train
 from kiosk.errors import BundleError
 
+pytestmark = pytest.mark.slow  # trains a small network (torch)
+
 
 @pytest.fixture(scope="module")
 def smoke_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import shared
 
+pytestmark = pytest.mark.slow  # bounded fuzzing runs of every interface
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -30,6 +30,8 @@ import pytest
 from kiosk.config import load_config
 from kiosk.store import Store
 
+pytestmark = pytest.mark.slow  # fault tests: kills, power cuts and a full disk during capture
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fuzz"))
 

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "fuzz"))
 
 import powerloss  # noqa: E402
 
+pytestmark = pytest.mark.slow  # fault tests: power cuts during sync, against the real peers
+
 N = int(os.environ.get("KIOSK_POWERCUT_N", "20"))
 CUTS = int(os.environ.get("KIOSK_POWERCUT_CUTS", "5"))
 

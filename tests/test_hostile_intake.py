@@ -19,6 +19,8 @@ import pytest
 from kiosk.errors import IntakeError
 from kiosk.sandbox import SandboxedIntake
 
+pytestmark = pytest.mark.slow  # over a thousand hostile files, some in memory-capped children
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fuzz"))
 

@@ -12,6 +12,8 @@ from engines.bundle import find_bundles, load_bundle
 from kiosk.config import Config, load_config
 from kiosk.pipeline import Pipeline
 
+pytestmark = pytest.mark.slow  # the real model bundles on real full-size images
+
 MODELS = ROOT / "models"
 TRUSTED = MODELS / "trusted_keys"
 #: EyePACS full-size samples with their ICDR grade (../shared/data/README.md)

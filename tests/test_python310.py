@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import shared
 
+pytestmark = pytest.mark.slow  # compiles and type-checks the running kiosk for Python 3.10
+
 ROOT = Path(__file__).resolve().parent.parent
 #: What a kiosk box runs (export/, bench/ and tests/ are tooling on a workstation: 3.11+).
 RUNNING_KIOSK = ("kiosk", "engines", "web", "hardware")

@@ -60,6 +60,7 @@ def _codes(rgb: np.ndarray) -> list[str]:
     return [reason.code for reason in assess(Image(pixels=rgb, kind="fundus")).reasons]
 
 
+@pytest.mark.slow  # ten full-size photographs decoded twice
 def test_all_ten_fullres_eyepacs_photographs_are_gradable() -> None:
     paths = sorted(shared("fundus", "eyepacs-fullres").glob("*.jpeg"))
     assert len(paths) == 10
@@ -79,6 +80,7 @@ def test_degraded_fullres_photographs_are_flagged_with_the_reason(name: str) -> 
         assert code in _codes(degrade(rgb)), path.name
 
 
+@pytest.mark.slow  # hundreds of real photographs
 def test_eyepacs_256_sample_is_mostly_gradable_and_degraded_copies_are_not() -> None:
     folder = shared("fundus", "eyepacs-256", "images")
     paths = sorted(folder.glob("*.jpeg"))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the bill of materials against the installed packages
+
 ROOT = Path(__file__).resolve().parent.parent
 SBOM = ROOT / "docs" / "sbom.cdx.json"
 

@@ -85,6 +85,7 @@ def test_a_session_cookie_replayed_after_log_out_is_no_longer_accepted(
     assert attacker.get("/worklist").status_code == 302, "the copied cookie still opens the worklist"
 
 
+@pytest.mark.slow  # dozens of Argon2 log-in attempts
 def test_password_spraying_is_locked_even_between_good_log_ins(app_store: tuple[Flask, Store]) -> None:
     app, _ = app_store
     client = app.test_client()
@@ -97,6 +98,7 @@ def test_password_spraying_is_locked_even_between_good_log_ins(app_store: tuple[
     assert 429 in codes, "thirty wrong passwords from one address were never throttled"
 
 
+@pytest.mark.slow  # dozens of Argon2 log-in attempts
 def test_the_address_limit_stops_a_spray_without_good_log_ins(app_store: tuple[Flask, Store]) -> None:
     client = app_store[0].test_client()
     codes = [login(client, f"user{n:02d}", "Summer2026!").status_code for n in range(22)]
@@ -193,9 +195,11 @@ def bandit_findings() -> set[tuple[str, str]]:
     return {(r["filename"], r["test_id"]) for r in report["results"]}
 
 
+@pytest.mark.slow  # a static check: bandit over the whole code
 def test_bandit_finds_nothing_new_of_medium_severity_or_above(bandit_findings: set[tuple[str, str]]) -> None:
     assert bandit_findings - KNOWN_OPEN == set()
 
 
+@pytest.mark.slow  # a static check: bandit over the whole code
 def test_bandit_finds_nothing_of_medium_severity_or_above(bandit_findings: set[tuple[str, str]]) -> None:
     assert bandit_findings == set()

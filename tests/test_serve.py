@@ -89,6 +89,7 @@ def _push(port: int, paths: list[Path]) -> list[int]:
         assoc.release()
 
 
+@pytest.mark.slow  # a whole kiosk process, started and stopped
 def test_kiosk_serve_runs_web_listener_and_sync_and_stops_on_sigterm(tmp_path: Path) -> None:
     keys = make_keys(tmp_path)
     build_bundle(tmp_path / "models", keys, kind="cxr")

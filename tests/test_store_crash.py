@@ -26,6 +26,8 @@ from kiosk.config import Config, load_config
 from kiosk.errors import DiskFullError
 from kiosk.store import Store
 
+pytestmark = pytest.mark.slow  # crash tests: kill -9 of a capture, dozens of times
+
 TESTS = Path(__file__).resolve().parent
 KILLS = int(os.environ.get("KIOSK_CAPTURE_KILLS", "50"))
 

@@ -127,6 +127,7 @@ spool.spooled(Delivery(item, store.get_screening(item.screening_id), store), con
 """
 
 
+@pytest.mark.slow  # kill -9 of renderings in flight
 def test_partial_folders_left_by_kills_are_swept(config: Config) -> None:
     down = _down_pacs(config)
     store = Store.open(down)
