@@ -47,28 +47,33 @@ def load_network(models_dir: Path, task: str) -> Any:
     return EagerOnnx(bundle_onnx(models_dir, task)).eval()
 
 
-def decode_full(path: Path) -> tuple[np.ndarray, str]:
-    """Full-size 8-bit pixels and the image kind ('cxr' for DICOM films, 'fundus' for photos)."""
+def decode_full(path: Path) -> tuple[np.ndarray, str, float | None]:
+    """Full-size 8-bit pixels, the image kind ('cxr' for DICOM films, 'fundus' for photos), and
+    for DICOM the seconds pydicom's own read and decode (``pixel_array``) took."""
     if path.suffix.lower() == ".dcm":
-        return _dicom_to_uint8(path), "cxr"
+        grey, pydicom_s = _dicom_to_uint8(path)
+        return grey, "cxr", pydicom_s
     from PIL import Image
 
     with Image.open(path) as opened:
-        return np.asarray(opened.convert("RGB")), "fundus"
+        return np.asarray(opened.convert("RGB")), "fundus", None
 
 
-def _dicom_to_uint8(path: Path) -> np.ndarray:
+def _dicom_to_uint8(path: Path) -> tuple[np.ndarray, float]:
     """pydicom full decode, rescale and VOI window in numpy, MONOCHROME1 inverted."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    start = time.perf_counter()
     ds = pydicom.dcmread(path)
-    values = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    stored = ds.pixel_array
+    pydicom_s = time.perf_counter() - start
+    values = apply_modality_lut(stored, ds).astype(np.float32)
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
     low, high = np.percentile(values[::4, ::4], [0.1, 99.9])
     grey = np.clip((values - low) * (255.0 / max(float(high - low), 1e-6)), 0, 255).astype(np.uint8)
-    return 255 - grey if str(ds.PhotometricInterpretation) == "MONOCHROME1" else grey
+    return (255 - grey if str(ds.PhotometricInterpretation) == "MONOCHROME1" else grey), pydicom_s
 
 
 class UsualScreener:
@@ -86,7 +91,7 @@ class UsualScreener:
         from kiosk.preprocess import prepare
 
         start = time.perf_counter()
-        pixels, kind = decode_full(path)
+        pixels, kind, pydicom_s = decode_full(path)
         decoded = time.perf_counter()
         task = "cxr-pneumonia" if kind == "cxr" else "fundus-dr"
         manifest = self.manifests[task]
@@ -100,6 +105,8 @@ class UsualScreener:
         threshold = float(manifest["findings"][0]["threshold"])
         verdict = "referable" if probability >= threshold else "non_referable"
         timings = {"decode": decoded - start, "preprocess": prepared - decoded, "infer": inferred - prepared}
+        if pydicom_s is not None:
+            timings["pydicom_decode"] = pydicom_s
         return {
             "task": task,
             "verdict": verdict,
