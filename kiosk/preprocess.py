@@ -17,7 +17,8 @@ import numpy as np
 
 from kiosk.domain import Image
 from kiosk.errors import BundleError
-from kiosk.quality.fov import FieldOfView, find_field_of_view
+from kiosk.pixels import as_grey, as_rgb
+from kiosk.pixels.fov import FieldOfView, find_field_of_view
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Canvas:
 
 def _fundus_crop(canvas: Canvas, step: dict[str, Any]) -> Canvas:
     """Crop a square around the field-of-view disc (black where it leaves the frame)."""
-    rgb = _as_rgb(canvas.pixels)
+    rgb = as_rgb(canvas.pixels)
     fov = find_field_of_view(rgb)
     if fov is None:
         # No disc found (quality will usually have refused it): use the centred square.
@@ -62,7 +63,7 @@ def _like_eyepacs_256(canvas: Canvas, step: dict[str, Any]) -> Canvas:
         return canvas
     small = cv2.resize(canvas.pixels, (size, size), interpolation=cv2.INTER_AREA)
     quality = int(step.get("quality", 90))
-    bgr = cv2.cvtColor(_as_rgb(small), cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(as_rgb(small), cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise BundleError("JPEG re-encoding failed in like_eyepacs_256")
@@ -71,7 +72,7 @@ def _like_eyepacs_256(canvas: Canvas, step: dict[str, Any]) -> Canvas:
         raise BundleError("JPEG re-decoding failed in like_eyepacs_256")
     decoded = cv2.cvtColor(reread, cv2.COLOR_BGR2RGB)
     if canvas.pixels.ndim == 2:
-        decoded = cv2.cvtColor(decoded, cv2.COLOR_RGB2GRAY)
+        decoded = as_grey(decoded)
     return Canvas(decoded)
 
 
@@ -109,10 +110,7 @@ def _fov_mask(canvas: Canvas, step: dict[str, Any]) -> Canvas:
 
 def _grey(canvas: Canvas, step: dict[str, Any]) -> Canvas:
     """Convert RGB to one grey channel (grey input passes unchanged)."""
-    pixels = canvas.pixels
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
-    return replace(canvas, pixels=pixels)
+    return replace(canvas, pixels=as_grey(canvas.pixels))
 
 
 def _clahe(canvas: Canvas, step: dict[str, Any]) -> Canvas:
@@ -138,19 +136,9 @@ STEPS: dict[str, Callable[[Canvas, dict[str, Any]], Canvas]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {"resize": ("size",), "scale": ("mean", "std")}
 
 
-def _as_rgb(pixels: np.ndarray) -> np.ndarray:
-    """Three-channel view of grey or RGB uint8 pixels."""
-    if pixels.ndim == 2:
-        return np.repeat(pixels[:, :, None], 3, axis=2)
-    return pixels
-
-
 def _as_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     """(H, W, C) pixels with exactly ``channels`` channels (grey <-> RGB as needed)."""
-    if channels == 1:
-        grey = _grey(Canvas(pixels), {}).pixels
-        return grey[:, :, None]
-    return _as_rgb(pixels)
+    return as_grey(pixels)[:, :, None] if channels == 1 else as_rgb(pixels)
 
 
 def check_spec(spec: dict[str, Any]) -> None:
