@@ -104,6 +104,12 @@ def test_patient_screening_read_and_sign_off_through_the_api(kiosk) -> None:
                                                    headers=nurse))  # 400
     found = _conforms("/api/patients", "get", client.get("/api/patients?q=Asante", headers=nurse))
     assert found["patients"][0]["id"] == patient["id"]
+    assert (patient["family_name"], patient["given_names"]) == (None, [])  # one text: never split
+    parts = _conforms("/api/patients", "post", client.post("/api/patients", json={
+        "identifier": "API-3", "family_name": "de la Cruz", "given_names": "José Luis"},
+        headers=nurse))
+    assert (parts["name"], parts["family_name"], parts["given_names"]) == (
+        "José Luis de la Cruz", "de la Cruz", ["José Luis"])
     chest = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
     created = post_multipart(client, "/api/screenings", headers=nurse, data={
         "patient_id": str(patient["id"]), "image": (io.BytesIO(chest), "siim.dcm")})
@@ -152,7 +158,8 @@ def test_the_instant_gate_answers_without_storing(kiosk) -> None:
     photo = shared("fundus", "eyepacs-fullres", "13_left.jpeg").read_bytes()
     good = _conforms("/api/check", "post", post_multipart(client, "/api/check", headers=nurse,
                      data={"image": (io.BytesIO(photo), "13_left.jpeg"), "task": "fundus-dr"}))
-    assert good == {"gradable": True, "retakes": []}
+    # a bearer client gets no handle: only the capture page's session resends a checked photo
+    assert good == {"gradable": True, "retakes": [], "warnings": [], "handles": []}
     bad = _conforms("/api/check", "post", post_multipart(client, "/api/check", headers=nurse,
                     data={"image": (io.BytesIO(darkened(photo)), "dark.jpg")}))
     assert bad["gradable"] is False and "too dark" in bad["retakes"][0]["line"].lower()

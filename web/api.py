@@ -20,7 +20,7 @@ from kiosk.visit import Offered
 from web import words
 from web.capture import gate, retakes
 from web.openapi import openapi_document
-from web.patients import CAPTURE_FIELDS, PatientFormError, patient_fields
+from web.patients import CAPTURE_FIELDS, PatientFormError, form_name, patient_fields
 from web.results import patient_of
 from web.security import audit, requires
 from web.services import services
@@ -77,10 +77,12 @@ def create_patient() -> ResponseReturnValue:
     """Register a patient (or update the one with the same id)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise PatientFormError("Send a JSON object with identifier, name, birth_date, sex.")
-    identifier, name, birth, sex = patient_fields({k: str(v) for k, v in body.items() if v})
+        raise PatientFormError("Send a JSON object with identifier, family_name, given_names, "
+                               "birth_date, sex.")
+    fields = {k: str(v) for k, v in body.items() if v}
+    identifier, _, birth, sex = patient_fields(fields)
     patient = services().store.upsert_patient(
-        identifier, name, birth, sex, actor=current_user.username
+        identifier, form_name(fields), birth, sex, actor=current_user.username
     )
     return jsonify(patient_json(patient)), 201
 
@@ -181,6 +183,8 @@ def patient_json(patient: Any) -> dict[str, Any]:
         "id": patient.id,
         "identifier": patient.identifier,
         "name": patient.name,
+        "family_name": patient.person_name.parts.family or None,
+        "given_names": list(patient.person_name.parts.given),
         "birth_date": str(patient.birth_date) if patient.birth_date else None,
         "sex": patient.sex,
     }

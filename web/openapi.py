@@ -51,16 +51,23 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"},
             "identifier": {"type": "string"},
-            "name": {"type": "string"},
+            "name": {"type": "string", "description": "The name as people write it."},
+            "family_name": {"type": ["string", "null"],
+                            "description": "Null when the name was registered as one text."},
+            "given_names": {"type": "array", "items": {"type": "string"}},
             "birth_date": {"type": ["string", "null"], "format": "date"},
             "sex": {"type": ["string", "null"], "enum": ["female", "male", "other", "unknown", None]},
         },
     },
     "NewPatient": {
         "type": "object",
-        "required": ["identifier", "name"],
+        "required": ["identifier"],
+        "description": "family_name and/or given_names (kept apart for FHIR, HL7 and DICOM); "
+                       "or name, one text that is kept as it is and never split.",
         "properties": {
             "identifier": {"type": "string"},
+            "family_name": {"type": "string"},
+            "given_names": {"type": "string", "description": "As typed, e.g. 'Anna Maria'."},
             "name": {"type": "string"},
             "birth_date": {"type": "string", "format": "date"},
             "sex": {"type": "string", "enum": ["female", "male", "other", "unknown"]},
@@ -81,6 +88,12 @@ SCHEMAS: dict[str, Any] = {
             "backend": {"type": ["string", "null"]},
             "laterality": {"type": ["string", "null"]},
             "warnings": {"type": "array", "items": {"type": "string"}},
+            "source": {
+                "type": "object",
+                "description": "The DICOM film screened: study_uid, series_uid, sop_uid, "
+                               "sop_class_uid, accession_number, modality (absent for photos).",
+                "additionalProperties": {"type": "string"},
+            },
             "reader_required": {
                 "type": "string",
                 "description": "Present when the model's result is not reliable for this patient "

@@ -10,7 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from kiosk import visit
+from kiosk import names, visit
 from kiosk.domain import ImageKind
 from kiosk.errors import KioskError
 from kiosk.visit import Offered
@@ -66,7 +66,7 @@ def _prefill(query: str, found: Sequence[object]) -> dict[str, str]:
         return {}
     if IDENTIFIER.match(query) and any(c.isdigit() for c in query):
         return {"identifier": query}
-    return {"name": query}
+    return {"family_name": query}
 
 
 @bp.post("/patients")
@@ -74,27 +74,36 @@ def register() -> ResponseReturnValue:
     """Register a new patient (or update one with the same id), then go to capture."""
     form = request.form
     try:
-        identifier, name, birth_date, sex = patient_fields(form)
+        identifier, _, birth_date, sex = patient_fields(form)
     except PatientFormError as exc:
         flash(exc.message, "error")
         return render_template("patients.html", query="", found=[], sexes=SEXES, form=form), 400
     patient = services().store.upsert_patient(
-        identifier, name, birth_date, sex, actor=current_user.username
+        identifier, form_name(form), birth_date, sex, actor=current_user.username
     )
     return redirect(url_for("patients.capture", patient_id=patient.id))
 
 
+def form_name(form: Mapping[str, str]) -> names.PersonName:
+    """The name as typed: family and given name(s) in their own fields (kept apart for FHIR,
+    HL7 and DICOM), or one ``name`` text from a client of before (kept as text, never split)."""
+    family, given = (" ".join(str(form.get(f, "")).split()) for f in ("family_name", "given_names"))
+    if family or given:
+        return names.from_parts(family, given)
+    return names.from_text(str(form.get("name", "")))
+
+
 def patient_fields(form: Mapping[str, str]) -> tuple[str, str, str | None, str | None]:
-    """Checked (identifier, name, birth date, sex) from the registration form."""
+    """Checked (identifier, name as shown, birth date, sex) from the registration form."""
     get = form.get
     identifier = str(get("identifier", "")).strip()
-    name = " ".join(str(get("name", "")).split())
+    name = form_name(form).display
     birth = str(get("birth_date", "")).strip() or None
     sex = str(get("sex", "")).strip() or None
     if not IDENTIFIER.match(identifier):
         raise PatientFormError("Scan or type the patient id (letters, digits, - . / _).")
     if not name or len(name) > 200:
-        raise PatientFormError("Type the patient's name.")
+        raise PatientFormError("Type the patient's family name and given name(s).")
     if birth is not None:
         try:
             born = date.fromisoformat(birth)
