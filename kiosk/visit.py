@@ -10,7 +10,7 @@ whoever sends it again).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
@@ -69,6 +69,17 @@ class EmptyImage(KioskError):
 
     code = "empty_image"
     http_status = 400
+
+
+class IncompleteVisit(KioskError):
+    """A diabetic retinopathy screening lacks an eye and no reason was given for it."""
+
+    code = "incomplete_visit"
+    http_status = 422
+
+
+#: What a missing eye is called in the reason kept with the visit.
+EYE_NAMES = {"R": "Right eye", "L": "Left eye"}
 
 
 class Keeper(Protocol):
@@ -176,6 +187,29 @@ def require(offered: Sequence[Offered]) -> None:
     for item in offered:
         if not item.data:
             raise EmptyImage(f"The file {item.name!r} is empty: choose the photograph again.")
+
+
+def missing_eyes(offered: Sequence[Offered]) -> list[str]:
+    """The eyes ("R", "L") an eye screening lacks; none when no eye photograph was offered."""
+    eyes = {item.laterality for item in offered if item.kind == "fundus" and item.laterality}
+    return [eye for eye in ("R", "L") if eye not in eyes] if eyes else []
+
+
+def require_complete(offered: Sequence[Offered], reasons: Mapping[str, str]) -> None:
+    """A DR screening needs both eyes, or a recorded reason for the missing one."""
+    unexplained = [eye for eye in missing_eyes(offered) if not reasons.get(eye, "").strip()]
+    if unexplained:
+        names = " and ".join(EYE_NAMES[eye].lower() for eye in unexplained)
+        raise IncompleteVisit(f"Photograph the {names} too, or say why it cannot be photographed.")
+
+
+def note_missing(screened: Screened, reasons: Mapping[str, str]) -> None:
+    """Keep the reason for a missing eye with every eye result, so every report says so."""
+    notes = [f"{EYE_NAMES[eye]} not photographed: {reasons[eye].strip()}"
+             for eye in missing_eyes(screened.offered) if reasons.get(eye, "").strip()]
+    for result in screened.results:
+        if notes and result.get("kind") == "fundus":
+            result["warnings"].extend(notes)
 
 
 def suffix_of(data: bytes, name: str) -> str:

@@ -42,6 +42,12 @@ def kiosk(tmp_path: Path, models: dict[str, object]) -> Iterator[tuple[Flask, St
     store.close()
 
 
+#: A visit of the left eye alone, the reason for the right one recorded (the complete-visit rule).
+ONE_EYE = {"missing_R": "declined"}
+#: The nurse confirmed the identity warnings (the SIIM film's own PatientID is not ours).
+CHECKED = {"identity_checked": "yes"}
+
+
 def _fundus(name: str = "13_left.jpeg") -> bytes:
     return shared("fundus", "eyepacs-fullres", name).read_bytes()
 
@@ -59,9 +65,10 @@ def _register(client: FlaskClient, identifier: str = "P-100") -> int:
     return int(answer.headers["Location"].split("/")[2])
 
 
-def _upload(client: FlaskClient, patient_id: int, **files: tuple[bytes, str]):
+def _upload(client: FlaskClient, patient_id: int, fields: dict[str, str] | None = None,
+            **files: tuple[bytes, str]):
     token = page_token(client, f"/patients/{patient_id}/capture")
-    data: dict[str, object] = {"csrf_token": token}
+    data: dict[str, object] = {"csrf_token": token, **(fields or {})}
     for field, (content, name) in files.items():
         data[field] = (io.BytesIO(content), name)
     return post_multipart(client, f"/patients/{patient_id}/capture", data)
@@ -125,7 +132,7 @@ def test_kept_images_can_be_discarded_and_belong_to_one_patient(kiosk) -> None:
     assert client.post(f"/patients/{first}/capture/clear", data={"csrf_token": token}).status_code == 302
     assert "Already taken" not in client.get(f"/patients/{first}/capture").get_data(as_text=True)
     empty = post_multipart(client, f"/patients/{first}/capture", {"csrf_token": token})
-    assert empty.status_code == 400 and store.worklist() == []
+    assert empty.status_code == 422 and store.worklist() == []
 
 
 def test_a_file_that_is_no_image_is_refused_with_a_reason(kiosk) -> None:
@@ -143,7 +150,7 @@ def test_chest_dicom_then_clinician_overrules_and_the_slip_prints(kiosk) -> None
     nurse = app.test_client()
     login(nurse, "nurse")
     patient_id = _register(nurse, "CXR-7")
-    answer = _upload(nurse, patient_id, chest=(_chest(), "siim.dcm"))
+    answer = _upload(nurse, patient_id, chest=(_chest(), "siim.dcm"), fields=CHECKED)
     assert answer.status_code == 302, answer.get_data(as_text=True)[:2000]
     screening_id = int(answer.headers["Location"].rsplit("/", 1)[1])
     page = nurse.get(answer.headers["Location"]).get_data(as_text=True)
@@ -177,9 +184,9 @@ def test_worklist_puts_urgent_chest_findings_first(kiosk) -> None:
     client = app.test_client()
     login(client, "nurse")
     eye_patient = _register(client, "EYE-1")
-    _upload(client, eye_patient, left_eye=(_fundus(), "13_left.jpeg"))
+    _upload(client, eye_patient, left_eye=(_fundus(), "13_left.jpeg"), fields=ONE_EYE)
     chest_patient = _register(client, "CXR-1")
-    _upload(client, chest_patient, chest=(_chest(), "siim.dcm"))
+    _upload(client, chest_patient, chest=(_chest(), "siim.dcm"), fields=CHECKED)
     rows = store.worklist()
     assert len(rows) == 2
     page = client.get("/worklist").get_data(as_text=True)
@@ -198,7 +205,7 @@ def test_sync_page_shows_queues_and_a_clinician_retries_a_parked_item(tmp_path: 
     client = app.test_client()
     login(client, "nurse")
     patient_id = _register(client)
-    _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"))
+    _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"), fields=ONE_EYE)
     [item] = store.due_items()
     store.park_item(item.id, "422 Unprocessable: invalid Patient")
     page = client.get("/sync").get_data(as_text=True)
@@ -277,7 +284,7 @@ def test_every_view_or_export_of_patient_data_is_audited(kiosk) -> None:
     client = app.test_client()
     login(client, "nurse")
     patient_id = _register(client, "AUD-1")
-    answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"))
+    answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"), fields=ONE_EYE)
     screening_id = int(answer.headers["Location"].rsplit("/", 1)[1])
     views = [f"/patients/{patient_id}/capture", f"/screenings/{screening_id}",
              f"/screenings/{screening_id}/images/0/heatmap",
@@ -322,7 +329,7 @@ def test_without_a_model_capture_says_so_and_nothing_is_recorded(tmp_path: Path)
     client = app.test_client()
     login(client, "nurse")
     patient_id = _register(client, "NM-1")
-    answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"))
+    answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"), fields=ONE_EYE)
     assert answer.status_code == 503
     assert "no verified model bundle" in answer.get_data(as_text=True)
     assert store.worklist() == []

@@ -14,7 +14,7 @@ def test_each_screening_verdict_says_what_to_do() -> None:
     # cannot vouch for: the patient is referred, never sent home or asked for a third photo
     assert action("ungradable", "fundus").startswith("Refer for an eye examination")
     assert action("ungradable", "cxr").startswith("Refer to a doctor")
-    assert action("ungradable", "cxr", read=True) == "Refer: a clinician must read the film"
+    assert action("ungradable", "cxr", read=True).startswith("A clinician must read the film: the")
 
 
 def test_an_image_outside_the_trained_population_asks_for_a_clinician() -> None:

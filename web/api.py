@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
@@ -17,8 +17,8 @@ from kiosk import __version__, visit
 from kiosk.errors import KioskError
 from kiosk.store import Screening
 from kiosk.visit import Offered
-from web import words
-from web.capture import gate, retakes
+from web import checks, visits, words
+from web.capture import retakes, retakes_of
 from web.openapi import openapi_document
 from web.patients import CAPTURE_FIELDS, PatientFormError, form_name, patient_fields
 from web.results import patient_of
@@ -89,18 +89,37 @@ def create_patient() -> ResponseReturnValue:
 
 @bp.post("/check")
 def check() -> ResponseReturnValue:
-    """The instant quality gate for one image (nothing is stored)."""
+    """The instant gate for uploaded images: quality, and whether they fit the patient and slot.
+
+    A gradable photo checked with the session is kept (content-addressed, no screening) and its
+    ``handle`` lets the capture form send it again without uploading it twice.
+    """
+    svc = services()
     offered = _offered()
-    retakes = gate(services().pipeline, offered)
-    return jsonify(
-        {
-            "gradable": not retakes,
-            "retakes": [
-                {"name": r.name, "title": r.title, "line": r.line, "reasons": r.reasons}
-                for r in retakes
-            ],
-        }
-    )
+    visit.require(offered)
+    outcomes = [svc.pipeline.check(o.data, source=o.name, task=o.task, kind=o.kind)
+                for o in offered]
+    needed = retakes_of(offered, [outcome.result for outcome in outcomes])
+    found: list[str] = []
+    if request.form.get("patient_id", "").isdigit():
+        patient = svc.store.get_patient(int(request.form["patient_id"]))
+        inverted = svc.store.get_setting(checks.INVERTED_VIEW_SETTING) == "inverted"
+        found = checks.warnings_for(patient, offered, [o.image for o in outcomes], inverted=inverted)
+    handles = [] if needed or g.get("via_token") else [_keep_checked(o) for o in offered]
+    return jsonify({
+        "gradable": not needed,
+        "retakes": [{"name": r.name, "title": r.title, "line": r.line, "reasons": r.reasons}
+                    for r in needed],
+        "warnings": found,
+        "handles": handles,
+    })
+
+
+def _keep_checked(item: Offered) -> str:
+    """Keep a checked photo for this session's capture form; its handle (sha256)."""
+    sha = services().store.save_image(item.data, visit.suffix_of(item.data, item.name))
+    visits.remember_checked(sha, item.name)
+    return sha
 
 
 @bp.post("/screenings")

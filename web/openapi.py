@@ -173,10 +173,12 @@ def _paths() -> dict[str, Any]:
                                                 "Registered"), **_errors(400, 401)}},
         },
         "/api/check": {"post": {
-            "summary": "Instant quality gate (nothing stored)", "operationId": "check",
+            "summary": "Instant gate: quality, and (with patient_id) the eye side and the DICOM "
+                       "header's patient; no screening is stored", "operationId": "check",
             "requestBody": upload,
-            "responses": {"200": _json({"type": "object", "required": ["gradable", "retakes"]},
-                                       "Gate answer"), **_errors(400, 401)}}},
+            "responses": {"200": _json({"type": "object", "required": [
+                "gradable", "retakes", "warnings", "handles"]}, "Gate answer"),
+                **_errors(400, 401, 404)}}},
         "/api/screenings": {"post": {
             "summary": "Screen uploaded images for a patient", "operationId": "createScreening",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

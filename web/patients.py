@@ -10,19 +10,19 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from kiosk import names, visit
+from kiosk import names
 from kiosk.domain import ImageKind
 from kiosk.errors import KioskError
 from kiosk.visit import Offered
-from web import kept, words
-from web.capture import Retake, camera_frame, retakes
+from web import identity, kept, visits, words
+from web.capture import camera_frame
 from web.security import audit
 from web.services import services
 
 bp = Blueprint("patients", __name__)
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
-SEXES = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Unknown"}
+SEXES = words.SEXES
 
 #: The file inputs of the capture form: field name -> (kind of image, eye).
 CAPTURE_FIELDS: dict[str, tuple[ImageKind, str | None]] = {
@@ -74,10 +74,13 @@ def register() -> ResponseReturnValue:
     """Register a new patient (or update one with the same id), then go to capture."""
     form = request.form
     try:
-        identifier, _, birth_date, sex = patient_fields(form)
+        identifier, name, birth_date, sex = patient_fields(form)
     except PatientFormError as exc:
         flash(exc.message, "error")
         return render_template("patients.html", query="", found=[], sexes=SEXES, form=form), 400
+    refused = identity.reregistration(identifier, {"name": name, "birth_date": birth_date, "sex": sex})
+    if refused is not None:
+        return refused
     patient = services().store.upsert_patient(
         identifier, form_name(form), birth_date, sex, actor=current_user.username
     )
@@ -119,31 +122,13 @@ def patient_fields(form: Mapping[str, str]) -> tuple[str, str, str | None, str |
 @bp.get("/patients/<int:patient_id>/capture")
 def capture(patient_id: int) -> ResponseReturnValue:
     """The capture page for one patient."""
-    return _capture_page(patient_id, [])
-
-
-def _capture_page(patient_id: int, retakes: list[Retake], status: int = 200) -> ResponseReturnValue:
-    """Render the capture page, with the retakes the gate asked for."""
-    svc = services()
-    patient = svc.store.get_patient(patient_id)
-    audit("view_patient", patient_id=patient_id)
-    page = render_template(
-        "capture.html", patient=patient, retakes=retakes, has_camera=svc.has_camera, sexes=SEXES,
-        kept=[(words.slot_title(k.laterality, k.kind), k.name)
-              for k in kept.kept_images(patient_id)],
-    )
-    return page, status
+    return visits.capture_page(patient_id)
 
 
 @bp.post("/patients/<int:patient_id>/capture")
 def upload(patient_id: int) -> ResponseReturnValue:
-    """Uploaded images: gate them all, then screen and record, or ask for retakes."""
-    offered = []
-    for field, (kind, eye) in CAPTURE_FIELDS.items():
-        for upload in request.files.getlist(field):
-            if upload.filename or upload.content_length:
-                offered.append(Offered(upload.read(), upload.filename or field, eye, kind))
-    return _gate_and_screen(patient_id, offered)
+    """Uploaded images (or the photos the gate already checked): screened once, or sent back."""
+    return visits.gate_and_screen(patient_id, visits.offered_from_request(CAPTURE_FIELDS))
 
 
 @bp.post("/patients/<int:patient_id>/camera")
@@ -155,7 +140,7 @@ def camera(patient_id: int) -> ResponseReturnValue:
         raise NoCamera("No camera is configured on this kiosk: upload the photo instead.")
     eye = request.form.get("eye") if request.form.get("eye") in ("L", "R") else None
     offered = [Offered(camera_frame(cam), "camera.jpg", eye, "fundus")]
-    return _gate_and_screen(patient_id, offered)
+    return visits.gate_and_screen(patient_id, offered)
 
 
 @bp.post("/patients/<int:patient_id>/capture/clear")
@@ -163,21 +148,3 @@ def start_again(patient_id: int) -> ResponseReturnValue:
     """Forget the images kept while waiting for a retake."""
     kept.forget()
     return redirect(url_for("patients.capture", patient_id=patient_id))
-
-
-def _gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnValue:
-    """Retake page when any image of the visit is ungradable (the good ones are kept), else
-    the result page of the newly recorded screening."""
-    svc = services()
-    patient = svc.store.get_patient(patient_id)  # NotFoundError before any work
-    images = kept.merge(kept.kept_images(patient_id), offered)
-    screened = visit.screen(svc.pipeline, images, age=visit.age_years(patient.birth_date))
-    needed = retakes(screened)
-    if needed:
-        failed = {r.index for r in needed}
-        kept.keep(patient_id, [item for i, item in enumerate(images) if i not in failed])
-        audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in needed))
-        return _capture_page(patient_id, needed, 422)
-    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
-    kept.forget()
-    return redirect(url_for("results.result", screening_id=screening.id))

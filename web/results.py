@@ -12,9 +12,9 @@ from flask_login import current_user
 from kiosk.errors import KioskError, NotFoundError
 from kiosk.store import Patient, Screening
 from web import slip
-from web.patients import SEXES
 from web.security import audit
 from web.services import services
+from web.words import SEXES
 
 bp = Blueprint("results", __name__)
 
@@ -30,6 +30,12 @@ def patient_of(screening: Screening) -> Patient:
 @bp.get("/screenings/<int:screening_id>")
 def result(screening_id: int) -> ResponseReturnValue:
     """The verdict per eye or film, findings, heat-maps, model, warning, sign-off."""
+    return result_page(screening_id)
+
+
+def result_page(screening_id: int, *, sign_error: str = "", sign_form: Any = None,
+                status: int = 200) -> ResponseReturnValue:
+    """The result page; a refused sign-off comes back here with its reason and what was typed."""
     svc = services()
     screening = svc.store.get_screening(screening_id)
     patient = patient_of(screening)
@@ -42,7 +48,9 @@ def result(screening_id: int) -> ResponseReturnValue:
         sexes=SEXES,
         images=_image_views(screening),
         limitations=_limitations(),
-    )
+        sign_error=sign_error,
+        sign_form=sign_form or {},
+    ), status
 
 
 def _limitations() -> dict[tuple[str, str], list[str]]:
@@ -67,6 +75,7 @@ def _image_views(screening: Screening) -> list[dict[str, Any]]:
                 "index": index,
                 "result": result,
                 "picture": "heatmap" if heatmap else ("original" if showable else None),
+                "original": showable,
             }
         )
     return views

@@ -17,6 +17,26 @@ INTENDED_USE_WARNING = (
 )
 
 EYE_WORDS = {"L": "Left eye", "R": "Right eye"}
+SEXES = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Unknown"}
+
+#: Intake refusals in a nurse's words (the technical message stays in the clinician's details).
+NURSE_ERRORS = {
+    "decompression_bomb": "The picture is far larger than any camera makes: use the camera's own export.",
+    "too_large": "The file is too large to screen: export a smaller copy from the camera.",
+    "not_an_image": "This file is not a photograph or an X-ray: choose the image file itself.",
+    "truncated": "The file is damaged or was not copied completely: copy it again.",
+    "empty_image": "The file is empty: choose the photograph again.",
+    "no_image": "Choose a photograph or an X-ray first.",
+    "bad_upload": "Choose a photograph or an X-ray first.",
+    "unsupported_transfer_syntax": "This X-ray file is compressed in a way the kiosk cannot read: "
+                                   "send it uncompressed from the X-ray machine.",
+    "unsupported_photometric": "The kiosk cannot read this X-ray's pixel format.",
+    "photometric_mismatch": "The X-ray's file says something its pixels do not: ask for a new "
+                            "export from the X-ray machine.",
+    "bad_dimensions": "The picture is too small or oddly shaped to screen.",
+    "wrong_body_part": "This X-ray is not of the chest.",
+    "unknown_task": "The kiosk cannot tell what this image is: put it in the right slot.",
+}
 #: What an image of each kind is called when its result names no title.
 KIND_WORDS = {"fundus": "Eye photograph", "cxr": "Chest X-ray"}
 
@@ -51,7 +71,22 @@ def refer_line(result: Result) -> str:
 
 
 def headline(verdict: str | None, results: Sequence[Result]) -> str:
-    """What to do about the whole visit, naming every referral the results call for."""
+    """What to do about the whole visit, naming every referral the results call for, and an eye
+    that was not photographed."""
+    line = _headline(verdict, results)
+    missing = missing_eye_notes(results)
+    return f"{line} ({'; '.join(missing)})" if missing else line
+
+
+def missing_eye_notes(results: Sequence[Result]) -> list[str]:
+    """ "Right eye not photographed: the patient declined" kept with the visit's eye results."""
+    notes = {w for r in results if kind_of(r) == "fundus" for w in r.get("warnings", [])
+             if w.startswith(("Right eye not photographed", "Left eye not photographed"))}
+    return sorted(notes, reverse=True)
+
+
+def _headline(verdict: str | None, results: Sequence[Result]) -> str:
+    """The action of the visit, every referral named."""
     if verdict == "referable":
         referring = [r for r in results if r.get("verdict") == "referable"] or list(results)
         lines = sorted({refer_line(r) for r in referring}, key=lambda line: not line.startswith("Urgent"))
@@ -69,7 +104,8 @@ def action(verdict: str | None, kind: str | None = None, *, read: bool = False) 
     if verdict == "non_referable":
         return "No referral needed"
     if verdict == "ungradable" and read:  # read, but outside the model's trained population
-        return "Refer: a clinician must read the " + ("film" if chest else "photos")
+        return ("A clinician must read the " + ("film" if chest else "photos")
+                + ": the patient is outside the ages the model was trained on")
     if verdict == "ungradable":  # a screening the kiosk could not grade: a clinician must look
         return "Refer to a doctor: the film could not be read here" if chest else (
             "Refer for an eye examination: the photos could not be graded here")
@@ -78,9 +114,40 @@ def action(verdict: str | None, kind: str | None = None, *, read: bool = False) 
     return "Not screened"
 
 
-def tone(verdict: str | None) -> str:
-    """The CSS class of a verdict: refer, clear, retake."""
+def tone(verdict: str | None, results: Sequence[Result] = ()) -> str:
+    """The CSS class of a verdict: refer, clear, retake, or read (a clinician must read it)."""
+    if verdict == "ungradable" and any(r.get("reader_required") for r in results):
+        return "read"
     return {"referable": "refer", "non_referable": "clear"}.get(verdict or "", "retake")
+
+
+def result_tone(result: Result, overruled: bool = False) -> str:
+    """The colour of one image's card: "kiosk" (muted) once a clinician overruled the visit."""
+    if overruled:
+        return "kiosk"
+    if result.get("reader_required") and result.get("verdict") != "referable":
+        return "read"
+    return tone(result.get("verdict"))
+
+
+def final_verdict(screening: Any) -> str:
+    """The verdict that stands: the clinician's when signed off, else the kiosk's."""
+    signed = screening.sign_off
+    return str(signed.verdict) if signed and signed.verdict else str(screening.verdict)
+
+
+def decision_words(sign_off: Any) -> str:
+    """ "Overruled by doctor", "Confirmed by doctor" (never "overruleed")."""
+    done = {"confirm": "Confirmed", "overrule": "Overruled"}.get(sign_off.decision, "Signed")
+    return f"{done} by {sign_off.clinician}"
+
+
+def nurse_error(result: Result) -> str:
+    """Why an image was not screened, in words a nurse acts on (no field names, no jargon)."""
+    error = result.get("error") or {}
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    return NURSE_ERRORS.get(code, "The kiosk could not read this file: choose it again, or "
+                                  "export it again from the camera.")
 
 
 def retake_line(reasons: list[str], kind: str | None = None) -> str:
@@ -95,12 +162,12 @@ def retake_line(reasons: list[str], kind: str | None = None) -> str:
 def image_line(result: Result) -> str:
     """What to do about one result: its referral, a retake line, or why it was not screened."""
     if result.get("error"):
-        reasons = quality_reasons(result)
-        return f"Not screened: {reasons[0]}" if reasons else "Not screened"
+        return f"Not screened: {nurse_error(result)}"
     if result.get("verdict") in ("ungradable", None):
         return retake_line(quality_reasons(result), kind_of(result))
     if result.get("reader_required") and result.get("verdict") != "referable":
-        return "A clinician must read this image: the model was not trained on patients like this one"
+        return ("A clinician must read this image: the patient is outside the ages the model "
+                "was trained on, so the kiosk's answer does not count")
     if result.get("verdict") == "referable":
         return refer_line(result)
     return action(result.get("verdict"), kind_of(result))
@@ -133,6 +200,48 @@ def slot_title(laterality: str | None, kind: str | None) -> str:
 def model_line(result: Result) -> str:
     """Which model produced a result, for whom it was trained, and the operating point used."""
     return model_words(result)
+
+
+def why_line(result: Result) -> str:
+    """Why the kiosk says what it says about one image, in whole numbers a nurse can say aloud."""
+    if result.get("reader_required"):
+        model: Any = result.get("model") or {}
+        population = (model.get("population") or {}).get("description")
+        trained = f" (it was trained on {population})" if population else ""
+        return f"The model was not made for this patient{trained}: a clinician reads the image."
+    findings = result.get("findings") or []
+    positive = [f for f in findings if f.get("positive")]
+    if positive:
+        top = max(positive, key=lambda f: f["probability"])
+        line = f"The model found signs of {top.get('display') or top['label']}."
+        ppv = top.get("ppv")
+        if ppv is not None:
+            line += (f" At this clinic, {_in_100(ppv)} in 100 patients flagged like this "
+                     "really have it: the doctor decides.")
+        return line
+    if not findings:
+        return ""
+    line = "The model found no sign that needs a referral."
+    npv = findings[0].get("npv")
+    if npv is not None:
+        line += (f" Still, {_in_100(1.0 - float(npv))} in 100 patients cleared like this have it: "
+                 "come back if the sight changes.")
+    return line
+
+
+def _in_100(share: float) -> str:
+    """ "about 14", "fewer than 1" for a share of patients."""
+    count = round(100 * float(share))
+    return "fewer than 1" if count < 1 else f"about {count}"
+
+
+def chance_and_line(finding: Any) -> tuple[str, str]:
+    """The model's chance and its cut-off, with a decimal when whole percents would look equal."""
+    chance, line = float(finding["probability"]), float(finding["threshold"])
+    digits = 0 if round(100 * chance) != round(100 * line) else 1
+    if digits and round(100 * chance, 1) == round(100 * line, 1):
+        digits = 2
+    return f"{100 * chance:.{digits}f}%", f"{100 * line:.{digits}f}%"
 
 
 def percent(value: float | None) -> str:
@@ -171,5 +280,11 @@ def register(env: Any) -> None:
         image_title=image_title,
         model_line=model_line,
         is_urgent=urgent,
+        result_tone=result_tone,
+        final_verdict=final_verdict,
+        decision_words=decision_words,
+        why_line=why_line,
+        chance_and_line=chance_and_line,
+        nurse_error=nurse_error,
         INTENDED_USE_WARNING=INTENDED_USE_WARNING,
     )

@@ -345,7 +345,7 @@ def describe(ds: Dataset) -> dict[str, str]:
               "photometric": "PhotometricInterpretation", "patient_id": "PatientID",
               "study_uid": "StudyInstanceUID", "series_uid": "SeriesInstanceUID",
               "sop_uid": "SOPInstanceUID", "view_position": "ViewPosition",
-              "patient_age": "PatientAge", "birth_date": "PatientBirthDate",
+              "patient_age": "PatientAge", "birth_date": "PatientBirthDate", "patient_sex": "PatientSex",
               "study_date": "StudyDate", "acquisition_date": "AcquisitionDate",
               "accession_number": "AccessionNumber", "sop_class_uid": "SOPClassUID"}
     meta = {key: str(ds.get(tag)).strip() for key, tag in fields.items() if ds.get(tag)}

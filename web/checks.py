@@ -1,0 +1,84 @@
+"""Is this the right patient and the right eye? What can be checked before screening.
+
+An eye photograph's optic disc tells which eye it is (``kiosk.pixels.disc``); a DICOM file's own
+header names a patient id, an age and a sex. Each mismatch with the registered patient or with
+the slot is a warning the nurse must look at and confirm (the confirmation is audited and kept
+with the results); none is a refusal, since the header or the disc finder may be wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from kiosk.domain import Image
+from kiosk.intake.dicom import age_in_years
+from kiosk.pixels.disc import disc_side
+from kiosk.store import Patient
+from kiosk.visit import Offered, age_years
+
+#: The clinic's fundus camera shows the eye as through a condensing lens (set by the admin).
+INVERTED_VIEW_SETTING = "fundus_camera_view"
+EYES = {"R": "right", "L": "left"}
+SEX_CODES = {"F": "female", "M": "male", "O": "other"}
+
+
+def warnings_for(patient: Patient, offered: Sequence[Offered], images: Sequence[Image | None],
+                 *, inverted: bool = False) -> list[str]:
+    """Every identity warning of a visit's images, in the nurse's words."""
+    found: list[str] = []
+    for item, image in zip(offered, images, strict=True):
+        if image is None:
+            continue
+        found += eye_warnings(item, image, inverted=inverted)
+        found += header_warnings(patient, item.name, image.meta)
+    return found
+
+
+def eye_warnings(item: Offered, image: Image, *, inverted: bool = False) -> list[str]:
+    """A photo in one eye's slot whose optic disc says it is the other eye."""
+    if item.laterality not in EYES or image.pixels.ndim != 3:
+        return []
+    seen = disc_side(image.pixels).eye(inverted)
+    if seen is None or seen == item.laterality:
+        return []
+    slot, other = EYES[item.laterality], EYES[seen]
+    return [f"The photo in the {slot}-eye slot ({item.name}) looks like a {other.upper()} eye: "
+            f"its optic disc (the bright spot) is on the {_disc_words(seen, inverted)}. "
+            f"Check which eye you photographed and put it in the {other}-eye slot if so."]
+
+
+def _disc_words(eye: str, inverted: bool) -> str:
+    """Where the disc of this eye lies in a photograph of this camera's view."""
+    right_side = (eye == "R") != inverted
+    return "right side" if right_side else "left side"
+
+
+def header_warnings(patient: Patient, name: str, meta: dict[str, str]) -> list[str]:
+    """A DICOM file whose own patient id, age or sex disagrees with the registered patient."""
+    if meta.get("format") != "dicom":
+        return []
+    found = []
+    their_id = meta.get("patient_id", "").strip()
+    if their_id and their_id.casefold() != patient.identifier.strip().casefold():
+        found.append(f"The file {name} is of patient id {their_id}, not {patient.identifier}. "
+                     "Check that it is this patient's film.")
+    their_age, our_age = age_in_years(meta), _age_then(patient, meta)
+    if their_age is not None and our_age is not None and abs(int(their_age) - int(our_age)) > 1:
+        found.append(f"The file {name} says the patient was {int(their_age)} years old; the "
+                     f"record's birth date makes them {int(our_age)}. Check the birth date.")
+    their_sex = SEX_CODES.get(meta.get("patient_sex", "").strip().upper())
+    if their_sex and patient.sex in ("female", "male") and their_sex != patient.sex:
+        found.append(f"The file {name} says the patient is {their_sex}; the record says "
+                     f"{patient.sex}. Check that it is this patient's film.")
+    return found
+
+
+def _age_then(patient: Patient, meta: dict[str, str]) -> float | None:
+    """The record's age of the patient on the film's study date (today when it has none)."""
+    study = meta.get("study_date", "") or meta.get("acquisition_date", "")
+    try:
+        seen = date(int(study[:4]), int(study[4:6]), int(study[6:8])) if len(study) >= 8 else None
+    except ValueError:
+        seen = None
+    return age_years(patient.birth_date, seen)

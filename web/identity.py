@@ -1,0 +1,63 @@
+"""Registering an id that already exists: never a silent rename.
+
+Another name, birth date or sex for a registered id is either refused (the patient has signed
+results, which are never rewritten) or needs the user to confirm the change on purpose; the
+confirmed change is audited with the old and the new values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import render_template, request
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from kiosk.store import Patient
+from web import words
+from web.security import audit
+from web.services import services
+
+LABELS = {"name": "name", "birth_date": "birth date", "sex": "sex"}
+
+
+def existing(identifier: str) -> Patient | None:
+    """The patient already registered under exactly this id, if any."""
+    found = services().store.find_patients(identifier, limit=50)
+    return next((p for p in found if p.identifier == identifier), None)
+
+
+def changes(patient: Patient, fields: Mapping[str, str | None]) -> list[tuple[str, str, str]]:
+    """(what, old, new) for each field the form would change on a registered patient."""
+    found = []
+    for key, new in fields.items():
+        old = getattr(patient, key, None)
+        if (old or None) != (new or None):
+            found.append((LABELS.get(key, key), str(old or "-"), str(new or "-")))
+    return found
+
+
+def reregistration(identifier: str, fields: Mapping[str, str | None]) -> ResponseReturnValue | None:
+    """None when the form may register or update; else the page that refuses or asks."""
+    patient = existing(identifier)
+    if patient is None:
+        return None
+    changed = changes(patient, fields)
+    if not changed:
+        return None
+    summary = "; ".join(f"{what}: {old} -> {new}" for what, old, new in changed)
+    if services().store.signed_screenings(patient.id):
+        audit("patient.change_refused", patient_id=patient.id, detail=summary)
+        return _page(patient, changed, refused=True), 409
+    if request.form.get("confirm_change") != identifier:
+        return _page(patient, changed, refused=False), 409
+    audit("patient.change_confirmed", patient_id=patient.id,
+          detail=f"by {current_user.username}: {summary}")
+    return None
+
+
+def _page(patient: Patient, changed: list[tuple[str, str, str]], *, refused: bool) -> str:
+    """The registration page with the clash explained, and a confirmation when allowed."""
+    return render_template("patients.html", query="", found=[], sexes=words.SEXES,
+                           form=request.form, clash={"patient": patient, "changes": changed,
+                                                     "refused": refused})

@@ -1,0 +1,184 @@
+"""A visit sent from the capture page: one screening per tap, complete, for the right patient.
+
+The order is the safety order: the same form sent twice records one screening (its token); a
+visit with an empty file, no image or one eye without a reason is sent back in place with the
+good images kept; every image passes the gate; then identity (eye side, the DICOM header's
+patient) must be confirmed by the nurse before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from flask import redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from kiosk import visit
+from kiosk.domain import ImageKind
+from kiosk.errors import KioskError
+from kiosk.visit import Offered, Screened
+from web import checks, kept, words
+from web.capture import Retake, retakes
+from web.security import audit
+from web.services import services
+
+#: Why an eye could not be photographed: the words kept with the visit.
+MISSING_REASONS = {
+    "": "",
+    "absent": "the eye is absent or artificial",
+    "cannot": "the eye could not be photographed (refer for an eye examination)",
+    "declined": "the patient declined",
+}
+#: Photos that passed the gate in this session (their sha256), so they are not sent twice.
+CHECKED_KEY = "checked_uploads"
+MAX_CHECKED = 16
+
+
+class Submissions:
+    """Capture forms already sent, by their token: a second tap waits for the first and goes
+    to the same screening (one kiosk process; the last few hundred tokens are remembered)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[str, threading.Lock] = {}
+        self._done: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+
+    @contextmanager
+    def once(self, token: str) -> Iterator[int | None]:
+        """Hold the token while a visit is screened; yields the screening it already made."""
+        if not token:
+            yield None
+            return
+        with self._lock:
+            held = self._busy.setdefault(token, threading.Lock())
+        with held:
+            yield self._done.get(token)
+
+    def done(self, token: str, screening_id: int) -> None:
+        """Remember which screening this form made."""
+        if token:
+            with self._lock:
+                self._done[token] = screening_id
+                self._busy.pop(token, None)
+                while len(self._done) > self._size:
+                    self._done.popitem(last=False)
+
+
+SUBMISSIONS = Submissions()
+
+
+def offered_from_request(fields: Mapping[str, tuple[ImageKind, str | None]]) -> list[Offered]:
+    """The images of the capture form: each slot's files, or the photo it already checked."""
+    offered = []
+    for field, (kind, eye) in fields.items():
+        uploads = [u for u in request.files.getlist(field) if u.filename or u.content_length]
+        for upload in uploads:
+            offered.append(Offered(upload.read(), upload.filename or field, eye, kind))
+        if not uploads:
+            offered += _checked(request.form.getlist(f"checked_{field}"), field, kind, eye)
+    return offered
+
+
+def _checked(handles: list[str], field: str, kind: ImageKind, eye: str | None) -> list[Offered]:
+    """Photos the gate checked in this session, named by the handle it gave the page."""
+    allowed = session.get(CHECKED_KEY) or {}
+    store = services().store
+    found = []
+    for handle in handles:
+        if handle in allowed:
+            found.append(Offered(store.image_path(handle).read_bytes(), allowed[handle], eye, kind))
+    return found
+
+
+def remember_checked(sha: str, name: str) -> None:
+    """Let this session send a checked photo by its handle instead of its bytes."""
+    held = dict(session.get(CHECKED_KEY) or {})
+    held[sha] = name
+    session[CHECKED_KEY] = dict(list(held.items())[-MAX_CHECKED:])
+
+
+def missing_reasons() -> dict[str, str]:
+    """The reason given for each eye not photographed, in words ("R" -> "the patient declined")."""
+    chosen = {eye: request.form.get(f"missing_{eye}", "") for eye in ("R", "L")}
+    return {eye: MISSING_REASONS.get(code, "") for eye, code in chosen.items()}
+
+
+def capture_page(patient_id: int, *, retakes: list[Retake] | None = None, problem: str = "",
+                 warnings: list[str] | None = None, status: int = 200) -> ResponseReturnValue:
+    """The capture page, with what must be retaken, fixed or confirmed."""
+    svc = services()
+    patient = svc.store.get_patient(patient_id)
+    audit("view_patient", patient_id=patient_id)
+    held = kept.kept_images(patient_id)
+    page = render_template(
+        "capture.html", patient=patient, retakes=retakes or [], has_camera=svc.has_camera,
+        sexes=words.SEXES, problem=problem, identity_warnings=warnings or [],
+        kept=[(words.slot_title(k.laterality, k.kind), k.name) for k in held],
+        missing_reasons=MISSING_REASONS,
+        token=request.form.get("visit_token", "")[:64] or secrets.token_urlsafe(16),
+    )
+    return page, status
+
+
+def gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnValue:
+    """Screen and record a visit once, or send the capture page back with what to do."""
+    token = request.form.get("visit_token", "")[:64]
+    with SUBMISSIONS.once(f"{patient_id}:{token}" if token else "") as earlier:
+        if earlier is not None:
+            return redirect(url_for("results.result", screening_id=earlier))
+        answer, screening_id = _screen_visit(patient_id, offered)
+        if screening_id is not None:
+            SUBMISSIONS.done(f"{patient_id}:{token}" if token else "", screening_id)
+        return answer
+
+
+def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseReturnValue, int | None]:
+    """The visit's steps in the safety order; (the answer, the screening recorded if any)."""
+    svc = services()
+    patient = svc.store.get_patient(patient_id)  # NotFoundError before any work
+    images = kept.merge(kept.kept_images(patient_id), offered)
+    try:
+        visit.require(images)
+        visit.require_complete(images, missing_reasons())
+    except KioskError as exc:
+        kept.keep(patient_id, [item for item in images if item.data])
+        return capture_page(patient_id, problem=exc.message, status=422), None
+    screened = visit.screen(svc.pipeline, images, age=visit.age_years(patient.birth_date))
+    needed = retakes(screened)
+    if needed:
+        failed = {r.index for r in needed}
+        kept.keep(patient_id, [item for i, item in enumerate(images) if i not in failed])
+        audit("capture_retake", patient_id=patient_id, detail="; ".join(r.line for r in needed))
+        return capture_page(patient_id, retakes=needed, status=422), None
+    warned = _identity(patient_id, screened)
+    if warned is not None:
+        return warned, None
+    visit.note_missing(screened, missing_reasons())
+    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
+    kept.forget()
+    return redirect(url_for("results.result", screening_id=screening.id)), screening.id
+
+
+def _identity(patient_id: int, screened: Screened) -> ResponseReturnValue | None:
+    """The capture page with the identity warnings until the nurse confirms them."""
+    svc = services()
+    patient = svc.store.get_patient(patient_id)
+    inverted = svc.store.get_setting(checks.INVERTED_VIEW_SETTING) == "inverted"
+    images = [per_image[0].image for per_image in screened.outcomes]
+    found = checks.warnings_for(patient, screened.offered, images, inverted=inverted)
+    if not found:
+        return None
+    if request.form.get("identity_checked") != "yes":
+        kept.keep(patient_id, list(screened.offered))
+        audit("capture_identity_warning", patient_id=patient_id, detail=" | ".join(found))
+        return capture_page(patient_id, warnings=found, status=422)
+    for result in screened.results:  # the confirmation travels with every result
+        result["warnings"].extend(f"Checked by {current_user.username}: {line}" for line in found)
+    audit("capture_identity_confirmed", patient_id=patient_id, detail=" | ".join(found))
+    return None
