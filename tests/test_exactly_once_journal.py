@@ -11,12 +11,15 @@ journal before the next pass. The figures over many kills are in docs/reliabilit
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import requests
 from peers.fixtures import FhirPeer, free_port
 from peers.mllp import MllpPeer
 from pydicom import Dataset
@@ -26,7 +29,10 @@ from store_helpers import screen
 from kiosk.config import Config
 from kiosk.store import Store
 from kiosk.sync import make_worker
+from kiosk.sync.dicom import check_stow
+from kiosk.sync.fhir import resource_id
 from kiosk.sync.journal import SendJournal
+from kiosk.sync.status import sync_status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,10 +79,6 @@ def test_a_kill_between_the_hl7_ack_and_the_mark_sends_nothing_twice(
 
 def test_a_kill_between_the_fhir_answer_and_the_mark_adds_no_version(
         config: Config, fhir_peer: FhirPeer) -> None:
-    import requests
-
-    from kiosk.sync.fhir import resource_id
-
     store = Store.open(replace(config, fhir_url=fhir_peer.base, min_free_disk_mb=1))
     screening = screen(store, 802, identifier="ACK-802")
     store.close()
@@ -147,10 +149,6 @@ def test_a_pacs_saying_duplicate_sop_instance_on_a_resend_counts_as_delivered(
 
 @pytest.mark.parametrize("status", [409, 200])
 def test_a_stow_answer_of_only_duplicates_counts_as_delivered(status: int) -> None:
-    import requests
-
-    from kiosk.sync.dicom import check_stow
-
     answer = requests.Response()
     answer.status_code = status
     answer._content = (b'{"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", '
@@ -175,8 +173,6 @@ make_worker(Store.open(config)).run_once()
 @pytest.mark.parametrize("park", [False, True], ids=["resend", "park"])
 def test_a_message_left_in_doubt_is_resent_or_parked_for_a_person(
         config: Config, mllp_peer: MllpPeer, park: bool) -> None:
-    from kiosk.sync.status import sync_status
-
     store = Store.open(replace(config, hl7_address=mllp_peer.address, min_free_disk_mb=1))
     screen(store, 806 + park, identifier=f"DOUBT-{park}")
     store.close()
@@ -200,9 +196,6 @@ def test_a_message_left_in_doubt_is_resent_or_parked_for_a_person(
 
 
 def test_only_what_went_out_is_in_doubt(config: Config) -> None:
-    import socket
-    import threading
-
     silent = socket.create_server(("127.0.0.1", 0))  # takes the message, never acknowledges
     got: list[bytes] = []
 

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from browser.web_support import add_user, login, make_app
 from peers.fixtures import ORTHANC_PLUGIN, OrthancPeer, _stop, _wait_http, free_port
 from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -27,8 +28,12 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from store_helpers import screen
 
 from kiosk.config import Config
+from kiosk.errors import SyncError
 from kiosk.store import Store
 from kiosk.sync import make_worker
+from kiosk.sync.base import error_kind
+from kiosk.sync.hl7 import check_ack
+from kiosk.sync.status import sync_status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,8 +71,6 @@ def _store(config: Config, pacs_address: str) -> Store:
 
 def _one_pass(store: Store) -> dict:
     """One sync pass, then the status as ``kiosk sync --status`` prints it."""
-    from kiosk.sync.status import sync_status
-
     make_worker(store).run_once()
     return sync_status(store)
 
@@ -95,8 +98,6 @@ def test_a_pacs_that_rejects_our_ae_title_is_parked_with_its_reason(
 
 def test_kiosk_sync_status_and_the_sync_page_show_the_peers_words(
         config: Config, strict_orthanc: OrthancPeer, tmp_path: Path) -> None:
-    from browser.web_support import add_user, login, make_app
-
     address = f"NOTTHEPACS@127.0.0.1:{strict_orthanc.dicom_port}"
     store = _store(config, address)
     screen(store, 603, identifier="REJ-603")
@@ -207,10 +208,6 @@ def test_a_failure_status_is_parked_or_retried_by_its_meaning(
 ])
 def test_an_hl7_application_reject_is_parked_only_when_no_resend_can_help(
         err: str, kind: str) -> None:
-    from kiosk.errors import SyncError
-    from kiosk.sync.base import error_kind
-    from kiosk.sync.hl7 import check_ack
-
     ack = "\r".join(filter(None, ["MSH|^~\\&|EHR|EHR|KIOSK|CLINIC|20260101||ACK^R01^ACK|A1|P|2.5",
                                   "MSA|AR|ID1|not now", err])) + "\r"
     with pytest.raises(SyncError) as caught:

@@ -110,6 +110,8 @@ class CStoreDestination:
     """Sends the SR and Secondary Captures to a PACS (``AET@host:port``) by C-STORE."""
 
     name = "dicom"
+    #: The worker's send journal notes the intent once associated, not before.
+    notes_intent = True
 
     def __init__(self, config: Config):
         self.config = config
@@ -146,6 +148,7 @@ class CStoreDestination:
         SOP Instance UID, so a resend after a lost response stores nothing twice."""
         objects = spooled(delivery, self.config)
         assoc = self._associate(objects)
+        delivery.going_out()  # associated: from here the PACS may store (in doubt)
         try:
             for path in objects:
                 _store(assoc, path)
