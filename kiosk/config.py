@@ -90,6 +90,10 @@ class Config:
     dicomweb_auth: str = setting("", "DICOMweb credentials: bearer:<token> or basic:<user>:<password>.")
     tls_ca_file: str = setting("", "CA bundle (PEM) verifying TLS destinations; empty: the system's.")
     hl7_tls: bool = setting(False, "Wrap the MLLP connection in TLS (verified with KIOSK_TLS_CA_FILE).")
+    hl7_in_doubt: str = setting(
+        "resend", "An HL7 message that went out before a crash (or got no answer) with no ACK "
+        "noted: resend (the receiver de-duplicates by MSH-10) or park (it does not: a person checks)."
+    )
     pacs_tls: bool = setting(False, "Use DICOM TLS for C-STORE (verified with KIOSK_TLS_CA_FILE).")
     pacs_ae_title: str = setting("", "Calling AE title towards the PACS; empty: KIOSK_DICOM_AE_TITLE.")
     patient_id_system: str = setting("urn:kiosk:patient-id", "Identifier system of patient identifiers.")

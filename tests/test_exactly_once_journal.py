@@ -27,10 +27,12 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from store_helpers import screen
 
 from kiosk.config import Config
+from kiosk.errors import ConfigError
 from kiosk.store import Store
 from kiosk.sync import make_worker
 from kiosk.sync.dicom import check_stow
 from kiosk.sync.fhir import resource_id
+from kiosk.sync.hl7 import Hl7Destination
 from kiosk.sync.journal import SendJournal
 from kiosk.sync.status import sync_status
 
@@ -173,7 +175,8 @@ make_worker(Store.open(config)).run_once()
 @pytest.mark.parametrize("park", [False, True], ids=["resend", "park"])
 def test_a_message_left_in_doubt_is_resent_or_parked_for_a_person(
         config: Config, mllp_peer: MllpPeer, park: bool) -> None:
-    store = Store.open(replace(config, hl7_address=mllp_peer.address, min_free_disk_mb=1))
+    store = Store.open(replace(config, hl7_address=mllp_peer.address, min_free_disk_mb=1,
+                               hl7_in_doubt="park" if park else "resend"))
     screen(store, 806 + park, identifier=f"DOUBT-{park}")
     store.close()
     before = mllp_peer.inbox.deliveries
@@ -182,9 +185,7 @@ def test_a_message_left_in_doubt_is_resent_or_parked_for_a_person(
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == -9 and mllp_peer.inbox.deliveries == before + 1
     store = Store.open(store.config)
-    worker = make_worker(store)
-    worker.destinations["hl7"].park_in_doubt = park  # type: ignore[attr-defined]
-    report = worker.run_once()
+    report = make_worker(store).run_once()
     assert report.in_doubt == 1
     if park:  # a receiver without duplicate detection: a person checks, nothing goes twice
         assert mllp_peer.inbox.deliveries == before + 1 and report.parked == 1
@@ -208,10 +209,9 @@ def test_only_what_went_out_is_in_doubt(config: Config) -> None:
     threading.Thread(target=listen, daemon=True).start()
     closed = free_port()
     store = Store.open(replace(config, hl7_address=f"127.0.0.1:{closed}", min_free_disk_mb=1,
-                               sync_timeout_s=1.0))
+                               sync_timeout_s=1.0, hl7_in_doubt="park"))
     screen(store, 808, identifier="NOANSWER-808")
     worker = make_worker(store)
-    worker.destinations["hl7"].park_in_doubt = True  # type: ignore[attr-defined]
     assert worker.run_once().retrying == 1 and not worker.in_doubt  # never connected
     worker.destinations["hl7"].address = ("127.0.0.1", silent.getsockname()[1])  # type: ignore[attr-defined]
     with store.db.write() as conn:
@@ -223,3 +223,10 @@ def test_only_what_went_out_is_in_doubt(config: Config) -> None:
     assert report.in_doubt == 1 and report.parked == 1
     silent.close()
     store.close()
+
+
+def test_the_in_doubt_setting_is_resend_or_park(config: Config) -> None:
+    with pytest.raises(ConfigError):
+        Hl7Destination(replace(config, hl7_address="127.0.0.1:9", hl7_in_doubt="maybe"))
+    assert Hl7Destination(replace(config, hl7_address="127.0.0.1:9",
+                                  hl7_in_doubt="park")).park_in_doubt

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from kiosk.config import Config
-from kiosk.errors import SyncError
+from kiosk.errors import ConfigError, SyncError
 from kiosk.names import NameParts, PersonName
 from kiosk.result import CodingDict, film_sources, film_study, model_words
 from kiosk.store import Screening
@@ -177,7 +177,9 @@ class Hl7Destination:
         self.address = host_port(config.hl7_address, "hl7_address")
         # A receiver without MSH-10 duplicate detection would file a resend twice: then a
         # message left in doubt by a crash is parked for a person instead (KIOSK_HL7_IN_DOUBT).
-        self.park_in_doubt = getattr(config, "hl7_in_doubt", "resend") == "park"
+        if config.hl7_in_doubt not in ("resend", "park"):
+            raise ConfigError("KIOSK_HL7_IN_DOUBT must be resend or park", code="bad_setting")
+        self.park_in_doubt = config.hl7_in_doubt == "park"
 
     #: The worker's send journal notes the intent when connected, not before connecting.
     notes_intent = True
