@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,7 +156,36 @@ def test_a_real_decompression_bomb_under_the_pixel_limit_is_refused(intake_pool:
 
 def test_a_slow_real_decode_is_stopped_by_the_time_limit() -> None:
 
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(noise).save(buffer, format="PNG")  # incompressible: no bomb, a long decode
     with SandboxedIntake(IntakeLimits(), memory_mb=1024, timeout_s=0.001, workers=1) as pool:
         with pytest.raises(IntakeError) as refused:
-            pool.read_image(_png(4000, 4000), source="big.png")
+            pool.read_image(buffer.getvalue(), source="big.png")
         assert refused.value.code == "decode_timeout"
+
+
+def test_a_large_file_reaches_the_worker_through_its_read_only_inbox() -> None:
+    from builders import film_dicom
+    from conftest import shared
+
+    from kiosk.intake import read_image
+    from kiosk.sandbox import INBOX_KEEP_BYTES
+
+    film = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
+    with SandboxedIntake(workers=1) as sandbox:
+        image = sandbox.read_image(film, target_size=256)
+        (worker,) = list(sandbox._all)
+        if not hasattr(os, "memfd_create"):
+            pytest.skip("no memfd on this platform: files go through the pipe")
+        assert worker.inbox is not None and os.fstat(worker.inbox).st_size == len(film)
+        fds = os.listdir(f"/proc/{worker.process.pid}/fd")
+        modes = {os.readlink(f"/proc/{worker.process.pid}/fd/{fd}"): fd for fd in fds}
+        (inbox_fd,) = [fd for link, fd in modes.items() if "kiosk-decode-inbox" in link]
+        flags = Path(f"/proc/{worker.process.pid}/fdinfo/{inbox_fd}").read_text()
+        assert int(flags.split("flags:")[1].split()[0], 8) & os.O_ACCMODE == os.O_RDONLY
+        big = film_dicom(np.zeros((3000, 3000), np.uint16))  # 18 MB
+        assert len(big) > INBOX_KEEP_BYTES
+        assert sandbox.read_image(big, target_size=256).pixels.shape == (375, 375)
+        assert os.fstat(worker.inbox).st_size == 0  # a large file's memory went back
+    assert np.array_equal(image.pixels, read_image(film, target_size=256).pixels)
