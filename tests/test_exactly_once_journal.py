@@ -124,7 +124,7 @@ class _DuplicateSayingScp:
                                            evt_handlers=[(evt.EVT_C_STORE, self._store)])
 
     def _store(self, event: evt.Event) -> Dataset:
-        uid = str(event.request.AffectedSOPInstanceUID)
+        uid = str(getattr(event.request, "AffectedSOPInstanceUID", ""))
         answer = Dataset()
         answer.Status = 0x0111 if uid in self.held else 0x0000
         self.held.add(uid)
@@ -146,7 +146,8 @@ def test_a_pacs_saying_duplicate_sop_instance_on_a_resend_counts_as_delivered(
         assert len(scp.held) == 3
         store.close()
     finally:
-        scp.server.shutdown()
+        if scp.server is not None:
+            scp.server.shutdown()
 
 
 @pytest.mark.parametrize("status", [409, 200])

@@ -81,7 +81,8 @@ def test_power_cuts_during_sync_deliver_exactly_once(tmp_path: Path, world: Worl
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait()
-        process.stdout.close()
+        if process.stdout is not None:
+            process.stdout.close()
         logged += len(powerloss.journal_records(journal))
         undone += powerloss.power_cut(journal).undone_writes  # before anything else opens the store
         store = Store.open(config)

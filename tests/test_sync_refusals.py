@@ -146,7 +146,8 @@ class _Scp:
         return f"TESTSCP@127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.server is not None:
+            self.server.shutdown()
 
 
 def test_a_pacs_at_its_association_limit_is_retried_not_parked(config: Config) -> None:

@@ -20,13 +20,14 @@ import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import Dataset
 from store_helpers import screen
 
 from kiosk.config import Config
-from kiosk.names import from_dicom, from_parts
+from kiosk.names import PersonName, from_dicom, from_parts
 from kiosk.store import Store
 from kiosk.sync.base import Delivery
 from kiosk.sync.dicom_objects import datasets
@@ -44,7 +45,8 @@ def _tool(name: str) -> str:
     return found
 
 
-def _deliveries(config: Config, name: object = None, **settings: object) -> list[Delivery]:
+def _deliveries(config: Config, name: PersonName | str | None = None, **settings: Any
+                ) -> list[Delivery]:
     """The preliminary and the signed-off final item of one two-eye screening."""
     store = Store.open(replace(config, min_free_disk_mb=1, **settings))
     screening = screen(store, 901, identifier="VAL-901")
