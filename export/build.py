@@ -186,6 +186,8 @@ def build_bundle(
     log(f"ONNX parity on 16 real images: max |diff| {parity:.2e}")
     k = recipe.head_index
     cal_logits = onnx_logits(folder / "model.onnx", cal.images, recipe.spec)[:, 0]
+    if recipe.backbone:
+        cal_logits = fold_logit_offset(shipped, folder, recipe, cal, cal_logits, log)
     test_logits = onnx_logits(folder / "model.onnx", test.images, recipe.spec)[:, 0]
     ev = evaluate(
         cal.targets[:, k],
@@ -205,6 +207,8 @@ def build_bundle(
     manifest = manifest_for(recipe, ev, quantisation, training_data, limitations, float(f"{parity:.3g}"))
     manifest["export"].update({"members": list(chosen.members), "views": chosen.views})
     if recipe.backbone:
+        from export.taskinfo import add_task_sections
+
         add_task_sections(manifest, recipe, ev, (cal, cal_logits), (test, test_logits), task_info)
     if probe is not None:
         manifest["metrics"]["shortcut_probe"] = probe(test, ev.test_probabilities)
@@ -226,34 +230,26 @@ def build_bundle(
     return folder
 
 
-def add_task_sections(
-    manifest: dict[str, Any],
-    recipe: Recipe,
-    ev: Evaluation,
-    cal: tuple[Dataset, np.ndarray],
-    test: tuple[Dataset, np.ndarray],
-    task_info: dict[str, Any] | None,
-) -> None:
-    """The task-as-data keys (kind, title, population, codes, referral), the named operating
-    points and, where a patient has several images, the patient rule (docs: task-manifest)."""
-    from export.screening import screening_sections
+def fold_logit_offset(
+    shipped: Shipped, folder: Path, recipe: Recipe, cal: Dataset, cal_logits: np.ndarray, log: Log
+) -> np.ndarray:
+    """Platt scaling within the contract: the offset of sigmoid((logit + c) / T) fitted on the
+    calibration split is added to the CAM head's bias, so ``logits`` stays the mean of ``cam``
+    and the manifest's temperature alone calibrates (a fine-tuned model's logits are shifted,
+    which a temperature cannot undo). Returns the calibration logits of the re-exported graph."""
+    from export.metrics import fit_platt
 
-    k = recipe.head_index
-    per_patient = len(np.unique(test[0].patients)) < len(test[0].patients) and recipe.task == "fundus-dr"
-    sections = screening_sections(
-        recipe.screening_sensitivity,
-        ev.temperature,
-        (cal[0].targets[:, k], cal[1], cal[0].patients),
-        (test[0].targets[:, k], test[1], test[0].patients),
-        recipe.seed,
-        per_patient,
+    scale_, offset = fit_platt(cal.targets[:, recipe.head_index], cal_logits)
+    shift = offset / scale_
+    with torch.no_grad():
+        for net in shipped.nets:
+            net.head.bias[recipe.head_index] += shift  # type: ignore[index, union-attr]
+    export_onnx(
+        shipped, folder / "model.onnx", recipe.spec["channels"], recipe.spec["size"], name=recipe.name
     )
-    manifest.update(task_info or {})
-    manifest["findings"][0]["operating_points"] = sections["operating_points"]
-    manifest["default_operating_point"] = sections["default_operating_point"]
-    if "patient" in sections:
-        manifest["patient"] = sections["patient"]
-        manifest["metrics"].pop("per_patient", None)  # superseded by the patient rule's figures
+    check_parity(shipped, folder / "model.onnx", scale(cal.images[:16], recipe.spec))
+    log(f"Platt offset {shift:+.3f} folded into the CAM head's bias (calibration split)")
+    return cal_logits + shift
 
 
 #: Largest bundle a build may ship (fp32 graph plus an INT8 one a quarter its size): bundles
@@ -380,28 +376,10 @@ def retrain_command(recipe: Recipe, member: int, history: dict[str, Any]) -> str
     return command
 
 
-def chest_probe(data_dir: Path, seed: int) -> Callable[[Dataset, np.ndarray], dict[str, Any]]:
-    """The shortcut probe of adult films (view, sex, age band) on the test split."""
-    from export.provenance import chest_attributes
-    from export.screening import shortcut_probe
-
-    def probe(test: Dataset, probabilities: np.ndarray) -> dict[str, Any]:
-        attributes = chest_attributes(data_dir, test.names)
-        found = shortcut_probe(test.targets[:, 0], probabilities, attributes, seed)
-        return {"split": "test split", **found}
-
-    return probe
-
-
 def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log: Log = print) -> Path:
     """Build the signed bundle of a reference model from its members' training checkpoints."""
-    from export.provenance import (
-        describe_training,
-        limitations_for,
-        shift_probe,
-        task_info_for,
-        training_data_for,
-    )
+    from export.provenance import describe_training, limitations_for, shift_probe, training_data_for
+    from export.taskinfo import chest_probe, task_info_for
 
     torch.set_num_threads(2)
     recipe = RECIPES[task]
@@ -412,7 +390,7 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
     key_path = Path(os.environ.get(KEY_ENV, ""))
     splits = dict(zip(data.patients.tolist(), data.split.tolist(), strict=True))
     if recipe.backbone:
-        from export.provenance import describe_transfer
+        from export.taskinfo import describe_transfer
         from export.transfer import transfer_dir
 
         history = read_history(transfer_dir(work, recipe.task))

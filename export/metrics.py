@@ -122,7 +122,7 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
         p = np.clip(sigmoid(logits / np.exp(log_t)), 1e-7, 1 - 1e-7)
         return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
-    low, high = np.log(0.05), np.log(20.0)
+    low, high = np.log(0.05), np.log(1000.0)
     ratio = (np.sqrt(5) - 1) / 2
     for _ in range(80):
         a, b = high - ratio * (high - low), low + ratio * (high - low)
@@ -131,6 +131,22 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
         else:
             low = a
     return float(np.exp((low + high) / 2))
+
+
+def fit_platt(labels: np.ndarray, logits: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """(a, b) of sigmoid(a * logit + b) minimising the log-loss (Newton's method, tiny ridge)."""
+    y = np.asarray(labels, dtype=np.float64)
+    x = np.stack([np.asarray(logits, dtype=np.float64), np.ones(len(y))], axis=1)
+    w = np.array([1.0 / max(np.std(x[:, 0]), 1e-6), 0.0])
+    for _ in range(iterations):
+        p = sigmoid(x @ w)
+        gradient = x.T @ (p - y) + 1e-6 * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
 
 
 def ece(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:

@@ -67,97 +67,6 @@ def training_data_for(task: str, data: Dataset) -> dict[str, Any]:
     }
 
 
-#: What a bundle's manifest says about its task (the schema agreed for "tasks as data").
-TASK_INFO: dict[str, dict[str, Any]] = {
-    "fundus-dr": {
-        "kind": "fundus",
-        "title": "Eye photograph (diabetic retinopathy)",
-        "population": {
-            "age_years": [18, 120],
-            "description": "adults with diabetes (EyePACS screening programme, USA)",
-        },
-        "prevalence": 0.10,
-        "codes": {
-            "report": {
-                "system": "http://loinc.org",
-                "code": "32451-7",
-                "display": "Physical findings of Eye",
-            },
-            "sides": {
-                "L": {
-                    "system": "http://loinc.org",
-                    "code": "71490-7",
-                    "display": "Diabetic retinopathy severity in left eye",
-                },
-                "R": {
-                    "system": "http://loinc.org",
-                    "code": "71491-5",
-                    "display": "Diabetic retinopathy severity in right eye",
-                },
-            },
-        },
-        "referral": {"to": "an eye doctor", "urgency": "routine", "within": "within 3 months"},
-    },
-    "cxr-adult": {
-        "kind": "cxr",
-        "title": "Chest X-ray (adults)",
-        "population": {
-            "age_years": [18, 120],
-            "description": "adults (18 and over) from one US hospital (NIH Clinical Center)",
-        },
-        "prevalence": 0.10,
-        "codes": {
-            "report": {"system": "http://loinc.org", "code": "24648-8", "display": "XR Chest PA upright"},
-            "findings": {
-                "abnormal": {"system": "http://snomed.info/sct", "code": "233604007", "display": "Pneumonia"}
-            },
-        },
-        "referral": {"to": "a doctor", "urgency": "urgent", "within": "today"},
-    },
-}
-
-
-def task_info_for(task: str) -> dict[str, Any]:
-    """The manifest's task keys (kind, title, population, prevalence, codes, referral)."""
-    return dict(TASK_INFO[task])
-
-
-def describe_transfer(recipe: Recipe, net: Any, history: dict[str, Any]) -> str:
-    """A paragraph on the pretrained backbone, its provenance and the fine-tuning run."""
-    from export.lite import WEIGHTS
-    from export.transfer import use_bf16
-
-    info = WEIGHTS[recipe.backbone]
-    epochs = history["history"]
-    best = max(epochs, key=lambda e: e["val_auc"])
-    minutes = sum(e["seconds"] for e in epochs) / 60
-    params = sum(p.numel() for p in net.parameters())
-    stages = ", ".join(f"{e} epochs from block {b}" for e, b in recipe.unfreeze)
-    device = history.get("device", "cpu")
-    precision = "bf16 autocast" if use_bf16(device, training=True) else "fp32 (bf16 only for the cache)"
-    return (
-        f"{recipe.backbone} ({params / 1e6:.2f} M parameters), ImageNet weights from the registry "
-        f"package `{info.pin}` ({info.licence}; file `{info.file}`, sha256 `{info.sha256}`, checked "
-        "before loading); the 1000-class classifier is replaced by a 1x1 convolution over the last "
-        "feature map (class-activation map; its spatial mean is the logit)"
-        + (", the RGB stem filters summed for grey films" if recipe.spec["channels"] == 1 else "")
-        + f". Fine-tuned on {device}: the stem and the first {recipe.cache_blocks} blocks stay frozen and "
-        f"their activations were cached for {recipe.cached_views} augmented views of every training "
-        f"image (view 0 as it is; flips, rotation, zoom, shift, brightness/contrast"
-        + (", sharpen/blur" if recipe.sharpness else "")
-        + f"); staged unfreezing ({stages}); discriminative learning rates (each block deeper x"
-        f"{recipe.lr_decay}); AdamW (peak lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + "
-        f"cosine, batch {recipe.batch}, EMA weights, channels-last, {precision}. {len(epochs)} epochs, "
-        f"{minutes:.0f} min; the checkpoint with the best calibration-split AUC "
-        f"({best['val_auc']:.3f}, epoch {best['epoch']}) is shipped."
-        + (
-            " Trained on four ordinal targets (ICDR >= 1, >= 2, >= 3, >= 4); the bundle ships >= 2."
-            if recipe.outputs > 1
-            else ""
-        )
-    )
-
-
 def limitations_for(task: str) -> list[str]:
     """Known limits, in plain words."""
     if task == "cxr-adult":
@@ -301,9 +210,7 @@ def shift_probe(
         f"{sum('refused' not in r for r in rows)} films read ({', '.join(positives) or 'none'}). "
         + (_adult_summary if task == "cxr-adult" else _chest_summary)(scores, threshold)
     )
-    return "\n".join(
-        [head, "", "| file | probability | intake kind |", "| --- | --- | --- |", *rows]
-    )
+    return "\n".join([head, "", "| file | probability | intake kind |", "| --- | --- | --- |", *rows])
 
 
 def without_step(manifest: dict[str, Any], op: str) -> dict[str, Any]:
@@ -359,7 +266,8 @@ def fundus_shift(model: Path, manifest: dict[str, Any], data_dir: Path, splits: 
         "and carry JPEG artefacts that a full-size photograph cropped and resized by the kiosk lacks "
         "(background subtraction then amplifies the difference). The intake step `like_eyepacs_256` "
         "reproduces that chain for any photograph larger than 320 px (it does nothing to a 256 px copy). "
-        + "; ".join(lines) + "."
+        + "; ".join(lines)
+        + "."
     )
     header = " | ".join(f"probability, {name}" for name in variants)
     table = [
@@ -367,43 +275,6 @@ def fundus_shift(model: Path, manifest: dict[str, Any], data_dir: Path, splits: 
         "| --- " * (4 + len(variants)) + "|",
     ]
     return "\n".join([head, "", *table, *rows])
-
-
-def chest_attributes(data_dir: Path, names: np.ndarray) -> dict[str, np.ndarray]:
-    """View (AP/PA), sex and age band of NIH films by file name, for the shortcut probe."""
-    from export.data import adult_chest_rows
-
-    rows = {r["image"]: r for r in adult_chest_rows(data_dir)}
-
-    def band(age: str) -> str:
-        if not age.isdigit():
-            return ""
-        return "18-39" if int(age) < 40 else "40-59" if int(age) < 60 else "60+"
-
-    return {
-        "view": np.array([rows[n]["view"] for n in names]),
-        "sex": np.array([rows[n]["sex"] for n in names]),
-        "age": np.array([band(rows[n]["age"]) for n in names]),
-    }
-
-
-def _fundus_summary(scores: dict[str, float], threshold: float) -> str:
-    """One sentence: how referable and non-referable full-resolution eyes scored."""
-    referable = [p for name, p in scores.items() if FUNDUS_GRADES.get(name, -1) >= 2]
-    other = [p for name, p in scores.items() if 0 <= FUNDUS_GRADES.get(name, -1) < 2]
-    if not referable or not other:
-        return ""
-    found = sum(p >= threshold for p in referable)
-    flagged = sum(p >= threshold for p in other)
-    return (
-        f"Referable eyes scored {min(referable):.3f}-{max(referable):.3f} ({found} of {len(referable)} "
-        f"called referable); non-referable eyes {min(other):.3f}-{max(other):.3f} ({flagged} of "
-        f"{len(other)} called referable). The same eye scores differently at full resolution than in "
-        "its 256 px training-set copy (last columns): the model has learnt the look of the re-encoded "
-        "256 px images, so full-size camera photographs are a distribution shift and at the shipped "
-        "threshold expect many more referrals than the test-split specificity suggests. Ten photographs "
-        "are far too few to measure more than that."
-    )
 
 
 def _chest_summary(scores: dict[str, float], threshold: float) -> str:

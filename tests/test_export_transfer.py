@@ -199,3 +199,13 @@ def test_like_eyepacs_256_squashes_a_camera_photograph_and_leaves_a_copy_alone()
     out = STEPS["like_eyepacs_256"](Canvas(photo), step).pixels
     assert out.shape == (256, 256, 3)
     assert abs(int(out[128, 128, 0]) - 180) < 6  # JPEG q90 keeps a flat colour
+
+
+def test_platt_offset_recovers_a_known_logit_shift() -> None:
+    from export.metrics import fit_platt, sigmoid
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(-6.0, 4.0, 4000)
+    labels = rng.random(4000) < sigmoid(0.25 * logits + 1.5)  # true: (logit + 6) / 4
+    a, b = fit_platt(labels, logits)
+    assert a == pytest.approx(0.25, abs=0.03) and b / a == pytest.approx(6.0, abs=0.8)

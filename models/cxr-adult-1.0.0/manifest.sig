@@ -1,0 +1,1 @@
+rINsD0o8oeTRwBAHUZocqdpRozY/mtcD54kwNWuzl/N4UbG7zHqNC2VvO998EmqM72GVx8jk84Ebg+ewoekeDA==
