@@ -8,11 +8,11 @@ memory, dies or overruns the time limit is killed and replaced, and its file is 
 ``IntakeError(code="decode_failed")`` or ``IntakeError(code="decode_timeout")``; the next file
 decodes normally. With ``workers=0`` decoding happens in-process (no limits), e.g. for tools.
 
-A file reaches its worker through the worker's inbox, a memfd the worker may only read (one
-write and one read, where the pipe would pass it in socket-buffer pieces with a wake-up of both
-processes each); what comes back, small since intake decodes only what the model needs, comes
-through the pipe. A worker that cannot start is the kiosk's fault, not the file's:
-``IntakeError(code="decoder_unavailable", retryable=True)``.
+A file reaches its worker through the worker's inbox and the pixels come back through its
+outbox (shared memory, ``kiosk/mailbox.py``: one write and one read each way, where the pipe
+passes them in socket-buffer pieces with a wake-up of both processes each), without giving the
+worker anything more than the pipe did. A worker that cannot start is the kiosk's fault, not
+the file's: ``IntakeError(code="decoder_unavailable", retryable=True)``.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing import reduction
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from kiosk import mailbox as mail
 from kiosk.config import Config
 from kiosk.domain import Image, ImageKind
 from kiosk.errors import IntakeError
+from kiosk.mailbox import Mailbox
 
 if TYPE_CHECKING:
     from kiosk.intake import IntakeLimits
@@ -62,10 +63,6 @@ PRELOAD = [*FORKSERVER_PRELOAD, "kiosk.domain", "kiosk.errors", "kiosk.intake", 
 MAX_DECODE_THREADS = 4
 #: Seconds a freshly started worker may take to import the decoder and say it is ready.
 START_TIMEOUT_S = 120.0
-#: Files at least this large reach the worker through its inbox (shared memory), not the pipe.
-INBOX_MIN_BYTES = 64 * 1024
-#: An inbox that held a larger file is emptied after it, so that the memory goes back.
-INBOX_KEEP_BYTES = 16 * 2**20
 
 
 @dataclass(eq=False)
@@ -75,8 +72,8 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     ready: bool = False
-    #: A memfd the parent writes each file into and the worker reads it from (Linux), or None.
-    inbox: int | None = None
+    #: Shared memory with the worker (kiosk/mailbox.py): its inbox and outbox.
+    mailbox: Mailbox = field(default_factory=Mailbox)
 
 
 class SandboxedIntake:
@@ -180,7 +177,7 @@ class SandboxedIntake:
         )
         process.start()
         child_end.close()
-        worker = _Worker(process, parent_end, inbox=_open_inbox(parent_end, process.pid))
+        worker = _Worker(process, parent_end, mailbox=mail.open_for_worker(parent_end, process.pid))
         with self._lock:
             self._all.add(worker)
         return worker
@@ -196,50 +193,18 @@ class SandboxedIntake:
         if not worker.ready:
             _wait_ready(worker)
         try:
-            worker.conn.send((_deliver(worker, data), kwargs))
+            worker.conn.send((mail.post(worker.mailbox, data), kwargs))
             if not worker.conn.poll(self.timeout_s):
                 raise IntakeError(
                     f"Decoding this file took longer than {self.timeout_s:g} s and was stopped; "
                     "the file may be damaged or hostile. Export it again or use another image.",
                     code="decode_timeout",
                 )
-            reply: tuple[Any, ...] = worker.conn.recv()
-        except (EOFError, OSError) as exc:
+            reply: tuple[Any, ...] = mail.open_reply(worker.mailbox, worker.conn.recv())
+        except (EOFError, OSError, ValueError) as exc:
             raise _crashed(worker) from exc
-        if worker.inbox is not None and len(data) > INBOX_KEEP_BYTES:
-            os.ftruncate(worker.inbox, 0)
+        mail.after(worker.mailbox, data)
         return reply
-
-
-def _open_inbox(conn: Connection, pid: int | None) -> int | None:
-    """Give a new worker an inbox: a memfd passed over its socket (None where there is none).
-
-    A file handed through the pipe crosses in pieces of the socket's buffer, one wake-up of each
-    process per piece; through the inbox it is one write and one read, whatever the machine's
-    load. The worker reads the inbox and writes nothing back into it: what it returns still comes
-    through the pipe, so nothing it does can reach the parent's memory.
-    """
-    inbox = None
-    if hasattr(os, "memfd_create") and pid is not None:
-        try:
-            inbox = os.memfd_create("kiosk-decode-inbox", os.MFD_CLOEXEC)
-        except OSError:
-            inbox = None
-    conn.send(("inbox", inbox is not None))
-    if inbox is not None:
-        reduction.send_handle(conn, inbox, pid)
-    return inbox
-
-
-def _deliver(worker: _Worker, data: bytes) -> object:
-    """What to send for ``data``: a note that it is in the inbox, or the bytes themselves."""
-    if worker.inbox is None or len(data) < INBOX_MIN_BYTES:
-        return data
-    try:
-        written = os.pwrite(worker.inbox, data, 0)
-    except OSError:  # no memory for it now: the pipe still works
-        return data
-    return ("inbox", written) if written == len(data) else data
 
 
 def _context() -> BaseContext:
@@ -283,9 +248,7 @@ def _stop(worker: _Worker) -> None:
         worker.process.kill()
     worker.process.join(5.0)
     worker.conn.close()
-    if worker.inbox is not None:
-        os.close(worker.inbox)
-        worker.inbox = None
+    worker.mailbox.close()
 
 
 def _unpack(reply: tuple[Any, ...]) -> Image:
@@ -315,7 +278,7 @@ def _load_decoder(path: str) -> Callable[..., Image]:
 def _serve(conn: Connection, decoder_path: str, memory_mb: int) -> None:
     """Worker main loop: import the decoder, cap memory, then decode files until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    inbox = _read_only(reduction.recv_handle(conn)) if conn.recv() == ("inbox", True) else None
+    mailbox = mail.receive(conn)
     # OpenJPEG reads this when a decoder is created: a JPEG 2000 film decodes on every core
     os.environ.setdefault("OPJ_NUM_THREADS", str(min(MAX_DECODE_THREADS, _cores())))
     decoder = _load_decoder(decoder_path)
@@ -325,24 +288,11 @@ def _serve(conn: Connection, decoder_path: str, memory_mb: int) -> None:
     while True:
         try:
             payload, kwargs = conn.recv()
-            if isinstance(payload, tuple) and inbox is not None:
-                data = os.pread(inbox, payload[1], 0)
-            else:
-                data = payload
+            data = mail.collect(mailbox, payload)
         except (EOFError, OSError):
             return
-        conn.send(_decode(decoder, data, kwargs))
+        conn.send(mail.answer(mailbox, _decode(decoder, data, kwargs)))
         del data, payload
-
-
-def _read_only(fd: int) -> int:
-    """The same memfd opened read-only (the worker only ever reads its inbox)."""
-    try:
-        again = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:  # no /proc here: keep the descriptor as it came
-        return fd
-    os.close(fd)
-    return again
 
 
 def _decode(decoder: Callable[..., Image], data: bytes, kwargs: dict[str, Any]) -> tuple[Any, ...]:

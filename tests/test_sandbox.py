@@ -170,7 +170,7 @@ def test_a_large_file_reaches_the_worker_through_its_read_only_inbox() -> None:
     from conftest import shared
 
     from kiosk.intake import read_image
-    from kiosk.sandbox import INBOX_KEEP_BYTES
+    from kiosk.mailbox import INBOX_KEEP_BYTES
 
     film = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
     with SandboxedIntake(workers=1) as sandbox:
@@ -178,7 +178,8 @@ def test_a_large_file_reaches_the_worker_through_its_read_only_inbox() -> None:
         (worker,) = list(sandbox._all)
         if not hasattr(os, "memfd_create"):
             pytest.skip("no memfd on this platform: files go through the pipe")
-        assert worker.inbox is not None and os.fstat(worker.inbox).st_size == len(film)
+        inbox = worker.mailbox.inbox
+        assert inbox is not None and os.fstat(inbox).st_size == len(film)
         fds = os.listdir(f"/proc/{worker.process.pid}/fd")
         modes = {os.readlink(f"/proc/{worker.process.pid}/fd/{fd}"): fd for fd in fds}
         (inbox_fd,) = [fd for link, fd in modes.items() if "kiosk-decode-inbox" in link]
@@ -187,5 +188,34 @@ def test_a_large_file_reaches_the_worker_through_its_read_only_inbox() -> None:
         big = film_dicom(np.zeros((3000, 3000), np.uint16))  # 18 MB
         assert len(big) > INBOX_KEEP_BYTES
         assert sandbox.read_image(big, target_size=256).pixels.shape == (375, 375)
-        assert os.fstat(worker.inbox).st_size == 0  # a large file's memory went back
+        assert os.fstat(inbox).st_size == 0  # a large file's memory went back
     assert np.array_equal(image.pixels, read_image(film, target_size=256).pixels)
+
+
+def test_pixels_come_back_through_a_sealed_outbox_that_takes_only_what_was_announced() -> None:
+    import fcntl
+
+    from kiosk import mailbox as mail
+
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd on this platform: pixels come back through the pipe")
+    box = mail.Mailbox(outbox=mail._sealed_outbox())
+    try:
+        assert box.outbox is not None
+        seals = fcntl.fcntl(box.outbox, fcntl.F_GET_SEALS)
+        assert seals & fcntl.F_SEAL_GROW and seals & fcntl.F_SEAL_SEAL
+        with pytest.raises(PermissionError):  # a worker cannot take memory through it
+            os.ftruncate(box.outbox, mail.OUTBOX_BYTES * 4)
+        pixels = np.random.default_rng(0).integers(0, 256, (324, 486, 3), dtype=np.uint8)
+        sent = mail.answer(box, ("image", Image(pixels, source="eye.jpg", kind="fundus")))
+        assert sent[0] == "image_outbox" and sent[1].pixels.size == 0  # not pickled
+        status, image = mail.open_reply(box, sent)
+        assert status == "image" and image.source == "eye.jpg" and np.array_equal(image.pixels, pixels)
+        image.pixels[0, 0, 0] ^= 1  # a fresh, writable array
+        with pytest.raises(ValueError):  # more than the outbox holds: refused, never read
+            mail.open_reply(box, ("image_outbox", sent[1], (4096, 4096, 3)))
+        small = np.zeros((8, 8), np.uint8)  # tiny or not uint8: through the pipe as before
+        assert mail.answer(box, ("image", Image(small)))[0] == "image"
+        assert mail.answer(box, ("image", Image(pixels.astype(np.uint16))))[0] == "image"
+    finally:
+        box.close()
