@@ -53,7 +53,13 @@ MIN_CALIBRATION_IMAGES = 16
 
 
 def try_int8(
-    folder: Path, data: Dataset, recipe: Recipe, fp32_auc: float, log: Log, copies: int = 1
+    folder: Path,
+    data: Dataset,
+    recipe: Recipe,
+    fp32_auc: float,
+    log: Log,
+    copies: int = 1,
+    cal_logits: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Quantise with real training images; keep model.int8.onnx only if it is faster and its
     calibration-split AUC is within 0.005 of fp32's (decided there; the test AUC is reported)."""
@@ -68,7 +74,9 @@ def try_int8(
     test, cal = data.part("test"), data.part("calibration")
     k = recipe.head_index
     int8_auc = auc(test.targets[:, k], onnx_logits(target, test.images, recipe.spec)[:, 0])
-    cal_fp32 = auc(cal.targets[:, k], onnx_logits(folder / "model.onnx", cal.images, recipe.spec)[:, 0])
+    if cal_logits is None:
+        cal_logits = onnx_logits(folder / "model.onnx", cal.images, recipe.spec)[:, 0]
+    cal_fp32 = auc(cal.targets[:, k], cal_logits)
     cal_int8 = auc(cal.targets[:, k], onnx_logits(target, cal.images, recipe.spec)[:, 0])
     fp32_ms = latency_ms(folder / "model.onnx", calibration)
     int8_ms = latency_ms(target, calibration)
@@ -203,7 +211,9 @@ def build_bundle(
         f"sens {ev.test_point.sensitivity:.3f} spec {ev.test_point.specificity:.3f}, ECE {ev.ece_after:.3f}"
     )
     copies = len(chosen.members) * chosen.views
-    quantisation = try_int8(folder, data, recipe, ev.test_auc, log, copies) if int8 else {"kept": False}
+    quantisation = (
+        try_int8(folder, data, recipe, ev.test_auc, log, copies, cal_logits) if int8 else {"kept": False}
+    )
     manifest = manifest_for(recipe, ev, quantisation, training_data, limitations, float(f"{parity:.3g}"))
     manifest["export"].update({"members": list(chosen.members), "views": chosen.views})
     if recipe.backbone:
@@ -243,7 +253,8 @@ def fold_logit_offset(
     shift = offset / scale_
     with torch.no_grad():
         for net in shipped.nets:
-            net.head.bias[recipe.head_index] += shift  # type: ignore[index, union-attr]
+            head: Any = net.head
+            head.bias[recipe.head_index] += shift
     export_onnx(
         shipped, folder / "model.onnx", recipe.spec["channels"], recipe.spec["size"], name=recipe.name
     )
@@ -396,7 +407,8 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
         history = read_history(transfer_dir(work, recipe.task))
         notes = {
             "training": describe_transfer(recipe, nets[0], history),
-            "command": f"python -m export train {task}",
+            "command": f"python -m export train {task}"
+            + (f" --time-budget-min {history['budget_s'] / 60:.0f}" if history.get("budget_s") else ""),
         }
     else:
         histories = [read_history(member_dir(work, task, m)) for m in range(recipe.members)]

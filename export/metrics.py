@@ -137,7 +137,7 @@ def fit_platt(labels: np.ndarray, logits: np.ndarray, iterations: int = 100) -> 
     """(a, b) of sigmoid(a * logit + b) minimising the log-loss (Newton's method, tiny ridge)."""
     y = np.asarray(labels, dtype=np.float64)
     x = np.stack([np.asarray(logits, dtype=np.float64), np.ones(len(y))], axis=1)
-    w = np.array([1.0 / max(np.std(x[:, 0]), 1e-6), 0.0])
+    w = np.array([1.0 / max(float(np.std(x[:, 0])), 1e-6), 0.0])
     for _ in range(iterations):
         p = sigmoid(x @ w)
         gradient = x.T @ (p - y) + 1e-6 * w

@@ -148,7 +148,8 @@ def add_task_sections(
     manifest["default_operating_point"] = sections["default_operating_point"]
     if "patient" in sections:
         manifest["patient"] = sections["patient"]
-        manifest["metrics"].pop("per_patient", None)  # superseded by the patient rule's figures
+    # Superseded by the patient rule (fundus); a chest patient's films are of different days.
+    manifest["metrics"].pop("per_patient", None)
 
 
 def chest_probe(data_dir: Path, seed: int) -> Callable[[Dataset, np.ndarray], dict[str, Any]]:
