@@ -41,7 +41,10 @@ PEER_FIXTURES = frozenset({"fhir_peer", "mllp_peer", "orthanc_pair", "strict_ort
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests that need the real peers, so the fast tier can leave them out."""
+    """Mark the tests that need the real peers or Chromium, so the fast tier can leave them out."""
     for item in items:
-        if PEER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if PEER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.peers)
+        if "browser" in fixtures:  # tests/browser/conftest.py: headless Chromium
+            item.add_marker(pytest.mark.browser)
