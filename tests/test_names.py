@@ -2,7 +2,8 @@
 
 Each name goes into the store, then out through the HL7 ORU (read back with the ``hl7``
 library), the FHIR Patient (read back with ``fhir.resources``) and the Secondary Capture / SR
-(written to bytes and read back with pydicom), and must come out in the same parts.
+(written to bytes and read back with pydicom), and must come out in the same parts; then to the
+real peers (the FHIR server, the MLLP receiver, two Orthancs), which must hold the same parts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 import hl7
 import pydicom
 import pytest
+import requests
 from fhir.resources.R4B.patient import Patient as FhirPatient
+from peers.fixtures import FhirPeer, OrthancPeer
+from peers.mllp import MllpPeer
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from store_helpers import png_bytes, result
@@ -26,6 +30,7 @@ from kiosk.config import Config
 from kiosk.names import NameParts, PersonName
 from kiosk.store import Store
 from kiosk.store.migrations import MIGRATIONS
+from kiosk.sync import make_worker
 from kiosk.sync.base import Delivery
 from kiosk.sync.dicom_objects import datasets
 from kiosk.sync.fhir import bundle
@@ -162,3 +167,42 @@ def test_patients_registered_before_the_migration_keep_their_text_name(tmp_path:
     assert patient.person_name == PersonName(text="Ama Serwaa Mensah")
     assert not patient.person_name.structured
     assert names.to_dicom(patient.person_name) == "Ama Serwaa Mensah^"
+
+
+def _orthanc_names(peer: OrthancPeer, identifier: str) -> list[str]:
+    found = requests.post(f"{peer.http}/tools/find", timeout=60, json={
+        "Level": "Patient", "Query": {"PatientID": identifier}, "Expand": True}).json()
+    return [p["MainDicomTags"]["PatientName"] for p in found]
+
+
+def test_names_arrive_in_their_parts_at_every_real_destination(
+        config: Config, fhir_peer: FhirPeer, mllp_peer: MllpPeer,
+        orthanc_pair: tuple[OrthancPeer, OrthancPeer]) -> None:
+    """FHIR server, MLLP receiver, C-STORE and STOW-RS Orthancs: what each one holds."""
+    stored, stowed = orthanc_pair
+    store = Store.open(replace(config, min_free_disk_mb=1, sync_timeout_s=10.0,
+                               fhir_url=fhir_peer.base, hl7_address=mllp_peer.address,
+                               pacs_address=stored.pacs_address,
+                               dicomweb_url=stowed.dicomweb_url))
+    films = {"NAME-V1": "Verify^VM0000", "NAME-J1": JAPANESE}
+    for seed, (identifier, written) in enumerate(films.items()):
+        patient = store.upsert_patient(identifier, read_header(_film(written)).patient_name,
+                                       None, "female", actor="dicom:XRAY1")
+        store.record_screening(patient.id, [result()], actor="nurse",  # type: ignore[list-item]
+                               image_shas=[store.save_image(png_bytes(10 + seed), ".png")],
+                               heatmap_shas=[store.save_image(png_bytes(20 + seed), ".png")])
+    assert make_worker(store).run_once().sent == 8
+    store.close()
+    for identifier, written in films.items():
+        [patient] = fhir_peer.search("Patient", identifier=f"urn:kiosk:patient-id|{identifier}")
+        alphabetic = names.from_dicom(written).parts
+        assert patient["name"][0]["family"] == alphabetic.family
+        assert patient["name"][0]["given"] == list(alphabetic.given)
+        [message] = [m for m in mllp_peer.inbox.messages.values()
+                     if mllp_peer.inbox.fields(m, "PID")[3].startswith(identifier + "^")]
+        pid5 = mllp_peer.inbox.fields(message, "PID")[5]
+        assert pid5.split("~")[0].split("^")[:2] == [alphabetic.family, *alphabetic.given]
+        assert _orthanc_names(stored, identifier) == _orthanc_names(stowed, identifier) == [
+            written]
+    assert mllp_peer.inbox.fields(message, "PID")[5] == (  # the last: the Japanese name
+        "Yamada^Tarou^^^^^L^A~山田^太郎^^^^^L^I~やまだ^たろう^^^^^L^P")
