@@ -17,8 +17,10 @@ from pathlib import Path
 import hl7
 import pydicom
 import pytest
+import requests
 from bundle_builder import build_bundle, make_keys
 from conftest import shared
+from peers.fixtures import FhirPeer, OrthancPeer
 
 from hardware.listener import DicomListener
 from hardware.pushed import screen_spooled_film
@@ -26,6 +28,7 @@ from hardware.spool import Spool, SpoolWorker
 from kiosk.config import Config, load_config
 from kiosk.pipeline import Pipeline
 from kiosk.store import Screening, Store
+from kiosk.sync import make_worker
 from kiosk.sync.base import Delivery
 from kiosk.sync.dicom_objects import datasets
 from kiosk.sync.fhir import bundle
@@ -228,3 +231,27 @@ def test_a_photograph_has_no_source_and_no_film_reference(pushed: Pushed) -> Non
     delivery = _deliveries(pushed)["hl7"]
     oru = hl7.parse(build_oru(Delivery(delivery.item, bare, delivery.store), pushed.config))
     assert str(oru.segment("OBR")[3]) == "" and "ZDS" not in str(oru)
+
+
+def test_the_real_peers_take_the_links_to_the_film(pushed: Pushed, fhir_peer: FhirPeer,
+                                                   orthanc_pair: tuple[OrthancPeer, OrthancPeer]
+                                                   ) -> None:
+    """Last in this module (it sends the outbox): the FHIR server and a PACS hold the links."""
+    stored, _ = orthanc_pair
+    film, first = pushed.film, pushed.screenings[0]
+    store = Store.open(replace(pushed.config, fhir_url=fhir_peer.base, hl7_address="",
+                               pacs_address=stored.pacs_address, sr_in_film_study=True))
+    try:
+        assert make_worker(store).run_once().sent == 4  # two screenings, FHIR and the PACS
+    finally:
+        store.close()
+    [study] = fhir_peer.search("ImagingStudy",
+                               identifier=f"urn:dicom:uid|urn:oid:{film.StudyInstanceUID}")
+    assert {s["uid"] for s in study["series"]} >= {film.SeriesInstanceUID}
+    [report] = fhir_peer.search("DiagnosticReport", identifier=f"urn:kiosk:screening|{first.uid}")
+    assert f"ImagingStudy/{study['id']}" in {r["reference"] for r in report["imagingStudy"]}
+    assert report["basedOn"][0]["identifier"]["value"] == ACCESSION
+    series = requests.post(f"{stored.http}/tools/find", timeout=60, json={
+        "Level": "Series", "Query": {"StudyInstanceUID": film.StudyInstanceUID},
+        "Expand": True}).json()
+    assert {s["MainDicomTags"]["Modality"] for s in series} == {"SR", "OT"}  # in the film's study
