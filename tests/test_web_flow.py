@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -359,3 +360,25 @@ def test_the_nurse_types_family_and_given_names_apart(kiosk) -> None:
     assert (patient.person_name.parts.family, patient.person_name.parts.given) == (
         "van der Berg", ("Anna Maria",))
     assert "Anna Maria van der Berg" in client.get(answer.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_same_capture_form_sent_twice_at_once_records_one_screening(kiosk) -> None:
+    app, store, _ = kiosk
+    first, second = app.test_client(), app.test_client()
+    login(first, "nurse")
+    login(second, "nurse")
+    patient_id = _register(first, "TAP-2")
+    answers: list[object] = []
+
+    def send(client: FlaskClient) -> None:
+        answers.append(_upload(client, patient_id, fields={**ONE_EYE, "visit_token": "tap-abc"},
+                               left_eye=(_fundus(), "13_left.jpeg")))
+
+    taps = [threading.Thread(target=send, args=(c,)) for c in (first, second)]
+    for tap in taps:
+        tap.start()
+    for tap in taps:
+        tap.join()
+    assert [a.status_code for a in answers] == [302, 302]  # type: ignore[attr-defined]
+    assert len({a.headers["Location"] for a in answers}) == 1  # type: ignore[attr-defined]
+    assert len([s for s in store.worklist() if s.patient.identifier == "TAP-2"]) == 1

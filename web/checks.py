@@ -63,7 +63,7 @@ def header_warnings(patient: Patient, name: str, meta: dict[str, str]) -> list[s
     if their_id and their_id.casefold() != patient.identifier.strip().casefold():
         found.append(f"The file {name} is of patient id {their_id}, not {patient.identifier}. "
                      "Check that it is this patient's film.")
-    their_age, our_age = age_in_years(meta), _age_then(patient, meta)
+    their_age, our_age = _their_age(meta), _age_then(patient, meta)
     if their_age is not None and our_age is not None and abs(int(their_age) - int(our_age)) > 1:
         found.append(f"The file {name} says the patient was {int(their_age)} years old; the "
                      f"record's birth date makes them {int(our_age)}. Check the birth date.")
@@ -74,11 +74,20 @@ def header_warnings(patient: Patient, name: str, meta: dict[str, str]) -> list[s
     return found
 
 
+def _their_age(meta: dict[str, str]) -> float | None:
+    """The file's age of the patient; a bare number (no unit, as some exporters write) is years."""
+    stated = age_in_years(meta)
+    bare = meta.get("patient_age", "").strip()
+    return float(bare) if stated is None and bare.isdigit() else stated
+
+
 def _age_then(patient: Patient, meta: dict[str, str]) -> float | None:
-    """The record's age of the patient on the film's study date (today when it has none)."""
+    """The record's age of the patient on the film's study date (today when it has none, or a
+    date before the birth: anonymised films are often dated 1901)."""
     study = meta.get("study_date", "") or meta.get("acquisition_date", "")
     try:
         seen = date(int(study[:4]), int(study[4:6]), int(study[6:8])) if len(study) >= 8 else None
     except ValueError:
         seen = None
-    return age_years(patient.birth_date, seen)
+    then = age_years(patient.birth_date, seen)
+    return then if then is not None and then >= 0 else age_years(patient.birth_date)

@@ -17,9 +17,17 @@ from kiosk.pipeline import Pipeline
 def build_models(root: Path) -> tuple[Path, Path]:
     """Fundus and chest bundles (pneumothorax fires on bright films); (models, trusted keys)."""
     keys = make_keys(root)
-    build_bundle(root / "models", keys, kind="fundus")
-    build_bundle(root / "models", keys, kind="cxr", gains=[0.0, 4.0], biases=[-5.0, 0.0])
+    build_bundle(root / "models", keys, kind="fundus", edit=_population(18, 120, "adults"))
+    build_bundle(root / "models", keys, kind="cxr", gains=[0.0, 4.0], biases=[-5.0, 0.0],
+                 edit=_population(1, 5, "children aged 1 to 5"))
     return root / "models", keys.trusted_dir
+
+
+def _population(low: int, high: int, who: str) -> Any:
+    """A manifest edit: the ages the model was trained on, as the shipped bundles state them."""
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["population"] = {"age_years": [low, high], "description": who}
+    return edit
 
 
 def model_settings(root: Path) -> dict[str, Any]:

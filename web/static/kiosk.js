@@ -127,9 +127,11 @@ function captureAnswered(form, request) {
   const expired = url.indexOf("/login") >= 0 || (request.status === 400 && request.responseText.indexOf("csrf_failed") >= 0);
   if (expired) { askToLogIn(form); return; }
   if (/\/screenings\/\d+$/.test(url)) { window.location.assign(url); return; }
-  document.open();
-  document.write(request.responseText);
-  document.close();
+  // the capture page again, with what to retake, fix or confirm: shown in place of this one
+  const answer = new DOMParser().parseFromString(request.responseText, "text/html");
+  document.title = answer.title;
+  document.body.replaceWith(document.adoptNode(answer.body));
+  startPage();
 }
 
 function askToLogIn(form) {
@@ -248,6 +250,8 @@ function startIdleLogOff() {
   const reset = function () {
     clearTimeout(timer);
     timer = setTimeout(function () {
+      const form = document.querySelector("form.who");  // the page may have been replaced
+      if (!form) { return; }
       form.elements.reason.value = "idle";
       if (!chosenPhotos()) { form.submit(); return; }
       // photos chosen: log off without leaving the page, hide the patient, keep the photos
@@ -263,9 +267,13 @@ function startIdleLogOff() {
 
 document.addEventListener("DOMContentLoaded", function () {
   startIdleLogOff();
+  startPage();
+});
+
+function startPage() {
   startCapture();
   startViewers();
   for (const input of document.querySelectorAll("input[type=file][data-gate]")) {
     input.addEventListener("change", function () { checkOne(input); });
   }
-});
+}

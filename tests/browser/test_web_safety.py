@@ -1,0 +1,338 @@
+"""Issue 14 in real headless Chromium: the defects that could hurt a patient, each tried the way a
+nurse or a clinician meets it, with a screenshot at 1280x800 and at 800x1280 (a tablet upright)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import shared
+
+from browser.web_support import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+SIZES = {"desktop": (1280, 800), "tablet": (800, 1280)}
+
+
+@pytest.fixture
+def context(browser: Any, live_kiosk: Any) -> Iterator[Any]:
+    opened = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_kiosk.url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def page(context: Any, live_kiosk: Any) -> Any:
+    opened = context.new_page()
+    opened.on("pageerror", lambda e: live_kiosk.console_errors.append(str(e)))
+    return opened
+
+
+def _shots(page: Any, artifacts: Path, name: str) -> None:
+    """Screenshots at both sizes; nothing may stick out sideways at either."""
+    for size, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(artifacts / f"issue14-{name}-{size}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (
+            f"{name} overflows sideways at {width}x{height}")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def _log_in(page: Any, username: str) -> None:
+    page.goto("/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+
+
+def _register(page: Any, identifier: str, family: str, given: str, born: str = "1958-07-14",
+              sex: str = "female") -> None:
+    page.goto("/patients")
+    form = "form[action='/patients']"
+    page.fill(f"{form} input[name=identifier]", identifier)
+    page.fill(f"{form} input[name=family_name]", family)
+    page.fill(f"{form} input[name=given_names]", given)
+    page.fill(f"{form} input[name=birth_date]", born)
+    page.check(f"{form} input[name=sex][value={sex}]")
+    page.click("text=Register and capture")
+
+
+def _photo(name: str) -> str:
+    return str(shared("fundus", "eyepacs-fullres") / name)
+
+
+def _choose(page: Any, slot: str, path: str) -> None:
+    """Choose a file for a slot and wait for the instant gate's answer."""
+    page.set_input_files(f"input[name={slot}]", path)
+    page.wait_for_selector(f"label:has(input[name={slot}]) .gate.ok, "
+                           f"label:has(input[name={slot}]) .gate.warn, "
+                           f"label:has(input[name={slot}]) .gate.bad")
+
+
+def _screenings_of(store: Any, identifier: str) -> list[Any]:
+    return [s for s in store.worklist() if s.patient.identifier == identifier]
+
+
+def test_an_existing_id_with_another_name_is_never_a_silent_rename(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "ID-14-1", "Nguyễn", "Thị Lan")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _register(page, "ID-14-1", "Tesfaye", "Abebe", born="1990-01-01", sex="male")
+    clash = page.inner_text("#id-clash")
+    assert "already registered" in clash and "Tesfaye" in clash
+    _shots(page, artifacts, "01-id-clash")
+    [patient] = [p for p in store.find_patients("ID-14-1") if p.identifier == "ID-14-1"]
+    assert patient.birth_date == "1958-07-14" and "Nguyễn" in patient.name  # nothing changed
+    page.check("input[name=confirm_change]")  # the record itself was wrong: change it, audited
+    page.click("text=Register and capture")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    assert store.get_patient(patient.id).birth_date == "1990-01-01"
+    assert store.audit_entries("patient.change_confirmed")
+
+
+def test_a_patient_with_signed_results_is_never_rewritten(
+        page: Any, context: Any, live_kiosk: Any, artifacts: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "ID-14-2", "Sharma", "राहुल")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "right_eye", _photo("15_right.jpeg"))
+    _choose(page, "left_eye", _photo("15_left.jpeg"))
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    screening_id = int(page.url.rsplit("/", 1)[1])
+    store.sign_off(screening_id, clinician="doctor", decision="confirm", note="")
+    _register(page, "ID-14-2", "Sharma", "Priya", born="1958-07-14", sex="female")
+    assert "Refused" in page.inner_text("#id-clash")
+    assert page.locator("input[name=confirm_change]").count() == 0
+    _shots(page, artifacts, "02-id-refused")
+    signed = store.get_screening(screening_id)
+    assert "राहुल" in signed.patient.name  # the signed result still names the same person
+
+
+def test_a_right_eye_in_the_left_slot_is_caught_before_screening(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-3", "Owusu", "Adjoa")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "right_eye", _photo("13_left.jpeg"))  # swapped: the left photo on the right
+    assert "looks like a LEFT eye" in page.inner_text("label:has(input[name=right_eye]) .gate")
+    _choose(page, "left_eye", _photo("13_right.jpeg"))
+    _shots(page, artifacts, "03-eye-side-gate")
+    page.click("text=Check and screen")
+    page.wait_for_selector("#identity-warnings")
+    assert "looks like a LEFT eye" in page.inner_text("#identity-warnings")
+    assert _screenings_of(store, "EYE-14-3") == []  # nothing recorded before the nurse checks
+    _shots(page, artifacts, "04-eye-side-warning")
+    page.check("input[name=identity_checked]")  # e.g. this camera shows the eye inverted
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    [screening] = _screenings_of(store, "EYE-14-3")
+    assert any("Checked by nurse" in w for r in screening.results for w in r["warnings"])
+    assert store.audit_entries("capture_identity_confirmed")
+
+
+def test_a_film_of_another_patient_is_caught_before_screening(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    _log_in(page, "nurse")
+    _register(page, "CXR-14-4", "Mensah", "Akosua", born="2021-01-01", sex="female")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "chest", str(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm")))
+    gate = page.inner_text("label:has(input[name=chest]) .gate")
+    assert "patient id" in gate and "CXR-14-4" in gate
+    assert "62 years old" in gate  # the film's own age is far from the record's
+    assert "the patient is male" in gate
+    _shots(page, artifacts, "05-dicom-identity")
+
+
+def test_one_eye_needs_a_reason_and_the_verdict_says_so(
+        page: Any, live_kiosk: Any, artifacts: Path, tmp_path: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-5", "Tesfaye", "Abebe")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    page.set_input_files("input[name=right_eye]", str(empty))
+    _choose(page, "left_eye", _photo("17_left.jpeg"))
+    page.click("text=Check and screen")
+    page.wait_for_selector("#capture-problem")
+    assert "empty" in page.inner_text("#capture-problem")
+    assert _screenings_of(store, "EYE-14-5") == []  # an empty slot is never silently dropped
+    _shots(page, artifacts, "06-empty-file")
+    page.click("text=Check and screen")  # the left eye is kept; still no right eye
+    page.wait_for_selector("#capture-problem:has-text('Photograph the right eye')")
+    assert "Photograph the right eye too" in page.inner_text("#capture-problem")
+    assert _screenings_of(store, "EYE-14-5") == []
+    page.select_option("select[name=missing_R]", "declined")
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    assert "Right eye not photographed: the patient declined" in page.inner_text("#verdict h1")
+    _shots(page, artifacts, "07-one-eye-with-reason")
+
+
+def test_two_taps_make_one_screening_and_a_slow_send_shows_progress(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-6", "Nkrumah", "Kwame")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    checks: list[int] = []
+    sent: list[int] = []
+    page.on("request", lambda r: r.method == "POST" and (
+        checks if r.url.endswith("/api/check") else sent).append(len(r.post_data_buffer or b"")))
+    _choose(page, "right_eye", _photo("10_right.jpeg"))
+    _choose(page, "left_eye", _photo("10_left.jpeg"))
+    original = Path(_photo("10_right.jpeg")).stat().st_size
+    assert max(checks) < original  # the big photo was made smaller in the browser
+
+    def slow(route: Any) -> None:
+        time.sleep(3)  # an 8 s upload on a slow link, shortened
+        route.continue_()
+
+    page.route(re.compile(r".*/patients/\d+/capture$"), slow)
+    button = page.locator("#capture-form button[type=submit]")
+    button.click()
+    button.click(force=True, no_wait_after=True, timeout=2000)  # the second tap, 150 ms later
+    assert button.is_disabled()
+    assert page.locator("progress.sending").is_visible()
+    _shots(page, artifacts, "08-sending")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"), timeout=60_000)
+    assert len(_screenings_of(store, "EYE-14-6")) == 1
+    assert sent and max(sent) < 20_000  # the checked photos were named, not sent again
+
+
+def test_an_expired_session_keeps_the_photos(
+        page: Any, context: Any, live_kiosk: Any, artifacts: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-7", "Asantewaa", "Yaa")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "right_eye", _photo("17_right.jpeg"))
+    _choose(page, "left_eye", _photo("17_left.jpeg"))
+    context.clear_cookies()  # the session ended while the nurse was busy
+    page.click("text=Check and screen")
+    page.wait_for_selector("#relogin")
+    assert not page.locator(".patient").is_visible()  # patient data hidden meanwhile
+    _shots(page, artifacts, "09-log-in-again")
+    page.fill("#relogin-user", "nurse")
+    page.fill("#relogin-password", PASSWORD)
+    page.click("text=Log in and send")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"), timeout=60_000)
+    assert len(_screenings_of(store, "EYE-14-7")) == 1
+
+
+def test_the_clinicians_decision_is_the_truth(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    store = live_kiosk.store
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-8", "Mensah", "Ama")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "right_eye", _photo("17_right.jpeg"))
+    _choose(page, "left_eye", _photo("17_left.jpeg"))
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    screening_id = int(page.url.rsplit("/", 1)[1])
+    kiosk_said = store.get_screening(screening_id).verdict
+    other = "non_referable" if kiosk_said == "referable" else "referable"
+    page.context.clear_cookies()
+    _log_in(page, "doctor")
+    page.goto(f"/screenings/{screening_id}")
+    page.check("input[name=decision][value=overrule]")
+    page.fill("textarea[name=note]", "Read the photos myself.")
+    page.click("text=Save sign-off")  # no verdict chosen: refused in place, the note kept
+    page.wait_for_selector("#sign-off-error")
+    assert page.input_value("textarea[name=note]") == "Read the photos myself."
+    _shots(page, artifacts, "10-sign-off-error")
+    page.select_option("select[name=verdict]", other)
+    page.click("text=Save sign-off")
+    page.wait_for_selector("text=Sign-off saved")
+    tone = "clear" if other == "non_referable" else "refer"
+    assert tone in page.get_attribute("#verdict", "class")
+    cards = page.locator(".image-head")
+    assert all("kiosk" in (cards.nth(i).get_attribute("class") or "") for i in range(cards.count()))
+    _shots(page, artifacts, "11-overruled-result")
+    page.goto("/worklist")
+    row = page.locator(f"tr:has(a[href='/screenings/{screening_id}'])")
+    assert "Overruled by doctor" in row.inner_text() and "overruleed" not in page.content()
+    assert tone in (row.get_attribute("class") or "")
+    _shots(page, artifacts, "12-worklist-overruled")
+    token = page.get_attribute("meta[name=csrf-token]", "content")
+    again = page.request.post(f"/screenings/{screening_id}/sign-off", form={
+        "decision": "confirm", "note": "", "csrf_token": token})
+    assert again.status == 409 and "already signed off" in again.text()
+
+
+def test_outside_the_models_population_is_its_own_state(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    _log_in(page, "nurse")
+    child = (date.today() - timedelta(days=int(10.3 * 365.25))).isoformat()
+    _register(page, "EYE-14-9", "Tran", "Minh", born=child, sex="male")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "right_eye", _photo("15_right.jpeg"))
+    _choose(page, "left_eye", _photo("15_left.jpeg"))
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    verdict = page.locator("#verdict")
+    assert "read" in (verdict.get_attribute("class") or "").split()
+    assert "A clinician must read" in verdict.inner_text()
+    assert "could not be" not in verdict.inner_text()
+    heads = page.locator(".image-head")
+    assert all("read" in (heads.nth(i).get_attribute("class") or "").split()
+               for i in range(heads.count()))
+    assert "PPV" not in page.inner_text(".images")
+    assert page.locator("text=Print referral slip").count() == 1
+    _shots(page, artifacts, "13-outside-population")
+
+
+def test_a_child_of_five_and_a_half_is_inside_ages_one_to_five(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    _log_in(page, "nurse")
+    born = (date.today() - timedelta(days=int(5.6 * 365.25))).isoformat()
+    _register(page, "CXR-14-10", "Bekele", "Hana", born=born)
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "chest", str(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm")))
+    page.click("text=Check and screen")
+    page.wait_for_selector("#identity-warnings")  # the film's own header names someone else
+    page.check("input[name=identity_checked]")
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    assert "outside" not in page.inner_text("main")
+    _shots(page, artifacts, "14-child-5-6-years")
+
+
+def test_numbers_and_errors_a_nurse_can_read(
+        page: Any, live_kiosk: Any, artifacts: Path, tmp_path: Path) -> None:
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-11", "Boateng", "Efua")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    letter = tmp_path / "letter.pdf"
+    letter.write_bytes(b"%PDF-1.4 a referral letter, not a photograph")
+    page.set_input_files("input[name=chest]", str(letter))
+    page.click("text=Check and screen")
+    page.wait_for_selector(".verdict.retake")
+    text = page.inner_text("main")
+    assert "not a photograph or an X-ray" in text
+    for jargon in ("field 'image'", "decompression", "not_an_image", "(400)"):
+        assert jargon not in text
+    if page.locator(".kept").count():
+        page.click("text=Discard these and start again")
+    _choose(page, "right_eye", _photo("13_right.jpeg"))
+    _choose(page, "left_eye", _photo("13_left.jpeg"))
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    why = page.inner_text(".images")
+    assert "The model found" in why and ".0 in 100" not in why
+    assert not page.locator("details.clinician").first.evaluate("d => d.open")  # figures folded
+    assert "PPV" not in page.locator(".image-card").first.evaluate("c => c.innerText")
+    _shots(page, artifacts, "15-plain-words")
