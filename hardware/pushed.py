@@ -7,9 +7,10 @@ screened as something it is not.
 
 A film is known by its SOP Instance UID and the sha256 of its pixels (the Pixel Data as sent,
 native or encapsulated, with the attributes that say how to read it: rows, columns, bits,
-photometric interpretation, ...), never by the spooled bytes, which carry the sender's AE title: the same film sent
-again, from the same or another modality, is recorded once. The same UID with other pixels is
-screened as a new film, with a warning on its results and a ``dicom_uid_conflict`` audit entry.
+photometric interpretation, ...), never by the spooled bytes, which carry the sender's AE
+title: the same film sent again, from the same or another modality, is recorded once. The same
+UID with other pixels is screened as a new film, with a warning on its results and a
+``dicom_uid_conflict`` audit entry; it is never dropped.
 """
 
 from __future__ import annotations
