@@ -19,7 +19,7 @@ from export.card import write_card, write_plots
 from export.data import Dataset, load_real
 from export.errors import ExportError
 from export.evaluate import DRIFT_BINS, Evaluation, evaluate
-from export.metrics import auc
+from export.metrics import auc, sigmoid
 from export.nets import ScreeningNet, Shipped, build
 from export.onnx_export import check_parity, cpu_session, export_onnx
 from export.quantise import latency_ms, quantise_static
@@ -60,6 +60,7 @@ def try_int8(
     log: Log,
     copies: int = 1,
     cal_logits: np.ndarray | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Quantise with real training images; keep model.int8.onnx only if it is faster and its
     calibration-split AUC is within 0.005 of fp32's (decided there; the test AUC is reported)."""
@@ -77,7 +78,10 @@ def try_int8(
     if cal_logits is None:
         cal_logits = onnx_logits(folder / "model.onnx", cal.images, recipe.spec)[:, 0]
     cal_fp32 = auc(cal.targets[:, k], cal_logits)
-    cal_int8 = auc(cal.targets[:, k], onnx_logits(target, cal.images, recipe.spec)[:, 0])
+    cal_int8_logits = onnx_logits(target, cal.images, recipe.spec)[:, 0]
+    cal_int8 = auc(cal.targets[:, k], cal_int8_logits)
+    # Per-image agreement (calibrated probability), so a reader sees what the AUC rule hides.
+    gap = np.abs(sigmoid(cal_int8_logits / temperature) - sigmoid(cal_logits / temperature))
     fp32_ms = latency_ms(folder / "model.onnx", calibration)
     int8_ms = latency_ms(target, calibration)
     kept = cal_fp32 - cal_int8 < 0.005 and int8_ms < fp32_ms
@@ -93,6 +97,11 @@ def try_int8(
         "int8_auc": round(int8_auc, 4),
         "fp32_auc": round(fp32_auc, 4),
         "calibration_split_auc": {"fp32": round(cal_fp32, 4), "int8": round(cal_int8, 4)},
+        "calibration_split_probability_difference": {
+            "median": round(float(np.median(gap)), 4),
+            "p95": round(float(np.percentile(gap, 95)), 4),
+            "max": round(float(gap.max()), 4),
+        },
         "kept": kept,
         "calibration_images": len(calibration),
     }
@@ -212,7 +221,9 @@ def build_bundle(
     )
     copies = len(chosen.members) * chosen.views
     quantisation = (
-        try_int8(folder, data, recipe, ev.test_auc, log, copies, cal_logits) if int8 else {"kept": False}
+        try_int8(folder, data, recipe, ev.test_auc, log, copies, cal_logits, ev.temperature)
+        if int8
+        else {"kept": False}
     )
     manifest = manifest_for(recipe, ev, quantisation, training_data, limitations, float(f"{parity:.3g}"))
     manifest["export"].update({"members": list(chosen.members), "views": chosen.views})
@@ -327,6 +338,12 @@ def int8_note(q: dict[str, Any]) -> str:
     if "calibration_split_auc" in q:
         cal = q["calibration_split_auc"]
         verdict += f"; decided on the calibration split (AUC {cal['int8']} vs fp32 {cal['fp32']})"
+    if "calibration_split_probability_difference" in q:
+        gap = q["calibration_split_probability_difference"]
+        verdict += (
+            f". Per image, |INT8 - fp32| calibrated probability on the calibration split: median "
+            f"{gap['median']}, 95th percentile {gap['p95']}, largest {gap['max']}"
+        )
     return (
         f"Static INT8 (QDQ, per-channel weights, {q['calibration_images']} real training images for "
         f"calibration): test AUC {q['int8_auc']} vs fp32 {q['fp32_auc']}, latency {q['int8_ms']} ms vs "

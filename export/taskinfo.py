@@ -94,7 +94,7 @@ def describe_transfer(recipe: Recipe, net: Any, history: dict[str, Any]) -> str:
         f"{recipe.lr_decay}); AdamW (peak lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + "
         f"cosine, batch {recipe.batch}, EMA weights, channels-last, {precision}. {len(epochs)} epochs, "
         f"{minutes:.0f} min; the checkpoint with the best calibration-split AUC "
-        f"({best['val_auc']:.3f}, epoch {best['epoch']}) is shipped."
+        f"({best['val_auc']:.3f}, epoch {best['epoch']}) is shipped. {recipe.extra.get('training_note', '')}"
         + (
             " Trained on four ordinal targets (ICDR >= 1, >= 2, >= 3, >= 4); the bundle ships >= 2."
             if recipe.outputs > 1
