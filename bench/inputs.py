@@ -44,8 +44,14 @@ def fundus_images() -> list[BenchImage]:
     return [BenchImage("fundus-jpeg", p, "fundus-dr") for p in sorted(folder.glob("*.jpeg"))]
 
 
-def chest_images(out: Path) -> list[BenchImage]:
+def chest_task(models: Path = ROOT / "models") -> str:
+    """The task the (adult) films are screened with: the adults' model where it is shipped."""
+    return "cxr-adult" if any(models.glob("cxr-adult-*/manifest.json")) else "cxr-pneumonia"
+
+
+def chest_images(out: Path, task: str | None = None) -> list[BenchImage]:
     """Each chest film as uncompressed and JPEG 2000 DICOM (made once under ``out``)."""
+    task = task or chest_task()
     out.mkdir(parents=True, exist_ok=True)
     images: list[BenchImage] = []
     for name, relative in CHEST_SOURCES:
@@ -55,8 +61,8 @@ def chest_images(out: Path) -> list[BenchImage]:
         native, j2k = out / f"{name}-uncompressed.dcm", out / f"{name}-j2k.dcm"
         if not (native.exists() and j2k.exists()):
             _write_pair(source, native, j2k)
-        images += [BenchImage("chest-uncompressed", native, "cxr-pneumonia"),
-                   BenchImage("chest-jpeg2000", j2k, "cxr-pneumonia")]
+        images += [BenchImage("chest-uncompressed", native, task),
+                   BenchImage("chest-jpeg2000", j2k, task)]
     return images
 
 

@@ -145,6 +145,40 @@ def _constant(x: list[Any], a: dict[str, Any]) -> Any:
     raise SystemExit(f"Constant with {sorted(a)} is not supported")
 
 
+#: ONNX TensorProto data types -> torch dtypes (those exporters emit).
+DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 6: torch.int32, 7: torch.int64,
+          9: torch.bool, 10: torch.float16, 11: torch.float64}
+
+
+@op("Cast")
+def _cast(x: list[Any], a: dict[str, Any]) -> Any:
+    return x[0].to(DTYPES[int(a["to"])])
+
+
+@op("ConstantOfShape")
+def _constant_of_shape(x: list[Any], a: dict[str, Any]) -> Any:
+    value = torch.from_numpy(numpy_helper.to_array(a["value"]).copy()) if "value" in a else torch.zeros(1)
+    return torch.full(_ints(x[0]), value.reshape(-1)[0].item(), dtype=value.dtype)
+
+
+@op("Pad")
+def _pad(x: list[Any], a: dict[str, Any]) -> Any:
+    data, pads = x[0], _ints(x[1]) if len(x) > 1 else list(a["pads"])
+    rank = data.dim()
+    axes = _ints(x[3]) if len(x) > 3 and x[3] is not None else list(range(rank))
+    begin = dict(zip(axes, pads[: len(axes)], strict=True))
+    end = dict(zip(axes, pads[len(axes):], strict=True))
+    flat: list[int] = []
+    for axis in reversed(range(rank)):  # torch wants the last axis first
+        flat += [begin.get(axis, 0), end.get(axis, 0)]
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    value = float(x[2]) if len(x) > 2 and x[2] is not None and x[2].numel() else 0.0
+    if mode == "constant":
+        return F.pad(data, flat, mode="constant", value=value)
+    return F.pad(data, flat, mode={"edge": "replicate"}.get(mode, mode))
+
+
 @op("Shape")
 def _shape(x: list[Any], a: dict[str, Any]) -> Any:
     return torch.tensor(list(x[0].shape), dtype=torch.int64)

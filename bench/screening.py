@@ -81,8 +81,8 @@ def _screener(way: str, models: Path, tasks: list[str]) -> Any:
 
     pipeline = Pipeline.from_config(load_config(models_dir=models))
 
-    def screen(path: Path) -> dict[str, Any]:
-        outcome: Any = pipeline.screen(path.read_bytes(), source=path.name, heatmap=False)
+    def screen(path: Path, task: str | None = None) -> dict[str, Any]:
+        outcome: Any = pipeline.screen(path.read_bytes(), source=path.name, task=task, heatmap=False)
         result = (outcome[0] if isinstance(outcome, list) else outcome).result  # one task per image
         return {
             "task": result["task"],
@@ -106,9 +106,10 @@ def worker(way: str, models: Path, tasks: list[str]) -> None:
     memory = PeakMemory()
     screen = _screener(way, models, tasks)
     for line in sys.stdin:
-        path = Path(json.loads(line)["path"])
+        request = json.loads(line)
+        path = Path(request["path"])
         start = time.perf_counter()
-        outcome = screen(path)
+        outcome = screen(path, request.get("task"))
         outcome["ms"] = round((time.perf_counter() - start) * 1000, 2)
         print(json.dumps(outcome), flush=True)
     described = getattr(screen, "pipeline", None)
@@ -146,10 +147,10 @@ class Way:
             command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
 
-    def ask(self, path: str) -> dict[str, Any]:
-        """Screen one file in the worker; its reply."""
+    def ask(self, path: str, task: str) -> dict[str, Any]:
+        """Screen one file with one task's model in the worker; its reply."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"path": path}) + "\n")
+        self.process.stdin.write(json.dumps({"path": path, "task": task}) + "\n")
         self.process.stdin.flush()
         reply = self.process.stdout.readline()
         if not reply:
@@ -177,7 +178,7 @@ def run_both(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for way in WAYS:
         ways[way] = Way(way, plan)
-        first = ways[way].ask(images[0]["path"])
+        first = ways[way].ask(images[0]["path"], images[0]["task"])
         results[way] = {
             "way": way,
             "cold_start_s": round(time.time() - ways[way].spawned_at, 3),
@@ -188,7 +189,7 @@ def run_both(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
         replies: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
         for _ in range(plan["repeats"]):
             for way in WAYS:
-                replies[way].append(ways[way].ask(image["path"]))
+                replies[way].append(ways[way].ask(image["path"], image["task"]))
         for way in WAYS:
             last = replies[way][-1]
             pydicom_ms = [r["timings_ms"]["pydicom_decode"] for r in replies[way]

@@ -83,8 +83,9 @@ class UsualScreener:
         self.manifests = {task: bundle_manifest(models_dir, task) for task in tasks}
         self.nets = {task: load_network(models_dir, task) for task in tasks}
 
-    def screen(self, path: Path) -> dict[str, Any]:
-        """Verdict and referable probability of one file."""
+    def screen(self, path: Path, task: str | None = None) -> dict[str, Any]:
+        """Verdict and referable probability of one file, with ``task``'s network (or the
+        kind's first task)."""
         import torch
 
         from kiosk.domain import Image
@@ -93,7 +94,7 @@ class UsualScreener:
         start = time.perf_counter()
         pixels, kind, pydicom_s = decode_full(path)
         decoded = time.perf_counter()
-        task = "cxr-pneumonia" if kind == "cxr" else "fundus-dr"
+        task = task or next(t for t in self.manifests if t.startswith("cxr" if kind == "cxr" else "fundus"))
         manifest = self.manifests[task]
         tensor = prepare(Image(pixels=pixels, kind=kind), manifest["input"])  # type: ignore[arg-type]
         prepared = time.perf_counter()

@@ -50,7 +50,7 @@ def test_the_image_serves_screens_a_pushed_film_and_keeps_its_data(tmp_path: Pat
                  "4. after a restart"):
         assert step in done.stderr, done.stderr
     figures = json.loads((ROOT / "build" / "smoke.json").read_text())
-    assert figures["verdict"]["task"] == "cxr-pneumonia"
+    assert figures["verdict"]["task"].startswith("cxr-")
     assert figures["verdict"]["verdict"] in ("referable", "non_referable")
     assert figures["first_start_to_login_s"] < 180 and figures["size_mib"] > 0
 
