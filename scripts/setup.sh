@@ -9,7 +9,10 @@ PY=${PYTHON:-python3}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  pkgs=(orthanc orthanc-dicomweb dcmtk dicom3tools chromium fonts-dejavu-core iproute2 util-linux)
+  # fonts-noto-core: the referral slip prints Vietnamese, Devanagari and Ethiopic names;
+  # poppler-utils: the slip tests read the PDF back (pdftotext, pdffonts)
+  pkgs=(orthanc orthanc-dicomweb dcmtk dicom3tools chromium fonts-dejavu-core fonts-noto-core
+        poppler-utils iproute2 util-linux)
   command -v node >/dev/null || pkgs+=(nodejs npm)
   need=()
   for pkg in "${pkgs[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done

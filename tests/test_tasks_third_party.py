@@ -71,7 +71,8 @@ def test_a_wrapped_model_runs_beside_the_shipped_one(tmp_path: Path, wrapped: tu
         import io
 
         answer = post_multipart(client, f"/patients/{patient.id}/capture",
-                                {"csrf_token": token, "chest": (io.BytesIO(film), "film.dcm")})
+                                {"csrf_token": token, "chest": (io.BytesIO(film), "film.dcm"),
+                                 "identity_checked": "yes"})  # the film's own PatientID differs
         assert answer.status_code == 302, answer.get_data(as_text=True)
         screening_id = int(answer.headers["Location"].rstrip("/").split("/")[-1])
         screening = store.get_screening(screening_id)

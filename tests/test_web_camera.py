@@ -49,7 +49,11 @@ def test_take_photo_screens_the_camera_frame(photo_camera: tuple[Flask, Store]) 
     page = client.get(f"/patients/{patient_id}/capture").get_data(as_text=True)
     assert "Take photo" in page
     token = page_token(client, f"/patients/{patient_id}/capture")
-    answer = client.post(f"/patients/{patient_id}/camera", data={"eye": "L", "csrf_token": token})
+    first = client.post(f"/patients/{patient_id}/camera", data={"eye": "L", "csrf_token": token})
+    assert first.status_code == 422  # a DR screening needs both eyes: the left one is kept
+    assert "Photograph the right eye too" in first.get_data(as_text=True)
+    answer = client.post(f"/patients/{patient_id}/capture",
+                         data={"missing_R": "absent", "csrf_token": token})
     assert answer.status_code == 302, answer.get_data(as_text=True)[:1500]
     screening = store.get_screening(int(answer.headers["Location"].rsplit("/", 1)[1]))
     [result] = screening.results

@@ -1,25 +1,37 @@
-"""The printable referral slip: one A4 PDF page made with reportlab (offline, no fonts to fetch)."""
+"""The printable referral slip: A4 PDF pages made with reportlab (offline, fonts from the kiosk).
+
+Every line is wrapped to the page (nothing runs off the edge), names print in their own script
+(``web.slip_fonts``), times are the clinic's local time, and the document carries the date it was
+made. A result the model was not made for says so in its own box.
+"""
 
 from __future__ import annotations
 
 import io
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image as PILImage
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
-from reportlab.lib.utils import ImageReader, simpleSplit
+from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
 
 from kiosk.result import FindingResult, Result
 from kiosk.store import Patient, Screening
+from web import slip_fonts as fonts
 from web import words
 
 LEFT = 18 * mm
 WIDTH = A4[0] - 2 * LEFT
+TOP = A4[1] - 20 * mm
+#: Below this the footer (referral box, model, warning) is printed: the blocks stop above it.
+FOOTER_TOP = 50 * mm
 UNCONFIRMED = "Kiosk result, not yet confirmed by a clinician"
+FILLS = {"refer": "#b3261e", "clear": "#1b6e3a", "read": "#5b2a86", "retake": "#8a5a00"}
 
 
 def file_name(identifier: str, screening_id: int) -> str:
@@ -33,85 +45,123 @@ def referral_slip(
 ) -> bytes:
     """The slip of one screening: patient, what to do, per image findings, model, warning."""
     buffer = io.BytesIO()
-    canvas = Canvas(buffer, pagesize=A4, invariant=True, pageCompression=0)  # text stays greppable
+    canvas = Canvas(buffer, pagesize=A4, pageCompression=0)  # plain text stays greppable
     canvas.setTitle(f"Referral slip - {clinic_name}")
+    canvas.setCreator(clinic_name)
     y = _header(canvas, screening, patient, clinic_name)
     y = _verdict(canvas, screening, y)
-    canvas.setFont("Helvetica-Bold", 11)
-    canvas.drawString(LEFT, y, "What the kiosk found, per image")
-    y -= 8 * mm
+    y = _lines(canvas, ["What the kiosk found, per image"], y, size=11, bold=True) - 2 * mm
     for index, result in enumerate(screening.results):
         heatmap = heatmaps[index] if index < len(heatmaps) else None
-        y = _image_block(canvas, result, heatmap, y)
-        if y < 60 * mm:
+        if y - _block_height(result, heatmap) < FOOTER_TOP:
+            _footer(canvas, screening)
             canvas.showPage()
-            y = A4[1] - 20 * mm
+            y = TOP
+        y = _image_block(canvas, result, heatmap, y)
     _footer(canvas, screening)
     canvas.showPage()
     canvas.save()
     return buffer.getvalue()
 
 
+def _lines(canvas: Canvas, texts: list[str], y: float, *, size: float = 10, bold: bool = False,
+           x: float = LEFT, room: float = WIDTH) -> float:
+    """Draw texts wrapped to the room; returns the height under the last line."""
+    step = size * 1.35  # points of leading per line
+    for text in texts:
+        for part in fonts.wrap(text, size, room, bold):
+            fonts.draw(canvas, x, y, part, size, bold)
+            y -= step
+    return y
+
+
+def local_time(value: Any) -> str:
+    """A stored (UTC) time as the clinic's local time: "2026-11-29 12:42 CAT"."""
+    if not isinstance(value, datetime):
+        return str(value)[:16]
+    local = value.astimezone()
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or ''}".strip()
+
+
 def _header(canvas: Canvas, screening: Screening, patient: Patient, clinic_name: str) -> float:
     """Clinic, patient and date; returns the next line's height."""
-    top = A4[1] - 20 * mm
-    canvas.setFont("Helvetica-Bold", 16)
-    canvas.drawString(LEFT, top, f"{clinic_name} - screening referral slip")
-    canvas.setFont("Helvetica", 11)
-    lines = [
+    y = _lines(canvas, [f"{clinic_name} - screening referral slip"], TOP, size=16, bold=True)
+    sex = words.SEXES.get(patient.sex or "", patient.sex or "-")
+    return _lines(canvas, [
         f"Patient: {patient.name}    Id: {patient.identifier}",
-        f"Born: {patient.birth_date or '-'}    Sex: {patient.sex or '-'}",
-        f"Screened: {_when(screening.created)} UTC    Screening no. {screening.id}",
-    ]
-    for offset, line in enumerate(lines, start=1):
-        canvas.drawString(LEFT, top - offset * 6 * mm, line)
-    return top - 26 * mm
+        f"Born: {patient.birth_date or '-'}    Sex: {sex}",
+        f"Screened: {local_time(screening.created)}    Screening no. {screening.id}",
+        f"Printed: {local_time(datetime.now().astimezone())}",
+    ], y - 1 * mm, size=11) - 3 * mm
 
 
 def _verdict(canvas: Canvas, screening: Screening, y: float) -> float:
-    """The overall action in a box, as big as the page allows."""
-    final = screening.sign_off.verdict if screening.sign_off else screening.verdict
-    fill = {"refer": colors.HexColor("#b3261e"), "clear": colors.HexColor("#1b6e3a")}.get(
-        words.tone(final), colors.HexColor("#8a5a00")
-    )
-    canvas.setFillColor(fill)
-    canvas.rect(LEFT, y - 19 * mm, WIDTH, 19 * mm, stroke=0, fill=1)
+    """The overall action in a coloured box that grows with its text."""
+    final = words.final_verdict(screening)
+    lines = fonts.wrap(words.headline(final, screening.results), 16, WIDTH - 8 * mm, bold=True)
+    height = (len(lines) * 7 + 9) * mm
+    canvas.setFillColor(colors.HexColor(FILLS.get(words.tone(final, screening.results), "#8a5a00")))
+    canvas.rect(LEFT, y - height, WIDTH, height, stroke=0, fill=1)
     canvas.setFillColor(colors.white)
-    canvas.setFont("Helvetica-Bold", 18)
-    canvas.drawString(LEFT + 4 * mm, y - 9 * mm, words.headline(final, screening.results)[:60])
-    canvas.setFont("Helvetica", 10)
+    inner = _lines(canvas, lines, y - 8 * mm, size=16, bold=True, x=LEFT + 4 * mm,
+                   room=WIDTH - 8 * mm)
     who = "Decided by the clinician" if screening.sign_off else UNCONFIRMED
-    canvas.drawString(LEFT + 4 * mm, y - 15 * mm, who)
+    _lines(canvas, [who], inner - 1 * mm, size=10, x=LEFT + 4 * mm, room=WIDTH - 8 * mm)
     canvas.setFillColor(colors.black)
-    return y - 27 * mm
+    return y - height - 8 * mm
+
+
+def _block_texts(result: Result) -> list[str]:
+    """The lines under an image's title: why, warnings, model, the clinician's figures."""
+    texts = [words.why_line(result)] if words.why_line(result) else []
+    texts += [w for w in result.get("warnings", []) if w != result.get("reader_required")]
+    texts.append(words.model_line(result))
+    if not result.get("reader_required"):
+        texts += [_finding_line(f) for f in result.get("findings", [])]
+    return texts
+
+
+def _block_height(result: Result, heatmap: Path | None) -> float:
+    """How much room an image's block needs (to start a new page before it, not inside it)."""
+    room = WIDTH - 48 * mm
+    count = sum(len(fonts.wrap(t, 10, room)) for t in _block_texts(result)) + 3
+    text = count * 5 * mm + (12 * mm if result.get("reader_required") else 0)
+    return max(text, 44 * mm if heatmap is not None else 0.0)
 
 
 def _image_block(canvas: Canvas, result: Result, heatmap: Path | None, y: float) -> float:
-    """One eye or film: its action, findings and the heat-map thumbnail."""
-    canvas.setFont("Helvetica-Bold", 13)
-    title = words.image_title(result)
-    canvas.drawString(LEFT, y, f"{title}: {words.image_line(result)}"[:95])
-    canvas.setFont("Helvetica", 10)
-    text_y = y - 6 * mm
-    text_width = WIDTH - 48 * mm
-    for line in [words.model_line(result), *map(_finding_line, result.get("findings", []))]:
-        for part in simpleSplit(line, "Helvetica", 10, text_width):
-            canvas.drawString(LEFT + 4 * mm, text_y, part)
-            text_y -= 5 * mm
+    """One eye or film: its action, why, warnings, findings and the heat-map thumbnail."""
+    room = WIDTH - 48 * mm
+    title = f"{words.image_title(result)}: {words.image_line(result)}"
+    text_y = _lines(canvas, [title], y, size=12, bold=True, room=room)
+    if result.get("reader_required"):
+        text_y = _reader_box(canvas, str(result["reader_required"]), text_y, room)
+    text_y = _lines(canvas, _block_texts(result), text_y, size=10, x=LEFT + 4 * mm,
+                    room=room - 4 * mm)
     if heatmap is not None and heatmap.exists():
         size = 40 * mm
-        canvas.drawImage(
-            _thumbnail(heatmap), LEFT + WIDTH - size, y - size + 4 * mm, size, size,
-            preserveAspectRatio=True,
-        )
+        canvas.drawImage(_thumbnail(heatmap), LEFT + WIDTH - size, y - size + 4 * mm, size, size,
+                         preserveAspectRatio=True)
         text_y = min(text_y, y - size)
-    return text_y - 8 * mm
+    return text_y - 6 * mm
+
+
+def _reader_box(canvas: Canvas, warning: str, y: float, room: float) -> float:
+    """The out-of-population warning in its own colour: a clinician must read this image."""
+    lines = fonts.wrap("A clinician must read this image. " + warning, 10, room - 6 * mm, True)
+    height = (len(lines) * 5 + 3) * mm
+    canvas.setFillColor(colors.HexColor("#f1e8fa"))
+    canvas.setStrokeColor(colors.HexColor(FILLS["read"]))
+    canvas.rect(LEFT, y - height + 3 * mm, room, height, stroke=1, fill=1)
+    canvas.setFillColor(colors.HexColor(FILLS["read"]))
+    after = _lines(canvas, lines, y - 1 * mm, size=10, bold=True, x=LEFT + 3 * mm,
+                   room=room - 6 * mm)
+    canvas.setFillColor(colors.black)
+    return after - 2 * mm
 
 
 def _thumbnail(path: Path) -> ImageReader:
     """A small JPEG of the heat-map (embedded as is: keeps the slip small)."""
-    from PIL import Image as PILImage
-
     with PILImage.open(path) as picture:
         small = picture.convert("RGB")
         small.thumbnail((480, 480))
@@ -122,41 +172,26 @@ def _thumbnail(path: Path) -> ImageReader:
 
 
 def _finding_line(finding: FindingResult) -> str:
-    """ "Referable DR: 82% (threshold 23%) - positive; PPV 31%, NPV 98%" """
-    sign = "positive" if finding.get("positive") else "negative"
-    return (
-        f"{finding.get('display') or finding.get('label')}: {words.percent(finding.get('probability'))}"
-        f" (threshold {words.percent(finding.get('threshold'))}) - {sign};"
-        f" PPV {words.percent(finding.get('ppv'))}, NPV {words.percent(finding.get('npv'))}"
-    )
+    """ "Referable DR: 82% (refer above 23%) - positive; PPV 31%, NPV 98%" """
+    sign = "above the line" if finding.get("positive") else "below the line"
+    chance, line = words.chance_and_line(finding)
+    return (f"{finding.get('display') or finding.get('label')}: {chance} (refer above {line}) - "
+            f"{sign}; PPV {words.percent(finding.get('ppv'))}, NPV {words.percent(finding.get('npv'))}")
 
 
 def _footer(canvas: Canvas, screening: Screening) -> None:
-    """Referral box, model, sign-off and the intended-use warning at the foot of the page."""
+    """Referral box, model, sign-off and the intended-use warning at the foot of each page."""
     models = sorted({f"{model['id']} {model['version']}" for r in screening.results
                      if (model := r.get("model")) is not None})
-    y = 30 * mm
-    canvas.setFont("Helvetica", 10)
-    canvas.drawString(LEFT, y + 14 * mm, "Referred to: ______________________   Date: ___________"
-                      "   Signature: ______________")
-    canvas.setFont("Helvetica", 9)
-    canvas.drawString(LEFT, y, f"Model: {', '.join(models) or '-'}")
+    y = _lines(canvas, ["Referred to: ______________________   Date: ___________"
+                        "   Signature: ______________"], 44 * mm, size=10)
     sign_off = screening.sign_off
-    if sign_off:
-        canvas.drawString(LEFT, y - 5 * mm, f"Clinician: {_sign_off_line(sign_off)}")
-    else:
-        canvas.drawString(LEFT, y - 5 * mm, "Not yet confirmed by a clinician.")
-    canvas.setFont("Helvetica-Bold", 9)
-    canvas.drawString(LEFT, y - 11 * mm, words.INTENDED_USE_WARNING)
+    who = f"Clinician: {_sign_off_line(sign_off)}" if sign_off else "Not yet confirmed by a clinician."
+    y = _lines(canvas, [f"Model: {', '.join(models) or '-'}", who], y - 3 * mm, size=9)
+    _lines(canvas, [words.INTENDED_USE_WARNING], y - 1 * mm, size=9, bold=True)
 
 
 def _sign_off_line(sign_off: Any) -> str:
-    """Who signed off, how, and the note."""
-    get = sign_off.get if isinstance(sign_off, dict) else lambda k, d=None: getattr(sign_off, k, d)
-    return f"{get('clinician', '-')} {get('decision', '')}: {get('note', '')}"[:110]
-
-
-def _when(value: Any) -> str:
-    """A timestamp as "2026-11-29 10:42"."""
-    text = value.isoformat(sep=" ") if hasattr(value, "isoformat") else str(value)
-    return text[:16]
+    """Who signed off, how, when, and the note."""
+    return (f"{words.decision_words(sign_off)}, {local_time(sign_off.signed)}"
+            f"{': ' + sign_off.note if sign_off.note else ''}")

@@ -23,7 +23,7 @@ from kiosk.domain import ImageKind
 from kiosk.errors import KioskError
 from kiosk.visit import Offered, Screened
 from web import checks, kept, words
-from web.capture import Retake, retakes
+from web.capture import Retake, gate, retakes
 from web.security import audit
 from web.services import services
 
@@ -145,10 +145,13 @@ def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseRetu
     images = kept.merge(kept.kept_images(patient_id), offered)
     try:
         visit.require(images)
-        visit.require_complete(images, missing_reasons())
     except KioskError as exc:
         kept.keep(patient_id, [item for item in images if item.data])
         return capture_page(patient_id, problem=exc.message, status=422), None
+    try:
+        visit.require_complete(images, missing_reasons())
+    except visit.IncompleteVisit as exc:  # the eye taken is gated now, so it is kept only if good
+        return _incomplete(patient_id, images, exc.message), None
     screened = visit.screen(svc.pipeline, images, age=visit.age_years(patient.birth_date))
     needed = retakes(screened)
     if needed:
@@ -163,6 +166,16 @@ def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseRetu
     screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
     kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id)), screening.id
+
+
+def _incomplete(patient_id: int, images: list[Offered], message: str) -> ResponseReturnValue:
+    """One eye without a reason for the other: retake it if it is bad, else keep it and ask."""
+    needed = gate(services().pipeline, images)
+    failed = {r.index for r in needed}
+    kept.keep(patient_id, [item for i, item in enumerate(images) if i not in failed])
+    if needed:
+        return capture_page(patient_id, retakes=needed, status=422)
+    return capture_page(patient_id, problem=message, status=422)
 
 
 def _identity(patient_id: int, screened: Screened) -> ResponseReturnValue | None:
