@@ -9,7 +9,8 @@ strips of chest films, and synthetic pictures give "not a chest". Films are spli
 fifth of the patients (a stable hash of the id) are held out and never trained on.
 
 Thumbnails are made once by the kiosk's own intake and ``film_thumbnail`` and cached under
-``export/work/chest_check/``; training is a small CNN on one CPU thread (a few minutes). The
+``export/work/chest_check/`` (about 20 s CPU); training is a small CNN on one CPU thread (about
+180-200 s CPU; 14 epochs of ~10,200 thumbnails), and the evaluation after it ~2 min. The
 weights go to ``kiosk/quality/chest_check.npz`` with batch norm folded in; the script prints
 their sha256, to be pinned in ``kiosk/quality/chest_check.py``.
 """
