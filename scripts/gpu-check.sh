@@ -30,7 +30,8 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || say "nvidia-smi failed: no NVIDIA dri
 
 source=()
 if [ -n "${KIOSK_GPU_WHEELS:-}" ]; then
-  source=(--no-index --find-links "$KIOSK_GPU_WHEELS")
+  # offline: only the carried wheels; what they need (CUDA, cuDNN) must be on the machine already
+  source=(--no-index --no-deps --find-links "$KIOSK_GPU_WHEELS")
 fi
 # the kiosk's own needs that a GPU image may lack (bundle signatures), then the [gpu] extra
 requirements=$("$PY" deploy/requirements-jetson.py --with-onnxruntime | grep -E '^(cryptography|psutil)==')
