@@ -101,7 +101,7 @@ def test_a_python_310_environment_screens_a_real_film(tmp_path: Path) -> None:
                               cwd=tmp_path, capture_output=True, text=True, check=False, env=env, timeout=300)
     assert screened.returncode == 0, screened.stderr[-2000:]
     result = json.loads(screened.stdout.splitlines()[0])
-    assert result["task"] == "cxr-pneumonia"
+    assert result["task"].startswith("cxr-")
     assert result["verdict"] in ("referable", "non_referable"), result
     doctor = subprocess.run([python, "-m", "kiosk.cli", "doctor", "--quick"], cwd=tmp_path,
                             capture_output=True, text=True, check=False, env=env, timeout=300)
