@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from kiosk.config import Config, load_config
-from web import admin, api, auth, errors, patients, results, security, sync, words, worklist
+from web import admin, api, auth, errors, i18n, patients, results, security, sync, words, worklist
 from web.services import Services
 
 
@@ -31,6 +31,7 @@ def create_app(
     app = Flask(__name__)
     app.config.update(_flask_settings(config))
     app.extensions["kiosk"] = Services(config, store=store, pipeline=pipeline, camera=camera)
+    i18n.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     _register_blueprints(app)

@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
+from flask_babel import gettext as _
+
 from kiosk.domain import Image
 from kiosk.intake.dicom import age_in_years
 from kiosk.pixels.disc import disc_side
 from kiosk.store import Patient
 from kiosk.visit import Offered, age_years
+from web.words import N_
 
 #: The clinic's fundus camera shows the eye as through a condensing lens (set by the admin).
 INVERTED_VIEW_SETTING = "fundus_camera_view"
 EYES = {"R": "right", "L": "left"}
-SEX_CODES = {"F": "female", "M": "male", "O": "other"}
+SEX_CODES = {"F": N_("female"), "M": N_("male"), "O": N_("other")}
 
 
 def warnings_for(patient: Patient, offered: Sequence[Offered], images: Sequence[Image | None],
@@ -42,16 +45,20 @@ def eye_warnings(item: Offered, image: Image, *, inverted: bool = False) -> list
     seen = disc_side(image.pixels).eye(inverted)
     if seen is None or seen == item.laterality:
         return []
-    slot, other = EYES[item.laterality], EYES[seen]
-    return [f"The photo in the {slot}-eye slot ({item.name}) looks like a {other.upper()} eye: "
-            f"its optic disc (the bright spot) is on the {_disc_words(seen, inverted)}. "
-            f"Check which eye you photographed and put it in the {other}-eye slot if so."]
+    if seen == "L":
+        return [_("The photo in the right-eye slot (%(name)s) looks like a LEFT eye: its optic "
+                  "disc (the bright spot) is on the %(side)s. Check which eye you photographed "
+                  "and put it in the left-eye slot if so.", name=item.name,
+                  side=_disc_words(seen, inverted))]
+    return [_("The photo in the left-eye slot (%(name)s) looks like a RIGHT eye: its optic disc "
+              "(the bright spot) is on the %(side)s. Check which eye you photographed and put "
+              "it in the right-eye slot if so.", name=item.name, side=_disc_words(seen, inverted))]
 
 
 def _disc_words(eye: str, inverted: bool) -> str:
     """Where the disc of this eye lies in a photograph of this camera's view."""
     right_side = (eye == "R") != inverted
-    return "right side" if right_side else "left side"
+    return _("right side") if right_side else _("left side")
 
 
 def header_warnings(patient: Patient, name: str, meta: dict[str, str]) -> list[str]:
@@ -61,16 +68,19 @@ def header_warnings(patient: Patient, name: str, meta: dict[str, str]) -> list[s
     found = []
     their_id = meta.get("patient_id", "").strip()
     if their_id and their_id.casefold() != patient.identifier.strip().casefold():
-        found.append(f"The file {name} is of patient id {their_id}, not {patient.identifier}. "
-                     "Check that it is this patient's film.")
+        found.append(_("The file %(name)s is of patient id %(theirs)s, not %(ours)s. Check that "
+                       "it is this patient's film.", name=name, theirs=their_id,
+                       ours=patient.identifier))
     their_age, our_age = _their_age(meta), _age_then(patient, meta)
     if their_age is not None and our_age is not None and abs(int(their_age) - int(our_age)) > 1:
-        found.append(f"The file {name} says the patient was {int(their_age)} years old; the "
-                     f"record's birth date makes them {int(our_age)}. Check the birth date.")
+        found.append(_("The file %(name)s says the patient was %(theirs)d years old; the "
+                       "record's birth date makes them %(ours)d. Check the birth date.",
+                       name=name, theirs=int(their_age), ours=int(our_age)))
     their_sex = SEX_CODES.get(meta.get("patient_sex", "").strip().upper())
     if their_sex and patient.sex in ("female", "male") and their_sex != patient.sex:
-        found.append(f"The file {name} says the patient is {their_sex}; the record says "
-                     f"{patient.sex}. Check that it is this patient's film.")
+        found.append(_("The file %(name)s says the patient is %(theirs)s; the record says "
+                       "%(ours)s. Check that it is this patient's film.", name=name,
+                       theirs=_(their_sex), ours=_(str(patient.sex))))
     return found
 
 

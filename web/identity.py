@@ -17,8 +17,9 @@ from kiosk.store import Patient
 from web import words
 from web.security import audit
 from web.services import services
+from web.words import N_
 
-LABELS = {"name": "name", "birth_date": "birth date", "sex": "sex"}
+LABELS = {"name": N_("name"), "birth_date": N_("birth date"), "sex": N_("sex")}
 
 
 def existing(identifier: str) -> Patient | None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flask_babel import gettext as _
 from PIL import Image as PILImage
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
@@ -30,7 +31,7 @@ WIDTH = A4[0] - 2 * LEFT
 TOP = A4[1] - 20 * mm
 #: Below this the footer (referral box, model, warning) is printed: the blocks stop above it.
 FOOTER_TOP = 50 * mm
-UNCONFIRMED = "Kiosk result, not yet confirmed by a clinician"
+UNCONFIRMED = words.N_("Kiosk result, not yet confirmed by a clinician")
 FILLS = {"refer": "#b3261e", "clear": "#1b6e3a", "read": "#5b2a86", "retake": "#8a5a00"}
 
 
@@ -50,7 +51,7 @@ def referral_slip(
     canvas.setCreator(clinic_name)
     y = _header(canvas, screening, patient, clinic_name)
     y = _verdict(canvas, screening, y)
-    y = _lines(canvas, ["What the kiosk found, per image"], y, size=11, bold=True) - 2 * mm
+    y = _lines(canvas, [_("What the kiosk found, per image")], y, size=11, bold=True) - 2 * mm
     for index, result in enumerate(screening.results):
         heatmap = heatmaps[index] if index < len(heatmaps) else None
         if y - _block_height(result, heatmap) < FOOTER_TOP:
@@ -85,13 +86,15 @@ def local_time(value: Any) -> str:
 
 def _header(canvas: Canvas, screening: Screening, patient: Patient, clinic_name: str) -> float:
     """Clinic, patient and date; returns the next line's height."""
-    y = _lines(canvas, [f"{clinic_name} - screening referral slip"], TOP, size=16, bold=True)
-    sex = words.SEXES.get(patient.sex or "", patient.sex or "-")
+    y = _lines(canvas, [_("%(clinic)s - screening referral slip", clinic=clinic_name)], TOP,
+               size=16, bold=True)
+    sex = _(words.SEXES.get(patient.sex or "", patient.sex or "-"))
     return _lines(canvas, [
-        f"Patient: {patient.name}    Id: {patient.identifier}",
-        f"Born: {patient.birth_date or '-'}    Sex: {sex}",
-        f"Screened: {local_time(screening.created)}    Screening no. {screening.id}",
-        f"Printed: {local_time(datetime.now().astimezone())}",
+        _("Patient: %(name)s    Id: %(id)s", name=patient.name, id=patient.identifier),
+        _("Born: %(born)s    Sex: %(sex)s", born=patient.birth_date or "-", sex=sex),
+        _("Screened: %(when)s    Screening no. %(number)s", when=local_time(screening.created),
+          number=screening.id),
+        _("Printed: %(when)s", when=local_time(datetime.now().astimezone())),
     ], y - 1 * mm, size=11) - 3 * mm
 
 
@@ -105,7 +108,7 @@ def _verdict(canvas: Canvas, screening: Screening, y: float) -> float:
     canvas.setFillColor(colors.white)
     inner = _lines(canvas, lines, y - 8 * mm, size=16, bold=True, x=LEFT + 4 * mm,
                    room=WIDTH - 8 * mm)
-    who = "Decided by the clinician" if screening.sign_off else UNCONFIRMED
+    who = _("Decided by the clinician") if screening.sign_off else _(UNCONFIRMED)
     _lines(canvas, [who], inner - 1 * mm, size=10, x=LEFT + 4 * mm, room=WIDTH - 8 * mm)
     canvas.setFillColor(colors.black)
     return y - height - 8 * mm
@@ -148,7 +151,8 @@ def _image_block(canvas: Canvas, result: Result, heatmap: Path | None, y: float)
 
 def _reader_box(canvas: Canvas, warning: str, y: float, room: float) -> float:
     """The out-of-population warning in its own colour: a clinician must read this image."""
-    lines = fonts.wrap("A clinician must read this image. " + warning, 10, room - 6 * mm, True)
+    lines = fonts.wrap(_("A clinician must read this image.") + " " + warning, 10, room - 6 * mm,
+                       True)
     height = (len(lines) * 5 + 3) * mm
     canvas.setFillColor(colors.HexColor("#f1e8fa"))
     canvas.setStrokeColor(colors.HexColor(FILLS["read"]))
@@ -173,22 +177,25 @@ def _thumbnail(path: Path) -> ImageReader:
 
 def _finding_line(finding: FindingResult) -> str:
     """ "Referable DR: 82% (refer above 23%) - positive; PPV 31%, NPV 98%" """
-    sign = "above the line" if finding.get("positive") else "below the line"
+    sign = _("above the line") if finding.get("positive") else _("below the line")
     chance, line = words.chance_and_line(finding)
-    return (f"{finding.get('display') or finding.get('label')}: {chance} (refer above {line}) - "
-            f"{sign}; PPV {words.percent(finding.get('ppv'))}, NPV {words.percent(finding.get('npv'))}")
+    return _("%(what)s: %(chance)s (refer above %(line)s) - %(sign)s; PPV %(ppv)s, NPV %(npv)s",
+             what=finding.get("display") or finding.get("label"), chance=chance, line=line,
+             sign=sign, ppv=words.percent(finding.get("ppv")), npv=words.percent(finding.get("npv")))
 
 
 def _footer(canvas: Canvas, screening: Screening) -> None:
     """Referral box, model, sign-off and the intended-use warning at the foot of each page."""
     models = sorted({f"{model['id']} {model['version']}" for r in screening.results
                      if (model := r.get("model")) is not None})
-    y = _lines(canvas, ["Referred to: ______________________   Date: ___________"
-                        "   Signature: ______________"], 44 * mm, size=10)
+    y = _lines(canvas, [_("Referred to: ______________________   Date: ___________   "
+                          "Signature: ______________")], 44 * mm, size=10)
     sign_off = screening.sign_off
-    who = f"Clinician: {_sign_off_line(sign_off)}" if sign_off else "Not yet confirmed by a clinician."
-    y = _lines(canvas, [f"Model: {', '.join(models) or '-'}", who], y - 3 * mm, size=9)
-    _lines(canvas, [words.INTENDED_USE_WARNING], y - 1 * mm, size=9, bold=True)
+    who = (_("Clinician: %(line)s", line=_sign_off_line(sign_off)) if sign_off
+           else _("Not yet confirmed by a clinician."))
+    y = _lines(canvas, [_("Model: %(models)s", models=", ".join(models) or "-"), who],
+               y - 3 * mm, size=9)
+    _lines(canvas, [words.intended_use()], y - 1 * mm, size=9, bold=True)
 
 
 def _sign_off_line(sign_off: Any) -> str:

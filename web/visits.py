@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from flask import redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from kiosk import visit
@@ -26,13 +27,14 @@ from web import checks, kept, words
 from web.capture import Retake, gate, retakes
 from web.security import audit
 from web.services import services
+from web.words import N_
 
 #: Why an eye could not be photographed: the words kept with the visit.
 MISSING_REASONS = {
     "": "",
-    "absent": "the eye is absent or artificial",
-    "cannot": "the eye could not be photographed (refer for an eye examination)",
-    "declined": "the patient declined",
+    "absent": N_("the eye is absent or artificial"),
+    "cannot": N_("the eye could not be photographed (refer for an eye examination)"),
+    "declined": N_("the patient declined"),
 }
 #: Photos that passed the gate in this session (their sha256), so they are not sent twice.
 CHECKED_KEY = "checked_uploads"
@@ -147,11 +149,11 @@ def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseRetu
         visit.require(images)
     except KioskError as exc:
         kept.keep(patient_id, [item for item in images if item.data])
-        return capture_page(patient_id, problem=exc.message, status=422), None
+        return capture_page(patient_id, problem=_problem(exc), status=422), None
     try:
         visit.require_complete(images, missing_reasons())
     except visit.IncompleteVisit as exc:  # the eye taken is gated now, so it is kept only if good
-        return _incomplete(patient_id, images, exc.message), None
+        return _incomplete(patient_id, images, _problem(exc)), None
     screened = visit.screen(svc.pipeline, images, age=visit.age_years(patient.birth_date))
     needed = retakes(screened)
     if needed:
@@ -166,6 +168,22 @@ def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseRetu
     screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
     kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id)), screening.id
+
+
+def _problem(exc: KioskError) -> str:
+    """A refused visit's reason in the reader's language."""
+    if exc.code == "incomplete_visit":
+        missing = str(exc.message)
+        if "right eye and left eye" in missing:
+            return _("Photograph both eyes, or say why an eye cannot be photographed.")
+        if "right eye" in missing:
+            return _("Photograph the right eye too, or say why it cannot be photographed.")
+        return _("Photograph the left eye too, or say why it cannot be photographed.")
+    if exc.code == "empty_image":
+        return _("A file is empty: choose the photograph again.") + f" ({exc.message})"
+    if exc.code == "no_image":
+        return _("Choose a photograph or an X-ray first.")
+    return exc.message
 
 
 def _incomplete(patient_id: int, images: list[Offered], message: str) -> ResponseReturnValue:

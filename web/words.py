@@ -8,37 +8,49 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
+
 from kiosk.result import Result, model_words
 from kiosk.tasks import DEFAULTS, KIND_DEFAULTS
 
-INTENDED_USE_WARNING = (
+
+def N_(message: str) -> str:
+    """Mark a message for the catalogues; it is translated where it is shown."""
+    return message
+
+
+INTENDED_USE_WARNING = N_(
     "Reference model trained on small public data sets; not for clinical decisions. "
     "A clinician must confirm every result."
 )
 
-EYE_WORDS = {"L": "Left eye", "R": "Right eye"}
-SEXES = {"female": "Female", "male": "Male", "other": "Other", "unknown": "Unknown"}
+EYE_WORDS = {"L": N_("Left eye"), "R": N_("Right eye")}
+SEXES = {"female": N_("Female"), "male": N_("Male"), "other": N_("Other"), "unknown": N_("Unknown")}
+#: The referral words of the shipped tasks' manifests (translated where they are shown).
+REFERRAL_WORDS = [N_("an eye doctor"), N_("a doctor"), N_("today"), N_("within 3 months"),
+                  N_("within a week")]
 
 #: Intake refusals in a nurse's words (the technical message stays in the clinician's details).
 NURSE_ERRORS = {
-    "decompression_bomb": "The picture is far larger than any camera makes: use the camera's own export.",
-    "too_large": "The file is too large to screen: export a smaller copy from the camera.",
-    "not_an_image": "This file is not a photograph or an X-ray: choose the image file itself.",
-    "truncated": "The file is damaged or was not copied completely: copy it again.",
-    "empty_image": "The file is empty: choose the photograph again.",
-    "no_image": "Choose a photograph or an X-ray first.",
-    "bad_upload": "Choose a photograph or an X-ray first.",
-    "unsupported_transfer_syntax": "This X-ray file is compressed in a way the kiosk cannot read: "
-                                   "send it uncompressed from the X-ray machine.",
-    "unsupported_photometric": "The kiosk cannot read this X-ray's pixel format.",
-    "photometric_mismatch": "The X-ray's file says something its pixels do not: ask for a new "
-                            "export from the X-ray machine.",
-    "bad_dimensions": "The picture is too small or oddly shaped to screen.",
-    "wrong_body_part": "This X-ray is not of the chest.",
-    "unknown_task": "The kiosk cannot tell what this image is: put it in the right slot.",
+    "decompression_bomb": N_("The picture is far larger than any camera makes: use the camera's own export."),
+    "too_large": N_("The file is too large to screen: export a smaller copy from the camera."),
+    "not_an_image": N_("This file is not a photograph or an X-ray: choose the image file itself."),
+    "truncated": N_("The file is damaged or was not copied completely: copy it again."),
+    "empty_image": N_("The file is empty: choose the photograph again."),
+    "no_image": N_("Choose a photograph or an X-ray first."),
+    "bad_upload": N_("Choose a photograph or an X-ray first."),
+    "unsupported_transfer_syntax": N_("This X-ray file is compressed in a way the kiosk cannot read: "
+                                   "send it uncompressed from the X-ray machine."),
+    "unsupported_photometric": N_("The kiosk cannot read this X-ray's pixel format."),
+    "photometric_mismatch": N_("The X-ray's file says something its pixels do not: ask for a new "
+                            "export from the X-ray machine."),
+    "bad_dimensions": N_("The picture is too small or oddly shaped to screen."),
+    "wrong_body_part": N_("This X-ray is not of the chest."),
+    "unknown_task": N_("The kiosk cannot tell what this image is: put it in the right slot."),
 }
 #: What an image of each kind is called when its result names no title.
-KIND_WORDS = {"fundus": "Eye photograph", "cxr": "Chest X-ray"}
+KIND_WORDS = {"fundus": N_("Eye photograph"), "cxr": N_("Chest X-ray")}
 
 #: "..., and retake." at the end of a quality message (the line already starts with Retake).
 _RETAKE_TAIL = re.compile(r"[,;:]?\s*(?:and\s+)?retake\.?$", re.IGNORECASE)
@@ -64,10 +76,10 @@ def referral_of(result: Result) -> dict[str, str]:
 def refer_line(result: Result) -> str:
     """ "Urgent: refer to a doctor today", "Refer to an eye doctor within 3 months"."""
     referral = referral_of(result)
-    line = f"refer to {referral['to']} {referral.get('within', '')}".strip()
+    to, within = _(referral["to"]), _(referral.get("within", "")) if referral.get("within") else ""
     if referral.get("urgency") == "urgent" or urgent(result):
-        return f"Urgent: {line}"
-    return line[:1].upper() + line[1:]
+        return _("Urgent: refer to %(to)s %(within)s", to=to, within=within).strip()
+    return _("Refer to %(to)s %(within)s", to=to, within=within).strip()
 
 
 def headline(verdict: str | None, results: Sequence[Result]) -> str:
@@ -81,16 +93,20 @@ def headline(verdict: str | None, results: Sequence[Result]) -> str:
 def missing_eye_notes(results: Sequence[Result]) -> list[str]:
     """ "Right eye not photographed: the patient declined" kept with the visit's eye results."""
     notes = {w for r in results if kind_of(r) == "fundus" for w in r.get("warnings", [])
-             if w.startswith(("Right eye not photographed", "Left eye not photographed"))}
-    return sorted(notes, reverse=True)
+             if w.startswith(("Right eye not photographed: ", "Left eye not photographed: "))}
+    shown = []
+    for note in sorted(notes, reverse=True):
+        eye, _sep, reason = note.partition(" not photographed: ")
+        shown.append(_("%(eye)s not photographed: %(reason)s", eye=_(eye), reason=_(reason)))
+    return shown
 
 
 def _headline(verdict: str | None, results: Sequence[Result]) -> str:
     """The action of the visit, every referral named."""
     if verdict == "referable":
         referring = [r for r in results if r.get("verdict") == "referable"] or list(results)
-        lines = sorted({refer_line(r) for r in referring}, key=lambda line: not line.startswith("Urgent"))
-        return "; ".join(lines) if lines else "Refer to a doctor"
+        lines = sorted({(not urgent_referral(r), refer_line(r)) for r in referring})
+        return "; ".join(line for _urgent, line in lines) if lines else _("Refer to a doctor")
     kinds = {kind_of(r) for r in results}
     return action(verdict, "cxr" if "cxr" in kinds else ("fundus" if kinds else None),
                   read=any(r.get("reader_required") for r in results))
@@ -100,18 +116,20 @@ def action(verdict: str | None, kind: str | None = None, *, read: bool = False) 
     """What to do for a verdict that names no referral: clear, retake, or a clinician to look."""
     chest = kind == "cxr"
     if verdict == "referable":
-        return "Refer to a doctor" if chest else "Refer to an eye doctor"
+        return _("Refer to a doctor") if chest else _("Refer to an eye doctor")
     if verdict == "non_referable":
-        return "No referral needed"
+        return _("No referral needed")
     if verdict == "ungradable" and read:  # read, but outside the model's trained population
-        return ("A clinician must read the " + ("film" if chest else "photos")
-                + ": the patient is outside the ages the model was trained on")
+        return (_("A clinician must read the film: the patient is outside the ages the model "
+                  "was trained on") if chest else
+                _("A clinician must read the photos: the patient is outside the ages the model "
+                  "was trained on"))
     if verdict == "ungradable":  # a screening the kiosk could not grade: a clinician must look
-        return "Refer to a doctor: the film could not be read here" if chest else (
-            "Refer for an eye examination: the photos could not be graded here")
+        return _("Refer to a doctor: the film could not be read here") if chest else (
+            _("Refer for an eye examination: the photos could not be graded here"))
     if verdict == "retake":
-        return "Retake the film" if chest else "Retake the photo"
-    return "Not screened"
+        return _("Retake the film") if chest else _("Retake the photo")
+    return _("Not screened")
 
 
 def tone(verdict: str | None, results: Sequence[Result] = ()) -> str:
@@ -138,21 +156,22 @@ def final_verdict(screening: Any) -> str:
 
 def decision_words(sign_off: Any) -> str:
     """ "Overruled by doctor", "Confirmed by doctor" (never "overruleed")."""
-    done = {"confirm": "Confirmed", "overrule": "Overruled"}.get(sign_off.decision, "Signed")
-    return f"{done} by {sign_off.clinician}"
+    if sign_off.decision == "overrule":
+        return _("Overruled by %(who)s", who=sign_off.clinician)
+    return _("Confirmed by %(who)s", who=sign_off.clinician)
 
 
 def nurse_error(result: Result) -> str:
     """Why an image was not screened, in words a nurse acts on (no field names, no jargon)."""
     error = result.get("error") or {}
     code = str(error.get("code", "")) if isinstance(error, dict) else ""
-    return NURSE_ERRORS.get(code, "The kiosk could not read this file: choose it again, or "
-                                  "export it again from the camera.")
+    return _(NURSE_ERRORS.get(code, N_("The kiosk could not read this file: choose it again, "
+                                       "or export it again from the camera.")))
 
 
 def retake_line(reasons: list[str], kind: str | None = None) -> str:
     """ "Retake the photo: image too dark" from the quality reasons."""
-    head = "Retake the film" if kind == "cxr" else "Retake the photo"
+    head = _("Retake the film") if kind == "cxr" else _("Retake the photo")
     if not reasons:
         return head
     first = _RETAKE_TAIL.sub("", reasons[0].strip())
@@ -162,12 +181,12 @@ def retake_line(reasons: list[str], kind: str | None = None) -> str:
 def image_line(result: Result) -> str:
     """What to do about one result: its referral, a retake line, or why it was not screened."""
     if result.get("error"):
-        return f"Not screened: {nurse_error(result)}"
+        return _("Not screened: %(why)s", why=nurse_error(result))
     if result.get("verdict") in ("ungradable", None):
         return retake_line(quality_reasons(result), kind_of(result))
     if result.get("reader_required") and result.get("verdict") != "referable":
-        return ("A clinician must read this image: the patient is outside the ages the model "
-                "was trained on, so the kiosk's answer does not count")
+        return _("A clinician must read this image: the patient is outside the ages the model "
+                 "was trained on, so the kiosk's answer does not count")
     if result.get("verdict") == "referable":
         return refer_line(result)
     return action(result.get("verdict"), kind_of(result))
@@ -193,8 +212,8 @@ def image_title(result: Result) -> str:
 def slot_title(laterality: str | None, kind: str | None) -> str:
     """ "Left eye", "Right eye", "Chest X-ray" for an image before any task read it."""
     if laterality in EYE_WORDS:
-        return EYE_WORDS[str(laterality)]
-    return KIND_WORDS.get(kind or "", "Image")
+        return _(EYE_WORDS[str(laterality)])
+    return _(KIND_WORDS.get(kind or "", N_("Image")))
 
 
 def model_line(result: Result) -> str:
@@ -207,32 +226,34 @@ def why_line(result: Result) -> str:
     if result.get("reader_required"):
         model: Any = result.get("model") or {}
         population = (model.get("population") or {}).get("description")
-        trained = f" (it was trained on {population})" if population else ""
-        return f"The model was not made for this patient{trained}: a clinician reads the image."
+        if population:
+            return _("The model was not made for this patient (it was trained on %(who)s): a "
+                     "clinician reads the image.", who=population)
+        return _("The model was not made for this patient: a clinician reads the image.")
     findings = result.get("findings") or []
     positive = [f for f in findings if f.get("positive")]
     if positive:
         top = max(positive, key=lambda f: f["probability"])
-        line = f"The model found signs of {top.get('display') or top['label']}."
+        line = _("The model found signs of %(what)s.", what=top.get("display") or top["label"])
         ppv = top.get("ppv")
         if ppv is not None:
-            line += (f" At this clinic, {_in_100(ppv)} in 100 patients flagged like this "
-                     "really have it: the doctor decides.")
+            line += " " + _("At this clinic, %(count)s in 100 patients flagged like this really "
+                            "have it: the doctor decides.", count=_in_100(ppv))
         return line
     if not findings:
         return ""
-    line = "The model found no sign that needs a referral."
+    line = _("The model found no sign that needs a referral.")
     npv = findings[0].get("npv")
     if npv is not None:
-        line += (f" Still, {_in_100(1.0 - float(npv))} in 100 patients cleared like this have it: "
-                 "come back if the sight changes.")
+        line += " " + _("Still, %(count)s in 100 patients cleared like this have it: come back "
+                        "if the sight changes.", count=_in_100(1.0 - float(npv)))
     return line
 
 
 def _in_100(share: float) -> str:
     """ "about 14", "fewer than 1" for a share of patients."""
     count = round(100 * float(share))
-    return "fewer than 1" if count < 1 else f"about {count}"
+    return _("fewer than 1") if count < 1 else _("about %(count)d", count=count)
 
 
 def chance_and_line(finding: Any) -> tuple[str, str]:
@@ -262,6 +283,16 @@ def waited(value: Any) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def urgent_referral(result: Result) -> bool:
+    """True when a result refers urgently (its task's urgency, or an urgent finding)."""
+    return referral_of(result).get("urgency") == "urgent" or urgent(result)
+
+
+def intended_use() -> str:
+    """The intended-use warning in the reader's language."""
+    return _(INTENDED_USE_WARNING)
+
+
 def urgent(result: Result) -> bool:
     """True when any positive finding of the image is marked urgent."""
     return any(f.get("positive") and f.get("urgent") for f in result.get("findings", []))
@@ -286,5 +317,6 @@ def register(env: Any) -> None:
         why_line=why_line,
         chance_and_line=chance_and_line,
         nurse_error=nurse_error,
-        INTENDED_USE_WARNING=INTENDED_USE_WARNING,
+        INTENDED_USE_WARNING=lazy_gettext(INTENDED_USE_WARNING),
+        _t=_,
     )

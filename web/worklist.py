@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from kiosk.errors import AlreadySignedError, SignOffError
@@ -14,12 +15,14 @@ from web import words
 from web.results import patient_of, result_page
 from web.security import audit, requires
 from web.services import services
+from web.words import N_
 
 bp = Blueprint("worklist", __name__)
 
 #: The worklist's filter by state: what a row must be to be shown.
-STATES = {"": "Everything", "waiting": "Waiting for a clinician", "refer": "Refer",
-          "clear": "No referral needed", "read": "A clinician must read", "signed": "Signed off"}
+STATES = {"": N_("Everything"), "waiting": N_("Waiting for a clinician"), "refer": N_("Refer"),
+          "clear": N_("No referral needed"), "read": N_("A clinician must read"),
+          "signed": N_("Signed off")}
 
 
 @bp.get("/worklist")
@@ -68,5 +71,5 @@ def sign_off(screening_id: int) -> ResponseReturnValue:
     except (SignOffError, AlreadySignedError) as exc:  # shown in place, what was typed kept
         return result_page(screening_id, sign_error=exc.message, sign_form=request.form,
                            status=exc.http_status)
-    flash("Sign-off saved; it will be sent with the next sync.", "info")
+    flash(_("Sign-off saved; it will be sent with the next sync."), "info")
     return redirect(url_for("results.result", screening_id=screening_id))

@@ -336,3 +336,29 @@ def test_numbers_and_errors_a_nurse_can_read(
     assert not page.locator("details.clinician").first.evaluate("d => d.open")  # figures folded
     assert "PPV" not in page.locator(".image-card").first.evaluate("c => c.innerText")
     _shots(page, artifacts, "15-plain-words")
+
+
+def test_a_french_speaking_nurse_reads_every_word_in_french(
+        browser: Any, live_kiosk: Any, artifacts: Path) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR",
+                                  base_url=live_kiosk.url)
+    page = context.new_page()
+    try:
+        page.goto("/login")
+        assert page.inner_text("h1") == "Se connecter"
+        page.fill("input[name=username]", "nurse")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r".*/$"))
+        assert "Nouveau dépistage" in page.inner_text("main")
+        _shots(page, artifacts, "16-french-home")
+        page.goto("/worklist")
+        assert page.inner_text("h1").startswith("Liste de travail")
+        shown = page.inner_text("main").lower()
+        assert any(words in shown for words in ("orienter", "pas besoin", "un clinicien doit lire",
+                                                "aucun dépistage ne correspond"))
+        _shots(page, artifacts, "17-french-worklist")
+        page.click("a[lang=es]")
+        assert page.inner_text("h1").startswith("Lista de trabajo")
+    finally:
+        context.close()
