@@ -31,8 +31,10 @@ LOG = logging.getLogger(__name__)
 
 SUFFIX = ".dcm"
 PARTIAL = ".partial"
-#: Refusal codes that are the kiosk's fault, not the film's: such films are kept and retried.
-KIOSK_FAULTS = frozenset({"decoder_unavailable", "codec_missing"})
+#: Refusal codes that are the kiosk's fault, not the film's: such films are kept and retried
+#: (its decoder or a codec, its model or the back-end that runs it).
+KIOSK_FAULTS = frozenset({"decoder_unavailable", "codec_missing", "no_model", "no_backend",
+                          "engine_not_loaded", "infer_failed", "cuda_error"})
 
 
 class Spool:

@@ -123,3 +123,25 @@ def test_a_film_refused_for_its_own_sake_is_still_refused(tmp_path: Path) -> Non
     ((refused, reason),) = spool.refused()
     assert refused.name == path.name and reason["code"] == "not_an_image"
     assert spool.held() == []
+
+
+@pytest.mark.parametrize("code", ["codec_missing", "no_model", "infer_failed", "cuda_error"])
+def test_other_faults_of_the_kiosk_keep_the_film_too(tmp_path: Path, code: str) -> None:
+    spool = Spool(tmp_path / "spool")
+    path = spool.put(b"a film the X-ray unit was told is stored")
+    attempts: list[Path] = []
+
+    def screen(spooled: Path) -> None:
+        attempts.append(spooled)
+        if len(attempts) < 2:  # as hardware/pushed.py re-raises the pipeline's refusal
+            raise IntakeError("the kiosk could not screen it", code=code)
+
+    _worker, stop, thread = _held_worker(spool, screen)
+    try:
+        deadline = time.monotonic() + 30
+        while spool.pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert attempts == [path, path] and spool.refused() == [] and spool.held() == []
