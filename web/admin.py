@@ -11,9 +11,16 @@ from flask_login import current_user
 
 from hardware.status import read_status
 from kiosk import accounts
-from kiosk.errors import KioskError
+from kiosk.errors import KioskError, NotFoundError
 from kiosk.visit import apply_settings, setting_name
-from web.security import audit, requires
+from web.security import (
+    SessionUser,
+    audit,
+    disabled_setting,
+    end_sessions,
+    is_disabled,
+    requires,
+)
 from web.services import services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -41,6 +48,7 @@ def index() -> ResponseReturnValue:
         model_error=model_error,
         tasks=_task_settings(),
         users=svc.store.list_users(),
+        disabled={u.id for u in svc.store.list_users() if is_disabled(int(u.id))},
         roles=accounts.ROLES,
         device=read_status(svc.config),
     )
@@ -114,6 +122,43 @@ def add_user() -> ResponseReturnValue:
                                     form.get("password", ""), role, actor=current_user.username)
     flash(f"User {username} ({role}) created.", "info")
     return redirect(url_for("admin.index"))
+
+
+@bp.post("/users/<username>/password")
+@requires("admin")
+def reset_password(username: str) -> ResponseReturnValue:
+    """Give a user a new password (they forgot theirs); their open sessions and token end."""
+    store = services().store
+    user = _user(username)
+    accounts.set_password(store, user.username, request.form.get("password", ""))
+    end_sessions(SessionUser.from_store(user))
+    audit("user.password_reset", detail=f"{user.username} by {current_user.username}")
+    flash(f"New password set for {user.username}; their sessions were ended.", "info")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/users/<username>/<any(disable, enable):change>")
+@requires("admin")
+def disable_user(username: str, change: str) -> ResponseReturnValue:
+    """Disable an account (no log-in, sessions and token end at once) or enable it again."""
+    user = _user(username)
+    if user.username == current_user.username:
+        raise AdminFormError("You cannot disable your own account.")
+    store = services().store
+    store.set_setting(disabled_setting(int(user.id)), "1" if change == "disable" else "0",
+                      actor=current_user.username)
+    end_sessions(SessionUser.from_store(user))
+    audit(f"user.{change}", detail=f"{user.username} by {current_user.username}")
+    flash(f"{user.username} is {'disabled' if change == 'disable' else 'enabled again'}.", "info")
+    return redirect(url_for("admin.index"))
+
+
+def _user(username: str) -> Any:
+    """The store user of this name (NotFoundError when absent)."""
+    user = services().store.get_user(username)
+    if user is None:
+        raise NotFoundError(f"No user named {username}.")
+    return user
 
 
 @bp.get("/audit")

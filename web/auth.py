@@ -19,7 +19,15 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
 from kiosk.accounts import hash_password, needs_rehash, verify_password
-from web.security import LoginThrottle, SessionUser, api_token, audit, end_sessions, safe_next
+from web.security import (
+    LoginThrottle,
+    SessionUser,
+    api_token,
+    audit,
+    end_sessions,
+    is_disabled,
+    safe_next,
+)
 from web.services import services
 
 bp = Blueprint("auth", __name__)
@@ -57,6 +65,10 @@ def login() -> ResponseReturnValue:
         flash("Wrong user name or password.", "error")
         return render_template("login.html", next=request.form.get("next", "")), 401
     _throttle().succeeded(keys[0])  # the address keeps its count: no spraying between good log-ins
+    if is_disabled(int(user.id)):
+        services().store.audit(username, "login_disabled", detail=str(request.remote_addr))
+        flash("This account is disabled: ask an administrator.", "error")
+        return render_template("login.html", next=""), 403
     _start_session(user)
     return redirect(safe_next(request.form.get("next")))
 

@@ -61,6 +61,16 @@ def session_generation(user_id: int) -> str:
     return services().store.get_setting(f"session_generation.{user_id}", "0") or "0"
 
 
+def disabled_setting(user_id: int) -> str:
+    """The store setting that marks an account disabled by an admin."""
+    return f"user_disabled.{user_id}"
+
+
+def is_disabled(user_id: int) -> bool:
+    """Whether an admin disabled this account (no log-in, no session, no API token)."""
+    return services().store.get_setting(disabled_setting(user_id)) == "1"
+
+
 def end_sessions(user: SessionUser) -> None:
     """Invalidate every session cookie of this user, including copies taken before log-out."""
     following = str(int(session_generation(user.id)) + 1)
@@ -86,7 +96,7 @@ def _load_session_user(session_key: str) -> SessionUser | None:
         user = services().store.get_user_by_id(int(user_id))
     except ValueError:
         return None
-    if user is None:
+    if user is None or is_disabled(int(user.id)):
         return None
     found = SessionUser.from_store(user)
     return found if found.generation == generation else None
@@ -115,6 +125,8 @@ def user_for_token(token: str) -> SessionUser | None:
         return None
     user = services().store.get_user_by_id(int(user_id))
     if user is None or not hmac.compare_digest(mac.encode(), _token_mac(user).encode()):
+        return None
+    if is_disabled(int(user.id)):
         return None
     return SessionUser.from_store(user)
 

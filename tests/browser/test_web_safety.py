@@ -362,3 +362,40 @@ def test_a_french_speaking_nurse_reads_every_word_in_french(
         assert page.inner_text("h1").startswith("Lista de trabajo")
     finally:
         context.close()
+
+
+def test_an_admin_resets_and_disables_users(
+        browser: Any, live_kiosk: Any, artifacts: Path) -> None:
+    admin_context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                        base_url=live_kiosk.url)
+    clerk_context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                        base_url=live_kiosk.url)
+    admin, clerk = admin_context.new_page(), clerk_context.new_page()
+    try:
+        _log_in(admin, "boss")
+        admin.goto("/admin/")
+        admin.fill("input[name=username]", "clerk")
+        admin.fill("form[action='/admin/users'] input[name=password]", PASSWORD)
+        admin.click("text=Add user")
+        _log_in(clerk, "clerk")
+        admin.click("text=Disable clerk")
+        admin.wait_for_selector("#user-clerk .badge")
+        _shots(admin, artifacts, "18-admin-users")
+        clerk.goto("/worklist")
+        assert "/login" in clerk.url  # the open session ended at once
+        clerk.fill("input[name=username]", "clerk")
+        clerk.fill("input[name=password]", PASSWORD)
+        clerk.click("button[type=submit]")
+        assert "disabled" in clerk.inner_text(".flash")
+        admin.click("text=Enable clerk")
+        admin.fill("#user-clerk input[name=password]", "a new password 2026")
+        admin.click("#user-clerk >> text=Reset password")
+        admin.wait_for_selector("text=New password set for clerk")
+        clerk.fill("input[name=username]", "clerk")
+        clerk.fill("input[name=password]", "a new password 2026")
+        clerk.click("button[type=submit]")
+        clerk.wait_for_url(re.compile(r".*/$"))
+        assert live_kiosk.store.audit_entries("user.disable")
+    finally:
+        admin_context.close()
+        clerk_context.close()
