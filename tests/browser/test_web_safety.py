@@ -399,3 +399,40 @@ def test_an_admin_resets_and_disables_users(
     finally:
         admin_context.close()
         clerk_context.close()
+
+
+def test_heat_map_or_original_zoom_and_window_level(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    _log_in(page, "nurse")
+    born = (date.today() - timedelta(days=3 * 366)).isoformat()
+    _register(page, "CXR-14-12", "Okafor", "Chidi", born=born, sex="male")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "chest", str(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm")))
+    page.click("text=Check and screen")
+    page.wait_for_selector("#identity-warnings")
+    page.check("input[name=identity_checked]")
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    picture = page.locator("figure.viewer img").first
+    assert "/heatmap" in (picture.get_attribute("src") or "")
+    assert "fovea" not in page.inner_text("figure.viewer")  # the fovea note is for eyes
+    tools = page.locator(".viewer-tools").first
+    assert tools.locator("input[type=range]").count() == 3  # zoom, window, level
+    tools.locator("label:has-text('Zoom') input").fill("2")
+    assert "scale(2)" in (picture.get_attribute("style") or "")
+    tools.locator("label:has-text('Window') input").fill("200")
+    assert "contrast(200%)" in (picture.get_attribute("style") or "")
+    _shots(page, artifacts, "19-film-viewer")
+    _register(page, "EYE-14-12", "Okafor", "Ngozi")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    _choose(page, "right_eye", _photo("13_right.jpeg"))
+    _choose(page, "left_eye", _photo("13_left.jpeg"))
+    page.click("text=Check and screen")
+    page.wait_for_url(re.compile(r".*/screenings/\d+$"))
+    assert "fovea" in page.inner_text("figure.viewer >> nth=0")  # explained for eyes
+    eye = page.locator("figure.viewer img").first
+    page.locator("text=Show the original").first.click()  # heat-map or the photo as taken
+    assert "/original" in (eye.get_attribute("src") or "")
+    eye.evaluate("img => img.decode()")  # the original really loads
+    page.locator("text=Show the heat-map").first.click()
+    assert "/heatmap" in (eye.get_attribute("src") or "")
