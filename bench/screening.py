@@ -198,6 +198,8 @@ def run_both(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for way in WAYS:
         ways[way] = Way(way, plan)
         first = ways[way].ask(images[0]["path"], images[0]["task"])
+        # once more, untimed: the kiosk's second decode worker finishes starting on its first file
+        ways[way].ask(images[0]["path"], images[0]["task"])
         results[way] = {
             "way": way,
             "cold_start_s": round(time.time() - ways[way].spawned_at, 3),
