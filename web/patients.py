@@ -143,6 +143,24 @@ def camera(patient_id: int) -> ResponseReturnValue:
     return visits.gate_and_screen(patient_id, offered)
 
 
+@bp.post("/patients/<int:patient_id>/history")
+def history(patient_id: int) -> ResponseReturnValue:
+    """Record the patient's diabetes status and the date of their last eye examination."""
+    diabetes = request.form.get("diabetes", "unknown")
+    last = request.form.get("last_eye_exam", "").strip() or None
+    if diabetes not in ("yes", "no", "unknown"):
+        raise PatientFormError("Choose yes, no or not known for diabetes.")
+    if last is not None:
+        try:
+            when = date.fromisoformat(last)
+        except ValueError as exc:
+            raise PatientFormError("The examination date must be a date like 2025-03-31.") from exc
+        if when > date.today():
+            raise PatientFormError("The last eye examination cannot be in the future.")
+    services().store.set_patient_history(patient_id, diabetes, last, actor=current_user.username)
+    return redirect(url_for("patients.capture", patient_id=patient_id))
+
+
 @bp.post("/patients/<int:patient_id>/capture/clear")
 def start_again(patient_id: int) -> ResponseReturnValue:
     """Forget the images kept while waiting for a retake."""

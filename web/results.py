@@ -49,6 +49,7 @@ def result_page(screening_id: int, *, sign_error: str = "", sign_form: Any = Non
         images=_image_views(screening),
         limitations=_limitations(),
         sign_error=sign_error,
+        patient_history=svc.store.patient_history(patient.id),
         sign_form=sign_form or {},
     ), status
 

@@ -122,7 +122,7 @@ def capture_page(patient_id: int, *, retakes: list[Retake] | None = None, proble
         "capture.html", patient=patient, retakes=retakes or [], has_camera=svc.has_camera,
         sexes=words.SEXES, problem=problem, identity_warnings=warnings or [],
         kept=[(words.slot_title(k.laterality, k.kind), k.name) for k in held],
-        missing_reasons=MISSING_REASONS,
+        missing_reasons=MISSING_REASONS, patient_history=svc.store.patient_history(patient_id),
         token=request.form.get("visit_token", "")[:64] or secrets.token_urlsafe(16),
     )
     return page, status

@@ -107,5 +107,15 @@ _V3 = [
         PRIMARY KEY (sop_uid, pixel_sha256))""",
 ]
 
+#: A patient's eye-screening history (issue 14.12): diabetes status (yes | no | unknown) and the
+#: date of the last eye examination, one row per patient, changed with an audit entry.
+_V4 = [
+    """CREATE TABLE patient_history (
+        patient_id INTEGER PRIMARY KEY REFERENCES patients (id),
+        diabetes TEXT NOT NULL DEFAULT 'unknown',
+        last_eye_exam TEXT,
+        updated TEXT NOT NULL)""",
+]
+
 #: Every migration, oldest first; index + 1 is the schema version it brings the store to.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]

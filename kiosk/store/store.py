@@ -254,6 +254,29 @@ class Store:
         with self.db.read() as conn:
             return outbox.get_item(conn, item_id)
 
+    def patient_history(self, patient_id: int) -> dict[str, str | None]:
+        """Diabetes status (yes | no | unknown) and the last eye examination date of a patient."""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT diabetes, last_eye_exam FROM patient_history"
+                               " WHERE patient_id = ?", (patient_id,)).fetchone()
+            if row is None:
+                return {"diabetes": "unknown", "last_eye_exam": None}
+            return {"diabetes": str(row["diabetes"]), "last_eye_exam": row["last_eye_exam"]}
+
+    def set_patient_history(self, patient_id: int, diabetes: str, last_eye_exam: str | None, *,
+                            actor: str) -> None:
+        """Record a patient's diabetes status and last eye examination date (audited)."""
+        with self.db.write() as conn:
+            records.get_patient(conn, patient_id)
+            conn.execute(
+                "INSERT INTO patient_history (patient_id, diabetes, last_eye_exam, updated)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (patient_id) DO UPDATE SET"
+                " diabetes = excluded.diabetes, last_eye_exam = excluded.last_eye_exam,"
+                " updated = excluded.updated",
+                (patient_id, diabetes, last_eye_exam, to_text(utc_now())))
+            audit_log.append(conn, actor, "patient.history", patient_id=patient_id,
+                             detail=f"diabetes={diabetes} last_eye_exam={last_eye_exam or '-'}")
+
     # clinic settings
     def get_setting(self, name: str, default: str | None = None) -> str | None:
         """A setting changed by the admin, else ``default``."""

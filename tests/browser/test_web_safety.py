@@ -436,3 +436,20 @@ def test_heat_map_or_original_zoom_and_window_level(
     eye.evaluate("img => img.decode()")  # the original really loads
     page.locator("text=Show the heat-map").first.click()
     assert "/heatmap" in (eye.get_attribute("src") or "")
+
+
+def test_diabetes_status_and_the_last_eye_examination_are_recorded(
+        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+    _log_in(page, "nurse")
+    _register(page, "EYE-14-13", "Danso", "Kojo", sex="male")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    patient_id = int(page.url.rsplit("/", 2)[1])
+    page.select_option("select[name=diabetes]", "yes")
+    page.fill("input[name=last_eye_exam]", "2024-05-02")
+    page.click("#history >> text=Save")
+    page.wait_for_url(re.compile(r".*/capture$"))
+    assert live_kiosk.store.patient_history(patient_id) == {"diabetes": "yes",
+                                                            "last_eye_exam": "2024-05-02"}
+    assert page.input_value("input[name=last_eye_exam]") == "2024-05-02"
+    assert live_kiosk.store.audit_entries("patient.history")
+    _shots(page, artifacts, "20-history")
