@@ -2,7 +2,7 @@
 
 One hostile file (a decompression bomb under the pixel limit, a decoder bug that loops or
 crashes) must not take the kiosk down. :class:`SandboxedIntake` keeps a small pool of
-pre-started worker processes (forkserver, with the intake module imported once); each decode
+pre-started worker processes (forkserver, with the codecs imported once); each decode
 runs in a worker whose address space is capped with ``RLIMIT_AS``. A worker that runs out of
 memory, dies or overruns the time limit is killed and replaced, and its file is refused with
 ``IntakeError(code="decode_failed")`` or ``IntakeError(code="decode_timeout")``; the next file
