@@ -351,13 +351,13 @@ def int8_note(q: dict[str, Any]) -> str:
     )
 
 
-def load_members(recipe: Recipe, work: Path) -> list[Any]:
+def load_members(recipe: Recipe, work: Path, name: str = "") -> list[Any]:
     """The best EMA network of every ensemble member saved by training."""
     if recipe.backbone:
         from export.lite import architecture
         from export.transfer import transfer_dir
 
-        best = transfer_dir(work, recipe.task) / "best.pt"
+        best = transfer_dir(work, name or recipe.task) / "best.pt"
         if not best.is_file():
             raise ExportError(
                 f"no fine-tuned checkpoint at {best}: run `python -m export train {recipe.task}`"
@@ -414,14 +414,14 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
     data = load_real(
         recipe.task, recipe.spec, recipe.seed, data=data_dir, cache=work, fractions=recipe.fractions
     )
-    nets = load_members(recipe, work)
+    nets = load_members(recipe, work, task)
     key_path = Path(os.environ.get(KEY_ENV, ""))
     splits = dict(zip(data.patients.tolist(), data.split.tolist(), strict=True))
     if recipe.backbone:
         from export.taskinfo import describe_transfer
         from export.transfer import transfer_dir
 
-        history = read_history(transfer_dir(work, recipe.task))
+        history = read_history(transfer_dir(work, task))
         notes = {
             "training": describe_transfer(recipe, nets[0], history),
             "command": f"python -m export train {task}"

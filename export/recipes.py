@@ -144,8 +144,35 @@ RECIPES: dict[str, Recipe] = {
         extra={
             "training_note": "The run began with 6 epochs in the last stage (8 in all); after epoch 5 it "
             "was stopped and resumed from its checkpoint with 12 (14 in all), since the 55 min budget had "
-            "room: the cosine schedule was stretched from there (the learning rate rose slightly)."
+            "room (the cosine schedule stretched from there). The calibration-split AUC then fell epoch "
+            "after epoch (0.799, 0.791, 0.774, 0.769, 0.747: over-fitting two cached views), so the run "
+            "was stopped after epoch 9; epoch 5 ships."
         },
+        target="sensitivity >= 0.90 (screening goal on new eyes >= 0.87)",
+    ),
+    # An experiment against over-fitting: freeze more (cache after block 11), four cached views.
+    "fundus-dr-b": Recipe(
+        task="fundus-dr",
+        name="Fundus DR model (EfficientNet-Lite0, ImageNet transfer)",
+        spec=FUNDUS_SPEC_V2,
+        label="referable_dr",
+        display="Referable diabetic retinopathy (moderate NPDR or worse)",
+        urgent=False,
+        widths=(),
+        blocks=(),
+        epochs=6,
+        batch=48,
+        lr=1e-3,
+        weight_decay=1e-4,
+        views=4,
+        sharpness=True,
+        version="2.0.0",
+        outputs=4,
+        head_index=1,
+        backbone="efficientnet-lite0",
+        cache_blocks=11,
+        cached_views=4,
+        unfreeze=((1, 16), (5, 11)),
         target="sensitivity >= 0.90 (screening goal on new eyes >= 0.87)",
     ),
     "cxr-adult": Recipe(

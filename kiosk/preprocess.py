@@ -49,31 +49,30 @@ def _fundus_crop(canvas: Canvas, step: dict[str, Any]) -> Canvas:
 
 
 def _like_eyepacs_256(canvas: Canvas, step: dict[str, Any]) -> Canvas:
-    """Put a camera photograph through the training set's own degradation chain.
+    """Put a camera photograph through the training set's own chain before the other steps.
 
-    The EyePACS copies the fundus model learned from are the WHOLE photograph squashed to
-    ``size`` x ``size`` (area resampling) then re-encoded as JPEG at ``quality``. A full-size
-    photograph (2-5k px) is much sharper than that after cropping and resizing, and the model
-    scores it differently; reproducing the chain makes it look like what the model knows. An
-    image already no larger than ``size`` x ``max_ratio`` on its long side is left alone.
+    The EyePACS 256 px copies the fundus model learned from are not plain downscales: compared
+    pixel by pixel with the 8 full-size photographs they come from, they are the field-of-view
+    disc cropped square, each colour channel histogram-equalised, squashed to ``size`` x ``size``
+    and re-encoded as JPEG at ``quality`` (mean |difference| 8.5 of 255, against 46 for a crop and
+    resize alone). A camera photograph without that chain is, to the model, another world. An
+    image no larger than ``size`` x ``max_ratio`` on its long side (a copy) is left alone.
     """
     size = int(step.get("size", 256))
     h, w = canvas.pixels.shape[:2]
     if max(h, w) <= size * float(step.get("max_ratio", 1.25)):
         return canvas
-    small = cv2.resize(canvas.pixels, (size, size), interpolation=cv2.INTER_AREA)
-    quality = int(step.get("quality", 90))
-    bgr = cv2.cvtColor(as_rgb(small), cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise BundleError("JPEG re-encoding failed in like_eyepacs_256")
-    reread = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    rgb = _fundus_crop(Canvas(as_rgb(canvas.pixels)), {"margin": 0.0}).pixels
+    if step.get("equalise", True):
+        channels = [cv2.equalizeHist(np.ascontiguousarray(rgb[:, :, c])) for c in range(3)]
+        rgb = np.stack(channels, axis=-1)
+    small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    quality = [cv2.IMWRITE_JPEG_QUALITY, int(step.get("quality", 90))]
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), quality)
+    reread = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
     if reread is None:
-        raise BundleError("JPEG re-decoding failed in like_eyepacs_256")
-    decoded = cv2.cvtColor(reread, cv2.COLOR_BGR2RGB)
-    if canvas.pixels.ndim == 2:
-        decoded = as_grey(decoded)
-    return Canvas(decoded)
+        raise BundleError("JPEG re-encoding failed in like_eyepacs_256")
+    return Canvas(cv2.cvtColor(reread, cv2.COLOR_BGR2RGB))
 
 
 def _resize(canvas: Canvas, step: dict[str, Any]) -> Canvas:

@@ -194,11 +194,14 @@ def test_like_eyepacs_256_squashes_a_camera_photograph_and_leaves_a_copy_alone()
     step = {"op": "like_eyepacs_256", "size": 256, "quality": 90}
     copy = np.random.default_rng(6).integers(0, 255, (256, 256, 3)).astype(np.uint8)
     assert STEPS["like_eyepacs_256"](Canvas(copy), step).pixels is copy
+    yy, xx = np.mgrid[:1944, :2592]
+    disc = (yy - 972) ** 2 + (xx - 1296) ** 2 < 900**2
     photo = np.zeros((1944, 2592, 3), dtype=np.uint8)
-    photo[400:1500, 800:1900] = (180, 90, 40)
+    photo[disc] = (120, 60, 30)
+    photo[disc & (xx < 1296)] = (100, 50, 20)  # two dim halves: equalisation spreads them apart
     out = STEPS["like_eyepacs_256"](Canvas(photo), step).pixels
     assert out.shape == (256, 256, 3)
-    assert abs(int(out[128, 128, 0]) - 180) < 6  # JPEG q90 keeps a flat colour
+    assert out[128, 200, 0] > 240 and out[0, 0, 0] < 10  # cropped to the disc, channel equalised
 
 
 def test_platt_offset_recovers_a_known_logit_shift() -> None:

@@ -1,1 +1,0 @@
-MEgAzoVmYWGM7kWWjyChkci0ufomrQZ7Tji7+Q9kMuFJXEVzcetV+GMIFkwsKb4E2rlrXoEZbQANVgshDpiWAQ==

@@ -1,0 +1,1 @@
+a17U+jdTXM5dwZ0mcCZIUi83zSMpm0690SvRy/bBKXn6/iw5CSmF7x1b9MgTqbxCC+cLYfAwvFvk3oFzfy1xCg==
