@@ -193,3 +193,22 @@ def test_a_refused_bundle_shows_on_admin_and_degrades_health(tmp_path: Path) -> 
     body = _conforms("/api/health", "get", client.get("/api/health"))
     assert body["status"] == "degraded" and body["backends"] == ["onnxruntime-cpu"]
     app.extensions["kiosk"].pipeline.close()
+
+
+def test_an_existing_id_with_other_details_is_never_silently_renamed(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    nurse = _headers(app, store, "nurse")
+    first = {"identifier": "API-9", "family_name": "Tesfaye", "given_names": "Abebe",
+             "birth_date": "1970-01-02", "sex": "male"}
+    patient = _conforms("/api/patients", "post", client.post("/api/patients", json=first,
+                                                             headers=nurse))
+    other = {**first, "given_names": "Almaz", "sex": "female"}
+    clash = client.post("/api/patients", json=other, headers=nurse)
+    _conforms("/api/patients", "post", clash)
+    assert clash.status_code == 409 and clash.get_json()["code"] == "confirm_change"
+    assert store.get_patient(patient["id"]).sex == "male"  # nothing changed
+    changed = client.post("/api/patients", json={**other, "confirm_change": "API-9"},
+                          headers=nurse)
+    assert changed.status_code == 201 and store.get_patient(patient["id"]).sex == "female"
+    assert store.audit_entries("patient.change_confirmed")

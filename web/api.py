@@ -17,7 +17,7 @@ from kiosk import __version__, visit
 from kiosk.errors import KioskError
 from kiosk.store import Screening
 from kiosk.visit import Offered
-from web import checks, visits, words
+from web import checks, identity, visits, words
 from web.capture import retakes, retakes_of
 from web.openapi import openapi_document
 from web.patients import CAPTURE_FIELDS, PatientFormError, form_name, patient_fields
@@ -80,7 +80,16 @@ def create_patient() -> ResponseReturnValue:
         raise PatientFormError("Send a JSON object with identifier, family_name, given_names, "
                                "birth_date, sex.")
     fields = {k: str(v) for k, v in body.items() if v}
-    identifier, _, birth, sex = patient_fields(fields)
+    identifier, name, birth, sex = patient_fields(fields)
+    found = identity.clash(identifier, {"name": name, "birth_date": birth, "sex": sex},
+                           fields.get("confirm_change"))
+    if found is not None:  # never a silent rename; never a change under signed results
+        _, changed, refused = found
+        return jsonify({"code": "patient_signed" if refused else "confirm_change",
+                        "message": ("This id belongs to a patient with signed results: it cannot "
+                                    "change." if refused else "This id is registered with other "
+                                    "details: send confirm_change with the id to change them."),
+                        "changes": [{"field": f, "old": o, "new": n} for f, o, n in changed]}), 409
     patient = services().store.upsert_patient(
         identifier, form_name(fields), birth, sex, actor=current_user.username
     )

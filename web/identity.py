@@ -40,18 +40,28 @@ def changes(patient: Patient, fields: Mapping[str, str | None]) -> list[tuple[st
 
 def reregistration(identifier: str, fields: Mapping[str, str | None]) -> ResponseReturnValue | None:
     """None when the form may register or update; else the page that refuses or asks."""
-    patient = existing(identifier)
-    if patient is None:
+    found = clash(identifier, fields, request.form.get("confirm_change"))
+    if found is None:
         return None
-    changed = changes(patient, fields)
-    if not changed:
+    patient, changed, refused = found
+    return _page(patient, changed, refused=refused), 409
+
+
+def clash(identifier: str, fields: Mapping[str, str | None], confirmed: str | None
+          ) -> tuple[Patient, list[tuple[str, str, str]], bool] | None:
+    """(patient, changes, refused?) when registering would change a registered patient without
+    a confirmation naming its id, or at all when it has signed results; None when it may go on
+    (a confirmed change is audited here)."""
+    patient = existing(identifier)
+    changed = changes(patient, fields) if patient is not None else []
+    if patient is None or not changed:
         return None
     summary = "; ".join(f"{what}: {old} -> {new}" for what, old, new in changed)
     if services().store.signed_screenings(patient.id):
         audit("patient.change_refused", patient_id=patient.id, detail=summary)
-        return _page(patient, changed, refused=True), 409
-    if request.form.get("confirm_change") != identifier:
-        return _page(patient, changed, refused=False), 409
+        return patient, changed, True
+    if confirmed != identifier:
+        return patient, changed, False
     audit("patient.change_confirmed", patient_id=patient.id,
           detail=f"by {current_user.username}: {summary}")
     return None

@@ -17,7 +17,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     """Error responses, each with the Error body."""
     words = {400: "Bad request", 401: "Not logged in", 403: "Role not allowed",
-             404: "Not found", 422: "Image refused or must be retaken"}
+             404: "Not found", 409: "Conflicts with what is recorded",
+             422: "Image refused or must be retaken"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
 
 
@@ -170,7 +171,7 @@ def _paths() -> dict[str, Any]:
                      "requestBody": {"required": True, "content": {"application/json": {
                          "schema": {"$ref": "#/components/schemas/NewPatient"}}}},
                      "responses": {"201": _json({"$ref": "#/components/schemas/Patient"},
-                                                "Registered"), **_errors(400, 401)}},
+                                                "Registered"), **_errors(400, 401, 409)}},
         },
         "/api/check": {"post": {
             "summary": "Instant gate: quality, and (with patient_id) the eye side and the DICOM "
