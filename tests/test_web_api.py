@@ -112,7 +112,8 @@ def test_patient_screening_read_and_sign_off_through_the_api(kiosk) -> None:
         "José Luis de la Cruz", "de la Cruz", ["José Luis"])
     chest = shared("dicom", "SIIM-CXR-no-pneumothorax.dcm").read_bytes()
     created = post_multipart(client, "/api/screenings", headers=nurse, data={
-        "patient_id": str(patient["id"]), "image": (io.BytesIO(chest), "siim.dcm")})
+        "patient_id": str(patient["id"]), "image": (io.BytesIO(chest), "siim.dcm"),
+        "identity_checked": "yes"})  # the film's own PatientID is not ours: checked
     screening = _conforms("/api/screenings", "post", created)
     assert created.status_code == 201 and screening["results"][0]["task"] == "cxr-pneumonia"
     assert store.outbox_status()[0].waiting == 1
@@ -212,3 +213,26 @@ def test_an_existing_id_with_other_details_is_never_silently_renamed(kiosk) -> N
                           headers=nurse)
     assert changed.status_code == 201 and store.get_patient(patient["id"]).sex == "female"
     assert store.audit_entries("patient.change_confirmed")
+
+
+def test_the_api_needs_both_eyes_or_a_reason_and_a_checked_identity(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    nurse = _headers(app, store, "nurse")
+    patient = client.post("/api/patients", json={"identifier": "API-E", "name": "Efua Sey"},
+                          headers=nurse).get_json()
+    photo = shared("fundus", "eyepacs-fullres", "13_left.jpeg").read_bytes()
+    one = post_multipart(client, "/api/screenings", headers=nurse, data={
+        "patient_id": str(patient["id"]), "left_eye": (io.BytesIO(photo), "13_left.jpeg")})
+    assert one.status_code == 422 and _conforms("/api/screenings", "post", one)["code"] == \
+        "incomplete_visit"
+    swapped = post_multipart(client, "/api/screenings", headers=nurse, data={
+        "patient_id": str(patient["id"]), "right_eye": (io.BytesIO(photo), "13_left.jpeg"),
+        "missing_L": "the patient declined"})
+    assert swapped.status_code == 422 and swapped.get_json()["code"] == "check_identity"
+    assert store.worklist() == []
+    kept = post_multipart(client, "/api/screenings", headers=nurse, data={
+        "patient_id": str(patient["id"]), "left_eye": (io.BytesIO(photo), "13_left.jpeg"),
+        "missing_R": "the patient declined"})
+    body = _conforms("/api/screenings", "post", kept)
+    assert kept.status_code == 201 and "Right eye not photographed" in body["action"]

@@ -18,7 +18,7 @@ from kiosk.errors import KioskError
 from kiosk.store import Screening
 from kiosk.visit import Offered
 from web import checks, identity, visits, words
-from web.capture import retakes, retakes_of
+from web.capture import gate, retakes, retakes_of
 from web.openapi import openapi_document
 from web.patients import CAPTURE_FIELDS, PatientFormError, form_name, patient_fields
 from web.results import patient_of
@@ -138,18 +138,36 @@ def create_screening() -> ResponseReturnValue:
     patient_id = _patient_id(request.form.get("patient_id", ""))
     patient = svc.store.get_patient(patient_id)
     offered = _offered()
+    reasons = {eye: request.form.get(f"missing_{eye}", "").strip()[:200] for eye in ("R", "L")}
+    if visit.missing_eyes(offered) and not gate(svc.pipeline, offered):
+        visit.require_complete(offered, reasons)  # 422 incomplete_visit: both eyes, or why not
     screened = visit.screen(svc.pipeline, offered, age=visit.age_years(patient.birth_date))
     needed = retakes(screened)
     if needed:
-        body = {
-            "code": "retake",
-            "message": "; ".join(r.line for r in needed),
-            "retakes": [{"name": r.name, "line": r.line, "reasons": r.reasons} for r in needed],
-        }
-        return jsonify(body), 422
+        return _retake_answer(needed)
+    visit.require_complete(offered, reasons)
+    found = checks.warnings_for(patient, screened.offered,
+                                [per_image[0].image for per_image in screened.outcomes],
+                                inverted=svc.store.get_setting(checks.INVERTED_VIEW_SETTING) == "inverted")
+    if found and request.form.get("identity_checked") != "yes":
+        return jsonify({"code": "check_identity", "message": " ".join(found),
+                        "warnings": found}), 422
+    for result in screened.results:
+        result["warnings"].extend(f"Checked by {current_user.username}: {line}" for line in found)
+    visit.note_missing(screened, reasons)
     screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
     audit("api_create_screening", patient_id=patient_id, detail=f"screening={screening.id}")
     return jsonify(screening_json(screening)), 201
+
+
+def _retake_answer(needed: list[Any]) -> ResponseReturnValue:
+    """422 naming each image to retake and why."""
+    body = {
+        "code": "retake",
+        "message": "; ".join(r.line for r in needed),
+        "retakes": [{"name": r.name, "line": r.line, "reasons": r.reasons} for r in needed],
+    }
+    return jsonify(body), 422
 
 
 @bp.get("/screenings/<int:screening_id>")
