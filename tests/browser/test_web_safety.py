@@ -336,6 +336,18 @@ def test_numbers_and_errors_a_nurse_can_read(
     assert not page.locator("details.clinician").first.evaluate("d => d.open")  # figures folded
     assert "PPV" not in page.locator(".image-card").first.evaluate("c => c.innerText")
     _shots(page, artifacts, "15-plain-words")
+    for width, height in SIZES.values():  # the clinician's figures fit, NPV included
+        page.set_viewport_size({"width": width, "height": height})
+        page.locator("details.clinician").first.evaluate("d => { d.open = true; }")
+        table = page.locator("table.findings").first
+        assert table.evaluate("t => t.getBoundingClientRect().right <= "
+                              "t.closest('.image-card').getBoundingClientRect().right + 1")
+        npv = page.locator("table.findings th", has_text="NPV").first
+        assert npv.is_visible() and npv.evaluate(
+            "th => th.getBoundingClientRect().right <= window.innerWidth")
+    page.set_viewport_size({"width": 800, "height": 1280})
+    page.screenshot(path=str(artifacts / "issue14-15b-clinician-details-tablet.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def test_a_french_speaking_nurse_reads_every_word_in_french(
