@@ -3,7 +3,6 @@ fundus photographs and a real chest film, screenshots of what a nurse would see.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
