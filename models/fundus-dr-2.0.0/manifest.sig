@@ -1,1 +1,1 @@
-a17U+jdTXM5dwZ0mcCZIUi83zSMpm0690SvRy/bBKXn6/iw5CSmF7x1b9MgTqbxCC+cLYfAwvFvk3oFzfy1xCg==
+eZbajnCXsuExUNjKaeft/Kpx0n+rr5uYoH9ofSUJAGQrYK6eS0nSUDOmYrgpcU90Ls7tXkrSvfUlx0i7Che4AA==
