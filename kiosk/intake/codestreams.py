@@ -22,6 +22,7 @@ from typing import Any, cast
 import cv2
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageFile
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000, JPEG2000Lossless
@@ -101,8 +102,7 @@ def _decode_level(codestream: bytes, level: int, rows: int, columns: int) -> np.
         with PILImage.open(BytesIO(codestream), formats=["JPEG2000"]) as image:
             if image.size != (columns, rows):
                 return None  # header and codestream disagree: let the full decoder judge
-            image.reduce = level  # type: ignore[method-assign, assignment]
-            image.load()
+            _load_reduced(image, level, codestream)
             pixels = np.asarray(image)
     except Exception:  # "broken data stream" at deep levels is expected: try a shallower one
         return None
@@ -115,6 +115,29 @@ def _decode_level(codestream: bytes, level: int, rows: int, columns: int) -> np.
     if precision is None or precision > container:
         return None
     return pixels >> (container - precision) if precision < container else pixels
+
+
+def _load_reduced(image: ImageFile.ImageFile, level: int, codestream: bytes) -> None:
+    """Decode ``image`` ``level`` resolution levels down.
+
+    Pillow (12 and 13) rounds the reduced size to nearest, OpenJPEG rounds it up: a side of
+    1841 px is 460 for Pillow and 461 for OpenJPEG two levels down, and the decode then fails
+    as a "broken data stream" (so the real CR ``RG1_J2KI.dcm`` could only be decoded one level
+    down). For a codestream whose image starts at the origin the tile is set to OpenJPEG's own
+    size; otherwise, or if Pillow's internals differ, Pillow's own ``reduce`` is used.
+    """
+    tile = getattr(image, "tile", None)
+    if codestream[:4] == b"\xff\x4f\xff\x51" and codestream[16:24] == bytes(8) and tile and \
+            len(tile) == 1 and isinstance(tile[0][3], tuple) and len(tile[0][3]) == 5:
+        size = (math.ceil(image.size[0] / 2**level), math.ceil(image.size[1] / 2**level))
+        codec, _, layers, fd, length = tile[0][3]
+        image._size = size
+        image.tile = [ImageFile._Tile(tile[0][0], (0, 0, *size), tile[0][2],
+                                      (codec, level, layers, fd, length))]
+        ImageFile.ImageFile.load(image)
+        return
+    image.reduce = level  # type: ignore[method-assign, assignment]
+    image.load()
 
 
 def codestream_precision(codestream: bytes) -> int | None:
