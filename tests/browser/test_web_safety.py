@@ -207,7 +207,7 @@ def test_two_taps_make_one_screening_and_a_slow_send_shows_progress(
     assert max(checks) < original  # the big photo was made smaller in the browser
 
     def slow(route: Any) -> None:
-        time.sleep(3)  # an 8 s upload on a slow link, shortened
+        time.sleep(8)  # an 8 s upload on a slow link: the checks below finish before it lands
         route.continue_()
 
     page.route(re.compile(r".*/patients/\d+/capture$"), slow)
