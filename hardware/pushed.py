@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from kiosk import names, visit
 from kiosk.errors import IntakeError
@@ -60,7 +60,8 @@ def read_header(data: bytes) -> PushedFilm:
         ds = pydicom.dcmread(io.BytesIO(data))
         return _film(ds)
     except (InvalidDicomError, ValueError, EOFError, OSError, struct.error, NotImplementedError,
-            KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+            KeyError, TypeError, AttributeError, IndexError, OverflowError,
+            BytesLengthException) as exc:
         raise IntakeError(f"The pushed file is not readable DICOM: {exc}", code="not_an_image") from exc
 
 
