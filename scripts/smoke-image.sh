@@ -113,7 +113,9 @@ printf '%s\n' "$PASSWORD" | "${ENGINE_CMD[@]}" exec -i "$NAME" kiosk user add --
 rm -f build/smoke-cookies.txt
 verdict >/dev/null  # logs in once, before the film is pushed
 push=$(date +%s.%N)
-storescu -xy -aet XRAY1 -aec KIOSK 127.0.0.1 "$DICOM" "$FILM"
+# dcmtk's storescu, not pynetdicom's of the same name that a venv on PATH may put first
+STORESCU=$( [ -x /usr/bin/storescu ] && echo /usr/bin/storescu || command -v storescu )
+"$STORESCU" -xy -aet XRAY1 -aec KIOSK 127.0.0.1 "$DICOM" "$FILM"
 answer=""
 for _ in $(seq 1 300); do
   answer=$(verdict)
