@@ -21,6 +21,16 @@ from export.nets import ScreeningNet, build
 from export.recipes import Recipe
 
 
+def save_checkpoint(path: Path, net: nn.Module, ema: Ema, optimiser: torch.optim.Optimizer,
+                    generator: torch.Generator, state: dict[str, Any]) -> None:
+    """Everything a resumed run needs (from scratch or transfer), written atomically."""
+    partial = path.with_suffix(".partial")
+    torch.save({"net": net.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
+                "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
+                "state": state}, partial)
+    partial.replace(path)
+
+
 def member_dir(work: Path, task: str, member: int) -> Path:
     """Where member ``member`` of a task's ensemble keeps its checkpoints."""
     return work / task / f"m{member}"
@@ -277,17 +287,7 @@ def train(
             torch.save(
                 {"ema": ema.model.state_dict(), "epoch": epoch + 1, "val_auc": val_auc}, workdir / "best.pt"
             )
-        torch.save(
-            {
-                "net": net.state_dict(),
-                "ema": ema.model.state_dict(),
-                "ema_updates": ema.updates,
-                "optimiser": optimiser.state_dict(),
-                "generator": generator.get_state(),
-                "state": state,
-            },
-            last,
-        )
+        save_checkpoint(last, net, ema, optimiser, generator, state)
         log(f"member {member} " + json.dumps(state["history"][-1]) + f" best={state['best_auc']:.4f}")
         if schedule.done((epoch + 1 - schedule.first_epoch) * steps_per_epoch):
             log(f"schedule finished after epoch {epoch + 1}")

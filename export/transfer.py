@@ -27,7 +27,15 @@ from export.data import Dataset
 from export.lite import LiteNet, pretrained
 from export.metrics import auc
 from export.recipes import Recipe
-from export.train import Ema, Schedule, ThreadGovernor, augment, seed_everything, to_tensor
+from export.train import (
+    Ema,
+    Schedule,
+    ThreadGovernor,
+    augment,
+    save_checkpoint,
+    seed_everything,
+    to_tensor,
+)
 
 Log = Callable[[str], None]
 
@@ -290,30 +298,6 @@ def flip_features(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -
     flip_y = torch.rand(n, generator=generator) < 0.5
     x = torch.where(flip_x.view(n, 1, 1, 1), x.flip(3), x)
     return torch.where(flip_y.view(n, 1, 1, 1), x.flip(2), x)
-
-
-def save_checkpoint(
-    path: Path,
-    net: LiteNet,
-    ema: Ema,
-    optimiser: torch.optim.Optimizer,
-    generator: torch.Generator,
-    state: dict[str, Any],
-) -> None:
-    """Everything a resumed run needs, written atomically."""
-    partial = path.with_suffix(".partial")
-    torch.save(
-        {
-            "net": net.state_dict(),
-            "ema": ema.model.state_dict(),
-            "ema_updates": ema.updates,
-            "optimiser": optimiser.state_dict(),
-            "generator": generator.get_state(),
-            "state": state,
-        },
-        partial,
-    )
-    partial.replace(path)
 
 
 def resume_from(

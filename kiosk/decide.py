@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kiosk.pixels import as_rgb
 from kiosk.result import FindingResult, Result
 from kiosk.tasks import Population
 
@@ -286,7 +287,7 @@ def heatmap(pixels: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, int] 
     """
     import cv2
 
-    rgb = np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+    rgb = as_rgb(pixels)
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     height, width = rgb.shape[:2]
     x0, y0, x1, y1 = box or (0, 0, width, height)

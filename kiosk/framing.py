@@ -10,9 +10,9 @@ from dataclasses import replace
 from typing import Any
 
 import cv2
-import numpy as np
 
 from kiosk.domain import Image
+from kiosk.pixels import as_rgb
 from kiosk.pixels.fov import find_field_of_view
 
 #: Words in a file name that say which eye a photograph shows.
@@ -49,7 +49,7 @@ def network_box(image: Image, spec: dict[str, Any]) -> tuple[int, int, int, int]
     if not steps:
         return None
     pixels = image.pixels
-    fov = find_field_of_view(pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, 2))
+    fov = find_field_of_view(as_rgb(pixels))
     if fov is None:
         return None
     half = fov.radius * (1.0 + float(steps[0].get("margin", 0.0)))
