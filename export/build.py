@@ -19,7 +19,6 @@ from export.card import write_card, write_plots
 from export.data import Dataset, load_real
 from export.errors import ExportError
 from export.evaluate import DRIFT_BINS, Evaluation, evaluate
-from export.metrics import auc, sigmoid
 from export.nets import ScreeningNet, Shipped, build
 from export.onnx_export import check_parity, cpu_session, export_onnx
 from export.quantise import latency_ms, quantise_static
@@ -27,6 +26,7 @@ from export.recipes import RECIPES, Recipe
 from export.signing import KEY_ENV, load_private_key
 from export.train import member_dir, predict
 from kiosk.preprocess import scale
+from kiosk.stats import auc, sigmoid
 
 INTENDED_USE = (
     "Research and demonstration only. Not for clinical decisions: a reference model "
@@ -258,7 +258,7 @@ def fold_logit_offset(
     calibration split is added to the CAM head's bias, so ``logits`` stays the mean of ``cam``
     and the manifest's temperature alone calibrates (a fine-tuned model's logits are shifted,
     which a temperature cannot undo). Returns the calibration logits of the re-exported graph."""
-    from export.metrics import fit_platt
+    from kiosk.stats import fit_platt
 
     scale_, offset = fit_platt(cal.targets[:, recipe.head_index], cal_logits)
     shift = offset / scale_

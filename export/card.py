@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from export import metrics as m
 from export.evaluate import Evaluation
 from export.plots import plot
+from kiosk import stats as m
 
 
 def write_plots(folder: Path, evaluation: Evaluation) -> None:

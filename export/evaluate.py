@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from export import metrics as m
+from kiosk import stats as m
 
 #: Histogram of calibrated validation scores kept in the manifest for drift checks.
 DRIFT_BINS = np.round(np.linspace(0.0, 1.0, 21), 2)

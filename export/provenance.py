@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from export.data import Dataset
-from export.metrics import sigmoid
 from export.nets import ScreeningNet
 from export.recipes import Recipe
 from kiosk.domain import Image
 from kiosk.preprocess import prepare
+from kiosk.stats import sigmoid
 
 FUNDUS_GRADES = {
     "10_left": 0,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from export import metrics as m
+from kiosk import stats as m
 
 #: How a patient's images (both eyes) are combined into one score; the kiosk knows these.
 RULES = ("max", "mean")

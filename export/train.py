@@ -16,9 +16,9 @@ from torch import nn
 from tqdm import tqdm
 
 from export.data import Dataset
-from export.metrics import auc
 from export.nets import ScreeningNet, build
 from export.recipes import Recipe
+from kiosk.stats import auc
 
 
 def save_checkpoint(path: Path, net: nn.Module, ema: Ema, optimiser: torch.optim.Optimizer,

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from export.data import Dataset
 from export.lite import LiteNet, pretrained
-from export.metrics import auc
 from export.recipes import Recipe
 from export.train import (
     Ema,
@@ -36,6 +35,7 @@ from export.train import (
     seed_everything,
     to_tensor,
 )
+from kiosk.stats import auc
 
 Log = Callable[[str], None]
 

@@ -205,7 +205,7 @@ def test_like_eyepacs_256_squashes_a_camera_photograph_and_leaves_a_copy_alone()
 
 
 def test_platt_offset_recovers_a_known_logit_shift() -> None:
-    from export.metrics import fit_platt, sigmoid
+    from kiosk.stats import fit_platt, sigmoid
 
     rng = np.random.default_rng(7)
     logits = rng.normal(-6.0, 4.0, 4000)

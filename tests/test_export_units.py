@@ -11,10 +11,10 @@ from conftest import shared
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engines.bundle import load_bundle
-from export import metrics as m
 from export.data import kermany_patient, split_patients
 from export.errors import ExportError
 from export.signing import generate_key, load_private_key, public_key_text, sign
+from kiosk import stats as m
 from kiosk.errors import BundleError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "export" / "examples" / "third-party-cxr.toml"

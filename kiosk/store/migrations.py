@@ -117,5 +117,21 @@ _V4 = [
         updated TEXT NOT NULL)""",
 ]
 
+#: Site validation and surveillance (issue 16.2, 16.3): labelled sets' reports and referral
+#: outcomes. (Owned by the site-validation work; filled in by it.)
+_V5: list[str] = []
+
+#: Shadow mode and change control (issue 16.4): a candidate model's results, never shown to staff.
+#: (Owned by the shadow-mode work; filled in by it.)
+_V6: list[str] = []
+
+#: Fleet metrics (issue 16.5): aggregate reports that leave through the outbox.
+#: (Owned by the fleet-metrics work; filled in by it.)
+_V7: list[str] = []
+
+#: One screening per tap (issue 14.3): form tokens kept across restarts.
+#: (Owned by the web-app work; filled in by it.)
+_V8: list[str] = []
+
 #: Every migration, oldest first; index + 1 is the schema version it brings the store to.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
