@@ -7,6 +7,9 @@ from typing import Literal
 
 import numpy as np
 
+from kiosk.pixels import as_rgb
+from kiosk.pixels.fov import FieldOfView, find_field_of_view
+
 #: What an image shows, as far as intake can tell: a fundus photograph or a chest film.
 ImageKind = Literal["fundus", "cxr"]
 
@@ -27,11 +30,24 @@ class Image:
     laterality: Literal["L", "R"] | None = None
     meta: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _fov: tuple[np.ndarray, FieldOfView | None] | None = field(default=None, init=False,
+                                                              repr=False, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:
         """(rows, columns) of the decoded pixels."""
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+    def field_of_view(self) -> FieldOfView | None:
+        """The fundus field-of-view circle in these pixels (None when no disc is found).
+
+        Found once per pixel array: quality, preprocessing and the heat-map's frame all need it,
+        and finding it thrice cost 4 ms of a 30 ms fundus screening. A new array (``replace``
+        with other pixels, or assigning ``pixels``) is searched afresh.
+        """
+        if self._fov is None or self._fov[0] is not self.pixels:
+            self._fov = (self.pixels, find_field_of_view(as_rgb(self.pixels)))
+        return self._fov[1]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from typing import Any
 import cv2
 
 from kiosk.domain import Image
-from kiosk.pixels import as_rgb
-from kiosk.pixels.fov import find_field_of_view
 
 #: Words in a file name that say which eye a photograph shows.
 LATERALITY_WORDS = {"left": "L", "os": "L", "right": "R", "od": "R"}
@@ -48,8 +46,7 @@ def network_box(image: Image, spec: dict[str, Any]) -> tuple[int, int, int, int]
     steps = [s for s in spec.get("steps", []) if s.get("op") == "fundus_crop"]
     if not steps:
         return None
-    pixels = image.pixels
-    fov = find_field_of_view(as_rgb(pixels))
+    fov = image.field_of_view()
     if fov is None:
         return None
     half = fov.radius * (1.0 + float(steps[0].get("margin", 0.0)))

@@ -32,7 +32,7 @@ class Canvas:
 def _fundus_crop(canvas: Canvas, step: dict[str, Any]) -> Canvas:
     """Crop a square around the field-of-view disc (black where it leaves the frame)."""
     rgb = as_rgb(canvas.pixels)
-    fov = find_field_of_view(rgb)
+    fov = canvas.fov or find_field_of_view(rgb)
     if fov is None:
         # No disc found (quality will usually have refused it): use the centred square.
         h, w = rgb.shape[:2]
@@ -62,7 +62,7 @@ def _like_eyepacs_256(canvas: Canvas, step: dict[str, Any]) -> Canvas:
     h, w = canvas.pixels.shape[:2]
     if max(h, w) <= size * float(step.get("max_ratio", 1.25)):
         return canvas
-    rgb = _fundus_crop(Canvas(as_rgb(canvas.pixels)), {"margin": 0.0}).pixels
+    rgb = _fundus_crop(Canvas(as_rgb(canvas.pixels), canvas.fov), {"margin": 0.0}).pixels
     if step.get("equalise", True):
         channels = [cv2.equalizeHist(np.ascontiguousarray(rgb[:, :, c])) for c in range(3)]
         rgb = np.stack(channels, axis=-1)
@@ -165,9 +165,12 @@ def check_spec(spec: dict[str, Any]) -> None:
         raise BundleError("scale.std must be positive")
 
 
-def render(pixels: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Apply every step but the final ``scale``: uint8 (size, size, channels) pixels."""
-    canvas = Canvas(np.ascontiguousarray(pixels))
+def render(pixels: np.ndarray, spec: dict[str, Any], fov: FieldOfView | None = None) -> np.ndarray:
+    """Apply every step but the final ``scale``: uint8 (size, size, channels) pixels.
+
+    ``fov``, when the caller already found the field of view in ``pixels``, saves finding it again.
+    """
+    canvas = Canvas(np.ascontiguousarray(pixels), fov)
     for step in spec["steps"][:-1]:
         canvas = STEPS[step["op"]](canvas, step)
     size = int(spec["size"])
@@ -188,7 +191,9 @@ def scale(rendered: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 def prepare(image: Image, spec: dict[str, Any]) -> np.ndarray:
     """[C, H, W] float32 for one image, as the manifest's ``input`` describes."""
-    return scale(render(image.pixels, spec), spec)
+    first = spec["steps"][0].get("op")
+    fov = image.field_of_view() if first in ("like_eyepacs_256", "fundus_crop") else None
+    return scale(render(image.pixels, spec, fov), spec)
 
 
 def prepare_batch(images: Sequence[Image], spec: dict[str, Any]) -> np.ndarray:

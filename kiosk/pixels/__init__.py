@@ -27,17 +27,31 @@ def as_rgb(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
 
 
+def brightest(pixels: np.ndarray) -> np.ndarray:
+    """The (H, W) largest channel of (H, W, C) pixels.
+
+    Channel by channel with ``np.maximum``: numpy's ``max(axis=2)`` reduces over an axis of three
+    one pixel at a time, about 20 times slower (7 ms of a 40 ms fundus screening).
+    """
+    return np.maximum.reduce([pixels[:, :, c] for c in range(pixels.shape[2])])
+
+
+def darkest(pixels: np.ndarray) -> np.ndarray:
+    """The (H, W) smallest channel of (H, W, C) pixels (see ``brightest``)."""
+    return np.minimum.reduce([pixels[:, :, c] for c in range(pixels.shape[2])])
+
+
 def saturation(pixels: np.ndarray) -> float:
     """Mean colour saturation (channel spread over brightest channel) of the lit pixels."""
     if pixels.ndim != 3:
         return 0.0
     step = max(1, max(pixels.shape[:2]) // 256)
-    sample = pixels[::step, ::step].astype(np.float32)
-    brightest = sample.max(axis=2)
-    lit = brightest > 12
+    sample = pixels[::step, ::step]
+    high = brightest(sample).astype(np.float32)
+    lit = high > 12
     if not lit.any():
         return 0.0
-    return float(((brightest - sample.min(axis=2))[lit] / brightest[lit]).mean())
+    return float(((high - darkest(sample))[lit] / high[lit]).mean())
 
 
-__all__ = ["MIN_SATURATION", "as_grey", "as_rgb", "saturation"]
+__all__ = ["MIN_SATURATION", "as_grey", "as_rgb", "brightest", "darkest", "saturation"]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kiosk.pixels import brightest
+
 #: Work at about this many pixels across: the circle fit needs no more, and it keeps this fast.
 WORK_SIZE = 256
 
@@ -31,7 +33,7 @@ class FieldOfView:
 
 def retina_mask(rgb: np.ndarray, threshold: int | None = None) -> np.ndarray:
     """Pixels brighter than the black frame, with holes filled and specks removed."""
-    grey = rgb.max(axis=2) if rgb.ndim == 3 else rgb
+    grey = brightest(rgb) if rgb.ndim == 3 else rgb
     grey = cv2.GaussianBlur(grey, (5, 5), 0)
     if threshold is None:
         # The frame is near-black but JPEG noise lifts it; the retina's red channel is far above.

@@ -27,7 +27,7 @@ def assess(image: Image) -> QualityReport:
             return QualityReport(False, (QualityReason(
                 "not_a_fundus_photo", "This is a grey picture, not a colour fundus photograph: "
                 "check the right image was chosen."),), {})
-        return assess_fundus(rgb)
+        return assess_fundus(rgb, image.field_of_view())
     if image.kind == "cxr":
         return assess_chest(as_grey(pixels))
     raise QualityError("The kind of image (fundus or chest) is not known, so its quality cannot "

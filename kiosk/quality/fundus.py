@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from kiosk.domain import QualityReason, QualityReport
-from kiosk.pixels.fov import FieldOfView, find_field_of_view
+from kiosk.pixels.fov import FieldOfView
 
 #: Measures are taken with the field-of-view disc resized to this many pixels across.
 DISC_DIAMETER = 256
@@ -71,9 +71,11 @@ def geometry_measures(rgb: np.ndarray, fov: FieldOfView) -> dict[str, float]:
             "disc_radius": fov.radius / min(height, width)}
 
 
-def assess_fundus(rgb: np.ndarray) -> QualityReport:
-    """Is this fundus photograph gradable, and if not, what should the nurse do?"""
-    fov = find_field_of_view(rgb) if rgb.ndim == 3 else None
+def assess_fundus(rgb: np.ndarray, fov: FieldOfView | None) -> QualityReport:
+    """Is this fundus photograph gradable, and if not, what should the nurse do?
+
+    ``fov`` is the field of view found in ``rgb`` (``Image.field_of_view``), None when none was.
+    """
     if fov is None:
         return QualityReport(False, (_reason("no_field_of_view"),), {})
     measures = geometry_measures(rgb, fov)
