@@ -119,7 +119,36 @@ _V4 = [
 
 #: Site validation and surveillance (issue 16.2, 16.3): labelled sets' reports and referral
 #: outcomes. (Owned by the site-validation work; filled in by it.)
-_V5: list[str] = []
+_V5: list[str] = [
+    # One row per validation run: figures only (counts, AUC, intervals, the proposal), never a
+    # patient; ``applied`` / ``withdrawn`` say when an admin put its threshold in force or undid it.
+    """CREATE TABLE site_validations (
+        id INTEGER PRIMARY KEY,
+        task TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('folder', 'sign_offs')),
+        created TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        report_json TEXT NOT NULL,
+        applied TEXT,
+        applied_by TEXT,
+        withdrawn TEXT,
+        withdrawn_by TEXT)""",
+    "CREATE INDEX site_validations_task ON site_validations (task, applied)",
+    # What became of a screened patient later (the specialist's finding), one per screening.
+    """CREATE TABLE referral_outcomes (
+        screening_id INTEGER PRIMARY KEY REFERENCES screenings (id),
+        outcome TEXT NOT NULL CHECK (outcome IN ('disease', 'no_disease')),
+        note TEXT NOT NULL,
+        entered TEXT NOT NULL,
+        actor TEXT NOT NULL)""",
+    # Surveillance alarms already raised (audited once each, not on every page view).
+    """CREATE TABLE surveillance_alarms (
+        key TEXT PRIMARY KEY,
+        raised TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+]
 
 #: Shadow mode and change control (issue 16.4): a candidate model's results, never shown to staff.
 #: (Owned by the shadow-mode work; filled in by it.)
