@@ -88,7 +88,8 @@ class Keeper(Protocol):
     def save_image(self, data: bytes, suffix: str) -> str: ...
     def record_screening(self, patient_id: int, results: list[Result], *, actor: str,
                          image_shas: list[str], heatmap_shas: list[str | None],
-                         films: list[ReceivedFilm] | None = None) -> Screening: ...
+                         films: list[ReceivedFilm] | None = None,
+                         form_token: str | None = None) -> Screening: ...
 
 
 def gradable(result: Result) -> bool:
@@ -129,9 +130,10 @@ def screen_files(pipeline: Pipeline, files: Sequence[tuple[bytes, str]], *, task
 
 
 def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str,
-           films: list[ReceivedFilm] | None = None) -> Screening:
+           films: list[ReceivedFilm] | None = None, form_token: str | None = None) -> Screening:
     """Keep the images and heat-maps, and record one screening of the visit (with the received
-    films it was made of, so that they are known in the same transaction)."""
+    films it was made of and the capture form's token, so that they are known in the same
+    transaction)."""
     image_shas = [store.save_image(item.data, suffix_of(item.data, item.name))
                   for item in screened.offered]
     shas: list[str] = []
@@ -142,7 +144,7 @@ def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str,
             png = outcome.heatmap_png
             heatmaps.append(store.save_image(png, ".png") if png else None)
     return store.record_screening(patient_id, screened.results, actor=actor, image_shas=shas,
-                                  heatmap_shas=heatmaps, films=films)
+                                  heatmap_shas=heatmaps, films=films, form_token=form_token)
 
 
 def already_screened(store: Store, image_sha: str) -> int | None:

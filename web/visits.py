@@ -9,10 +9,7 @@ patient) must be confirmed by the nurse before anything is recorded.
 from __future__ import annotations
 
 import secrets
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 from flask import redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
@@ -22,6 +19,7 @@ from flask_login import current_user
 from kiosk import visit
 from kiosk.domain import ImageKind
 from kiosk.errors import KioskError
+from kiosk.store import form_tokens
 from kiosk.visit import Offered, Screened
 from web import checks, kept, words
 from web.capture import Retake, gate, retakes
@@ -39,40 +37,6 @@ MISSING_REASONS = {
 #: Photos that passed the gate in this session (their sha256), so they are not sent twice.
 CHECKED_KEY = "checked_uploads"
 MAX_CHECKED = 16
-
-
-class Submissions:
-    """Capture forms already sent, by their token: a second tap waits for the first and goes
-    to the same screening (one kiosk process; the last few hundred tokens are remembered)."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._lock = threading.Lock()
-        self._busy: dict[str, threading.Lock] = {}
-        self._done: OrderedDict[str, int] = OrderedDict()
-        self._size = size
-
-    @contextmanager
-    def once(self, token: str) -> Iterator[int | None]:
-        """Hold the token while a visit is screened; yields the screening it already made."""
-        if not token:
-            yield None
-            return
-        with self._lock:
-            held = self._busy.setdefault(token, threading.Lock())
-        with held:
-            yield self._done.get(token)
-
-    def done(self, token: str, screening_id: int) -> None:
-        """Remember which screening this form made."""
-        if token:
-            with self._lock:
-                self._done[token] = screening_id
-                self._busy.pop(token, None)
-                while len(self._done) > self._size:
-                    self._done.popitem(last=False)
-
-
-SUBMISSIONS = Submissions()
 
 
 def offered_from_request(fields: Mapping[str, tuple[ImageKind, str | None]]) -> list[Offered]:
@@ -129,18 +93,28 @@ def capture_page(patient_id: int, *, retakes: list[Retake] | None = None, proble
 
 
 def gate_and_screen(patient_id: int, offered: list[Offered]) -> ResponseReturnValue:
-    """Screen and record a visit once, or send the capture page back with what to do."""
-    token = request.form.get("visit_token", "")[:64]
-    with SUBMISSIONS.once(f"{patient_id}:{token}" if token else "") as earlier:
-        if earlier is not None:
-            return redirect(url_for("results.result", screening_id=earlier))
-        answer, screening_id = _screen_visit(patient_id, offered)
-        if screening_id is not None:
-            SUBMISSIONS.done(f"{patient_id}:{token}" if token else "", screening_id)
-        return answer
+    """Screen and record a visit once, or send the capture page back with what to do.
+
+    The form's token is claimed in the store, so a second tap, another web worker or a
+    restarted kiosk goes to the screening the first tap made (``kiosk.store.form_tokens``).
+    """
+    sent = request.form.get("visit_token", "")[:64]
+    token = f"{patient_id}:{sent}" if sent else None
+    db = services().store.db
+    earlier = form_tokens.claim(db, token) if token else None
+    if earlier is not None:
+        return redirect(url_for("results.result", screening_id=earlier))
+    screening_id = None
+    try:
+        answer, screening_id = _screen_visit(patient_id, offered, token)
+    finally:
+        if token and screening_id is None:  # sent back (or failed): the corrected form may use it
+            form_tokens.release(db, token)
+    return answer
 
 
-def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseReturnValue, int | None]:
+def _screen_visit(patient_id: int, offered: list[Offered],
+                  token: str | None) -> tuple[ResponseReturnValue, int | None]:
     """The visit's steps in the safety order; (the answer, the screening recorded if any)."""
     svc = services()
     patient = svc.store.get_patient(patient_id)  # NotFoundError before any work
@@ -165,7 +139,8 @@ def _screen_visit(patient_id: int, offered: list[Offered]) -> tuple[ResponseRetu
     if warned is not None:
         return warned, None
     visit.note_missing(screened, missing_reasons())
-    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
+    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username,
+                             form_token=token)
     kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id)), screening.id
 

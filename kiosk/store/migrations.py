@@ -160,7 +160,16 @@ _V7: list[str] = []
 
 #: One screening per tap (issue 14.3): form tokens kept across restarts.
 #: (Owned by the web-app work; filled in by it.)
-_V8: list[str] = []
+_V8: list[str] = [
+    # A capture form's token, claimed when its first tap is screened and bound to the screening
+    # it made in the same transaction as that screening: a second tap, a second web worker or a
+    # restarted kiosk finds it here and shows that screening instead of recording another.
+    """CREATE TABLE form_tokens (
+        token TEXT PRIMARY KEY,
+        screening_id INTEGER REFERENCES screenings (id),
+        created TEXT NOT NULL)""",
+    "CREATE INDEX form_tokens_created ON form_tokens (created)",
+]
 
 #: Every migration, oldest first; index + 1 is the schema version it brings the store to.
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]

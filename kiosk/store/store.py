@@ -14,7 +14,7 @@ from kiosk.errors import NotFoundError, StoreError
 from kiosk.names import PersonName
 from kiosk.result import Result
 from kiosk.store import audit as audit_log
-from kiosk.store import images, outbox, records
+from kiosk.store import form_tokens, images, outbox, records
 from kiosk.store.db import Database, to_text, utc_now
 from kiosk.store.models import (
     AuditEntry,
@@ -128,9 +128,11 @@ class Store:
 
     def record_screening(self, patient_id: int, results: list[Result], *, actor: str,
                          image_shas: list[str], heatmap_shas: list[str | None],
-                         films: list[ReceivedFilm] | None = None) -> Screening:
-        """Save a screening, its results, its outbox items and the received films it was made
-        of in one transaction (so a crash cannot leave a screened film unknown)."""
+                         films: list[ReceivedFilm] | None = None,
+                         form_token: str | None = None) -> Screening:
+        """Save a screening, its results, its outbox items, the received films it was made of
+        and the capture form's token in one transaction (so a crash cannot leave a screened film
+        unknown, nor a recorded visit whose form could record it again)."""
         images.check_free_space(self.config.data_dir, SCREENING_BYTES,
                                 self.config.min_free_disk_mb)
         for sha in [*image_shas, *(h for h in heatmap_shas if h)]:
@@ -140,6 +142,8 @@ class Store:
                 conn, patient_id, results, actor, image_shas, heatmap_shas
             )
             records.insert_received_films(conn, screening_id, films or [])
+            if form_token:
+                form_tokens.bind(conn, form_token, screening_id)
             screening = records.get_screening(conn, screening_id)
             outbox.enqueue(conn, screening_id, screening.uid, self.destinations, "preliminary")
             audit_log.append(conn, actor, "screening.record", patient_id=patient_id,
