@@ -19,8 +19,9 @@ from kiosk.pipeline import Pipeline
 
 RESULT_KEYS = {"input", "task", "verdict", "score", "findings", "quality", "model", "backend",
                "laterality", "priority", "timings_ms", "warnings", "error"}
-#: What a screened result adds: the image kind, the task's title, its referral and its codes.
-SCREENED_KEYS = RESULT_KEYS | {"kind", "title", "referral", "codes"}
+#: What a screened result adds: the image kind, the task's title, its referral, its codes and
+#: the image's input features (for drift alarms).
+SCREENED_KEYS = RESULT_KEYS | {"kind", "title", "referral", "codes", "inputs"}
 TIMINGS = {"decode", "quality", "preprocess", "infer", "total"}
 
 
