@@ -38,15 +38,6 @@ class QualityResult(TypedDict):
     measures: dict[str, float]
 
 
-class SiteCalibration(TypedDict):
-    """The threshold a clinic measured on its own labelled images (kiosk.lifecycle.validation)."""
-
-    date: str
-    n_positive: int
-    n_negative: int
-    threshold: float
-
-
 class ModelRef(TypedDict):
     """The exact bundle that produced a result, and the patients it was trained for."""
 
@@ -56,8 +47,6 @@ class ModelRef(TypedDict):
     title: NotRequired[str]
     population: NotRequired[dict[str, Any] | None]
     operating_point: NotRequired[str | None]
-    #: Set when the operating point is the one calibrated at this site.
-    site_calibration: NotRequired[SiteCalibration]
 
 
 class Referral(TypedDict):
@@ -142,6 +131,9 @@ class Result(TypedDict):
     #: The DICOM film screened (its study, series and SOP instance UIDs, accession number), so
     #: that every writer can point back to it.
     source: NotRequired[SourceRef]
+    #: The image's input features (kiosk.pixels.features), which drift alarms compare with the
+    #: bundle's reference: brightness, contrast, sharpness, fov, width, height, device.
+    inputs: NotRequired[dict[str, float | str]]
 
 
 def film_sources(results: list[Result]) -> list[SourceRef]:
@@ -172,8 +164,4 @@ def model_words(result: Result) -> str:
         line += f", trained on {population['description']}"
     if model.get("operating_point"):
         line += f"; operating point: {model['operating_point']}"
-    site = model.get("site_calibration")
-    if site:
-        line += (f", calibrated at this site on {site['date']}, "
-                 f"n = {site['n_positive'] + site['n_negative']}")
     return line
