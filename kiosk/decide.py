@@ -18,6 +18,8 @@ from kiosk.result import FindingResult, Result
 from kiosk.tasks import Population
 
 REFERABLE, NON_REFERABLE, UNGRADABLE, RETAKE = "referable", "non_referable", "ungradable", "retake"
+#: The named operating point of a threshold calibrated at this site (kiosk.lifecycle.validation).
+SITE_POINT = "site"
 
 #: Triage rank of urgent chest findings (higher is seen first); other urgent findings rank 2,
 #: other referable findings 1, nothing positive 0. A manifest finding may set "priority" itself.
@@ -113,6 +115,25 @@ def at_point(spec: dict[str, Any], point: str | None) -> dict[str, Any]:
     if not named:
         return spec
     return {**spec, "threshold": named["threshold"], "operating_point": named}
+
+
+def with_point(manifest: dict[str, Any], name: str, point: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the manifest with one more named operating point (a threshold set at a site).
+
+    Its threshold applies to every referable finding, so an image is referable exactly when its
+    score (the highest referable probability) reaches it, which is what a site's labelled set
+    measured; other findings keep the bundle's default point. The manifest itself is untouched.
+    """
+    default = default_point(manifest)
+    findings = []
+    for spec in manifest["findings"]:
+        points = dict(spec.get("operating_points") or {})
+        if spec.get("referable", True):
+            points[name] = point
+        else:
+            points[name] = points.get(default or "", {"threshold": spec["threshold"]})
+        findings.append({**spec, "operating_points": points})
+    return {**manifest, "findings": findings}
 
 
 def findings_for(probs: np.ndarray, manifest: dict[str, Any], prevalence: float,

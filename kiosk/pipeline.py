@@ -32,12 +32,14 @@ from kiosk.intake.dicom import age_in_years
 from kiosk.pixels.features import features_of
 from kiosk.preprocess import prepare_batch
 from kiosk.quality import assess
-from kiosk.result import PatientRule, Result, source_of
+from kiosk.result import PatientRule, Result, SiteCalibration, source_of
 from kiosk.sandbox import SandboxedIntake
 from kiosk.tasks import Task, describe
 
 log = logging.getLogger(__name__)
 
+#: The name of the operating point a clinic calibrated on its own labelled images.
+SITE_POINT = decide.SITE_POINT
 #: Decode at least this many pixels on the shorter side: quality measures work at ~256 px.
 QUALITY_SIDE = 256
 #: What each kind of image is, in a sentence.
@@ -98,6 +100,8 @@ class Pipeline:
                             for name, task in self._tasks.items()}
         self._points: dict[str, str | None] = {name: decide.default_point(m.bundle.manifest)
                                                for name, m in models.items()}
+        #: Operating points calibrated at this site (kiosk.lifecycle.validation), by task.
+        self._site: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> Pipeline:
@@ -138,8 +142,25 @@ class Pipeline:
         return self._points[task]
 
     def operating_points(self, task: str) -> list[str]:
-        """The bundle's named operating points (none when it ships a single threshold)."""
-        return decide.point_names(self.models[task].bundle.manifest)
+        """The bundle's named operating points, and "site" when one was calibrated here."""
+        return decide.point_names(self.manifest(task))
+
+    def set_site_point(self, task: str, point: dict[str, Any] | None) -> None:
+        """Offer a threshold calibrated at this site as the named point "site" and use it, or
+        withdraw it (None: the bundle's default point is used again)."""
+        if point is None:
+            self._site.pop(task, None)
+            if self._points[task] == SITE_POINT:
+                self._points[task] = decide.default_point(self.models[task].bundle.manifest)
+            return
+        self._site[task] = dict(point)
+        self._points[task] = SITE_POINT
+
+    def manifest(self, task: str) -> dict[str, Any]:
+        """The task's manifest, with the site's operating point added when there is one."""
+        manifest = self.models[task].bundle.manifest
+        site = self._site.get(task)
+        return manifest if site is None else decide.with_point(manifest, SITE_POINT, site)
 
     def set_operating_point(self, task: str, name: str) -> None:
         """Use another of the bundle's named operating points (the admin chose it)."""
@@ -303,6 +324,11 @@ class Pipeline:
         if film is not None:
             result["source"] = film
         result["inputs"] = features_of(image)
+        site = self._site.get(task)
+        if site is not None and self._points[task] == SITE_POINT and result["model"] is not None:
+            result["model"]["site_calibration"] = SiteCalibration(
+                date=str(site["calibrated"]), n_positive=int(site["n_positive"]),
+                n_negative=int(site["n_negative"]), threshold=float(site["threshold"]))
         return result
 
     def _infer(self, batch: list[_Staged], heatmap: bool) -> None:
@@ -330,7 +356,7 @@ class Pipeline:
     def _decide(self, staged: _Staged, model: Model, outputs: dict[str, np.ndarray], index: int,
                 heatmap: bool) -> None:
         """Findings, verdict, priority and heat-map for one image of a batch."""
-        manifest = model.bundle.manifest
+        manifest = self.manifest(staged.task)
         point = self._points[staged.task]
         logits = outputs[model.bundle.output_names[0]][index]
         probs = decide.probabilities(logits[None, :], manifest)[0]

@@ -38,6 +38,15 @@ class QualityResult(TypedDict):
     measures: dict[str, float]
 
 
+class SiteCalibration(TypedDict):
+    """The threshold a clinic measured on its own labelled images (kiosk.lifecycle.validation)."""
+
+    date: str
+    n_positive: int
+    n_negative: int
+    threshold: float
+
+
 class ModelRef(TypedDict):
     """The exact bundle that produced a result, and the patients it was trained for."""
 
@@ -47,6 +56,8 @@ class ModelRef(TypedDict):
     title: NotRequired[str]
     population: NotRequired[dict[str, Any] | None]
     operating_point: NotRequired[str | None]
+    #: Set when the operating point is the one calibrated at this site.
+    site_calibration: NotRequired[SiteCalibration]
 
 
 class Referral(TypedDict):
@@ -164,4 +175,8 @@ def model_words(result: Result) -> str:
         line += f", trained on {population['description']}"
     if model.get("operating_point"):
         line += f"; operating point: {model['operating_point']}"
+    site = model.get("site_calibration")
+    if site:
+        line += (f", calibrated at this site on {site['date']}, "
+                 f"n = {site['n_positive'] + site['n_negative']}")
     return line

@@ -185,3 +185,30 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     tp = np.concatenate([[0], np.cumsum(labels[order])])
     fp = np.concatenate([[0], np.cumsum(~labels[order])])
     return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
+
+
+def positives_needed(target: float, z: float = 1.959964) -> int:
+    """The fewest positives whose sensitivity's Wilson lower bound can reach ``target`` at all
+    (every one found): below it, no threshold can be shown to meet the target."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"a target sensitivity lies between 0 and 1, got {target}")
+    n = 1
+    while wilson(n, n, z)[0] < target:
+        n += 1
+    return n
+
+
+def threshold_for_sensitivity_bound(labels: np.ndarray, probabilities: np.ndarray,
+                                    target: float) -> float | None:
+    """The highest threshold whose sensitivity's Wilson 95% LOWER bound reaches ``target``.
+
+    Stricter than :func:`threshold_for_sensitivity` (the point estimate): on a small set the
+    threshold falls until the interval, not just the estimate, clears the target. None when even
+    a threshold that finds every positive cannot (too few positives).
+    """
+    positives = np.sort(np.asarray(probabilities)[np.asarray(labels).astype(bool)])[::-1]
+    total = len(positives)
+    for found in range(1, total + 1):
+        if wilson(found, total)[0] >= target:
+            return float(positives[found - 1])
+    return None

@@ -19,6 +19,7 @@ from kiosk.config import Config
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError, KioskError
 from kiosk.intake import sniff_format
+from kiosk.lifecycle import validation
 from kiosk.pipeline import ImageOutcome, Pipeline
 from kiosk.result import Result
 from kiosk.store import ReceivedFilm, Screening, Store
@@ -244,7 +245,8 @@ def setting_name(what: str, task: str) -> str:
 
 
 def apply_settings(store: Store, pipeline: Pipeline) -> None:
-    """Give the pipeline what the admin set for each loaded task: prevalence, operating point."""
+    """Give the pipeline what the admin set for each loaded task: prevalence, operating point,
+    and a threshold calibrated at this site (kiosk/lifecycle/validation.py)."""
     for task in pipeline.tasks():
         legacy = "prevalence_" + task.replace("-", "_")  # the name stores used before 2026-12
         prevalence = store.get_setting(setting_name("prevalence", task)) or store.get_setting(legacy)
@@ -253,6 +255,7 @@ def apply_settings(store: Store, pipeline: Pipeline) -> None:
         point = store.get_setting(setting_name("operating_point", task))
         if point is not None and point in pipeline.operating_points(task):
             pipeline.set_operating_point(task, point)
+    validation.put_in_force(store, pipeline)  # a site-calibrated threshold outranks the bundle's
 
 
 class LazyPipeline:

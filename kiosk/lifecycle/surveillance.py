@@ -29,7 +29,7 @@ from typing import Any
 
 from engines.bundle import MANIFEST, find_bundles
 from kiosk.config import Config
-from kiosk.decide import NON_REFERABLE, REFERABLE, UNGRADABLE, combine
+from kiosk.decide import NON_REFERABLE, REFERABLE, SITE_POINT, UNGRADABLE, combine
 from kiosk.result import Result
 from kiosk.stats import wilson
 from kiosk.store import Store
@@ -38,8 +38,6 @@ from kiosk.store import lifecycle as kept
 
 #: The estimates the card gives an interval for, and so the ones that can raise an alarm.
 WATCHED = ("sensitivity", "specificity")
-#: The name the pipeline gives a threshold calibrated at this site (kiosk.lifecycle.validation).
-SITE_POINT = "site"
 
 Key = tuple[str, str, str, str]  # task, version, sha256, operating point ("" when none)
 
@@ -63,17 +61,17 @@ class Tally:
             self.signed += 1
             self.agreed += int(call == verdict)
         self.outcomes += int(outcome is not None)
-        truth = _truth(verdict, outcome)
-        if truth is None:
+        has_it = truth(verdict, outcome)
+        if has_it is None:
             return
         positive = call == REFERABLE
-        self.tp += int(positive and truth)
-        self.fp += int(positive and not truth)
-        self.tn += int(not positive and not truth)
-        self.fn += int(not positive and truth)
+        self.tp += int(positive and has_it)
+        self.fp += int(positive and not has_it)
+        self.tn += int(not positive and not has_it)
+        self.fn += int(not positive and has_it)
 
 
-def _truth(verdict: str | None, outcome: str | None) -> bool | None:
+def truth(verdict: str | None, outcome: str | None) -> bool | None:
     """Whether the patient has it: the referral's outcome, else the clinician's verdict."""
     if outcome is not None:
         return outcome == "disease"
@@ -115,9 +113,8 @@ def tally(store: Store) -> dict[Key, Tally]:
     with store.db.read() as conn:
         decided = kept.decided_screenings(conn)
     for row in decided:
-        results: list[Result] = json.loads(row["results"])
         verdict = row["verdict"] if row["decision"] is not None else None
-        for key, call in model_calls(results).items():
+        for key, call in model_calls(kept.results_of(row)).items():
             tallies.setdefault(key, Tally()).add(call, verdict, row["outcome"])
     return tallies
 

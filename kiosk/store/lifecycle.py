@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiosk.errors import NotFoundError, StoreError
+from kiosk.result import Result
 from kiosk.store.db import to_text, utc_now
 
 #: What a referral found later: the disease the model screens for, or not.
@@ -132,17 +133,24 @@ def get_outcome(conn: sqlite3.Connection, screening_id: int) -> dict[str, str] |
 def decided_screenings(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """Every screening a clinician signed or whose referral outcome is known, with both.
 
-    Rows: ``results`` (a JSON list of the screening's results), ``decision``, ``verdict`` (the
-    clinician's), ``outcome`` (the referral's); no patient column is read.
+    Rows: ``results`` (a JSON list of the screening's results: :func:`results_of`),
+    ``decision``, ``verdict`` (the clinician's), ``outcome`` (the referral's) and the internal
+    ``patient_id`` (to keep a patient's eyes together when resampling); nothing that names anyone.
     """
     return conn.execute(
-        "SELECT s.id, (SELECT json_group_array(json(r.result_json)) FROM results r"
+        "SELECT s.id, s.patient_id, (SELECT json_group_array(json(r.result_json)) FROM results r"
         "  WHERE r.screening_id = s.id) AS results,"
         " o.decision, o.verdict, x.outcome"
         " FROM screenings s LEFT JOIN sign_offs o ON o.screening_id = s.id"
         " LEFT JOIN referral_outcomes x ON x.screening_id = s.id"
         " WHERE o.screening_id IS NOT NULL OR x.screening_id IS NOT NULL ORDER BY s.id"
     ).fetchall()
+
+
+def results_of(row: sqlite3.Row) -> list[Result]:
+    """The results of a row of :func:`decided_screenings`."""
+    results: list[Result] = json.loads(row["results"])
+    return results
 
 
 def raise_alarm(conn: sqlite3.Connection, key: str, detail: str) -> bool:
