@@ -112,6 +112,15 @@ def command_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_reference(args: argparse.Namespace) -> int:
+    """Add the input reference (drift alarms) to a shipped bundle as a new, re-signed patch version."""
+    from export.reference import add_reference
+
+    folder = add_reference(Path(args.bundle), Path(args.data), Path(args.out or Path(args.bundle).parent))
+    log_line(f"signed bundle written: {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one verb."""
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
@@ -163,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     wrap.add_argument("--out", required=True, help="folder to write the bundle into")
     wrap.add_argument("--key", help="signing key PEM (default: $KIOSK_SIGNING_KEY)")
     wrap.set_defaults(handler=command_wrap)
+    reference = verbs.add_parser("reference", help=command_reference.__doc__)
+    reference.add_argument("bundle", help="the bundle folder, e.g. models/fundus-dr-2.0.0")
+    reference.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder")
+    reference.add_argument("--out", help="folder to write the patch version into (default: beside it)")
+    reference.set_defaults(handler=command_reference)
     trt = verbs.add_parser("tensorrt", help=command_tensorrt.__doc__)
     trt.add_argument("bundle")
     trt.add_argument("--trusted-keys", default="models/trusted_keys")

@@ -181,11 +181,13 @@ def build_bundle(
     log: Log = print,
     task_info: dict[str, Any] | None = None,
     probe: Callable[[Dataset, np.ndarray], dict[str, Any]] | None = None,
+    input_reference: dict[str, Any] | None = None,
 ) -> Path:
     """Write, measure and sign the bundle ``out_root/<task>-<version>``; returns its folder.
 
     ``nets`` are the recipe's ensemble members; the graph shipped averages the combination of
     them and of up to ``recipe.views`` views that :func:`choose_graph` picks.
+    ``input_reference`` (export/reference.py) is stored in the manifest for drift alarms.
     """
     folder = fresh_folder(out_root / f"{recipe.task}-{recipe.version}")
     members = [n.float().eval() for n in (nets if isinstance(nets, list) else [nets])]
@@ -233,6 +235,8 @@ def build_bundle(
         add_task_sections(manifest, recipe, ev, (cal, cal_logits), (test, test_logits), task_info)
     if probe is not None:
         manifest["metrics"]["shortcut_probe"] = probe(test, ev.test_probabilities)
+    if input_reference is not None:
+        manifest["input_reference"] = input_reference
     if "ensemble" in notes:
         manifest["export"]["calibration_split_auc_by_graph"] = notes["ensemble"]["graphs"]
     notes = {
@@ -407,6 +411,7 @@ def retrain_command(recipe: Recipe, member: int, history: dict[str, Any]) -> str
 def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log: Log = print) -> Path:
     """Build the signed bundle of a reference model from its members' training checkpoints."""
     from export.provenance import describe_training, limitations_for, shift_probe, training_data_for
+    from export.reference import reference_for
     from export.taskinfo import chest_probe, task_info_for
 
     torch.set_num_threads(2)
@@ -447,6 +452,9 @@ def build_from_checkpoint(task: str, data_dir: Path, work: Path, out: Path, log:
         log=log,
         task_info=task_info_for(recipe.task) if recipe.backbone else None,
         probe=chest_probe(data_dir, recipe.seed) if recipe.task == "cxr-adult" else None,
+        input_reference=reference_for(
+            recipe, data_dir, "fundus" if recipe.task.startswith("fundus") else "cxr"
+        ),
     )
     log(f"signed bundle written: {folder}")
     return folder

@@ -185,10 +185,9 @@ def reference_bins(values: Sequence[float]) -> dict[str, list[Any]]:
     value and just above the largest (so values outside the reference's range fall in bins of
     their own), and the reference's counts in them."""
     data = np.asarray(values, dtype=np.float64)
-    cuts = [*np.quantile(data, QUANTILES).tolist(), data.min(), np.nextafter(data.max(), np.inf)]
-    edges = sorted({round(float(c), 6) for c in cuts})
-    if edges[-1] <= data.max():  # rounding fell back onto the largest value
-        edges[-1] = float(np.nextafter(data.max(), np.inf))
+    top = float(np.nextafter(data.max(), np.inf))
+    edges = sorted({float(c) for c in [*np.quantile(data, QUANTILES).tolist(), data.min()]})
+    edges = [e for e in edges if e < top] + [top]
     return {"edges": edges, "counts": binned(edges, data.tolist())}
 
 
