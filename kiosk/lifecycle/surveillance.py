@@ -32,7 +32,7 @@ from kiosk.config import Config
 from kiosk.decide import NON_REFERABLE, REFERABLE, SITE_POINT, UNGRADABLE, combine
 from kiosk.result import Result
 from kiosk.stats import wilson
-from kiosk.store import Store
+from kiosk.store import Store, records
 from kiosk.store import audit as audit_log
 from kiosk.store import lifecycle as kept
 
@@ -105,6 +105,24 @@ def summary(store: Store) -> list[dict[str, Any]]:
     rows = [_row(key, tallies[key], cards.get(key)) for key in sorted(tallies)]
     _remember_alarms(store, rows)
     return rows
+
+
+def enter_outcome(store: Store, screening_id: int, outcome: str, note: str, *, actor: str) -> None:
+    """Record what the referral of a screening found ("disease" / "no_disease"), audited.
+
+    Entered later by a clinician or an admin; it outranks the sign-off as the reference.
+    """
+    with store.db.write() as conn:
+        patient_id = records.get_screening(conn, screening_id).patient.id  # NotFoundError
+        kept.set_outcome(conn, screening_id, outcome, note, actor)
+        audit_log.append(conn, actor, "screening.referral_outcome", patient_id=patient_id,
+                         detail=f"screening {screening_id}: {outcome}")
+
+
+def outcome_of(store: Store, screening_id: int) -> dict[str, str] | None:
+    """The referral outcome entered for a screening (outcome, note, entered, actor), if any."""
+    with store.db.read() as conn:
+        return kept.get_outcome(conn, screening_id)
 
 
 def tally(store: Store) -> dict[Key, Tally]:
