@@ -1,6 +1,6 @@
 """Build TensorRT engines (FP16, and INT8 from the QDQ variant) for a bundle, cached and checked.
 
-Run on the device that will screen (``python -m export tensorrt models/fundus-dr-2.0.0``): an
+Run on the device that will screen (``python -m export tensorrt models/fundus-dr-2.0.1``): an
 engine is only valid for the GPU and TensorRT release that built it, so engines are cached under
 the kiosk's ``KIOSK_ENGINE_CACHE_DIR`` by (bundle sha256, GPU name, TensorRT version), exactly
 where ``engines/tensorrt_engine.py`` looks. TensorRT and cuda-python are imported only inside

@@ -17,7 +17,7 @@ from kiosk.preprocess import prepare
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 TRUSTED = MODELS / "trusted_keys"
-SHIPPED = ["fundus-dr-2.0.0", "cxr-pneumonia-1.0.0", "cxr-adult-1.0.0"]
+SHIPPED = ["fundus-dr-2.0.1", "cxr-pneumonia-1.0.0", "cxr-adult-1.0.1"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -46,7 +46,7 @@ def test_shipped_bundle_is_small_and_reports_metrics_with_intervals(name: str) -
 
 def test_fundus_model_scores_real_photographs_and_explains_them() -> None:
     folder = shared("fundus", "eyepacs-fullres")
-    bundle = load_bundle(MODELS / "fundus-dr-2.0.0", TRUSTED)
+    bundle = load_bundle(MODELS / "fundus-dr-2.0.1", TRUSTED)
     batch = []
     for name in ("10_left.jpeg", "16_left.jpeg"):  # ICDR 0 and ICDR 4
         rgb = cv2.cvtColor(cv2.imread(str(folder / name)), cv2.COLOR_BGR2RGB)

@@ -1,0 +1,1 @@
+BXnfJnUjRD8tvRBuqILxlMftNt8NUl5XO9qZQQqfc5sSYV/ScTnmfZUeJunM9sSU3n3WubwNNHaWdh8cSktbCw==

@@ -1,1 +1,0 @@
-eZbajnCXsuExUNjKaeft/Kpx0n+rr5uYoH9ofSUJAGQrYK6eS0nSUDOmYrgpcU90Ls7tXkrSvfUlx0i7Che4AA==
