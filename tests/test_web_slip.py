@@ -106,3 +106,38 @@ def test_every_line_stays_on_the_page(slip_pdf, tmp_path: Path) -> None:
     page_width = float(re.search(r'<page width="([\d.]+)"', boxes).group(1))  # type: ignore[union-attr]
     right_edges = [float(x) for x in re.findall(r'xMax="([\d.]+)"', boxes)]
     assert right_edges and max(right_edges) <= page_width - 10 * 72 / 25.4  # 10 mm margin
+
+
+def _pdf_string_bytes(literal: bytes) -> bytes:
+    """The bytes of a PDF literal string's body (octal and backslash escapes undone)."""
+    return re.sub(rb"\\([0-7]{1,3}|.)", lambda m: bytes([int(m.group(1), 8)])
+                  if m.group(1)[:1].isdigit() else m.group(1), literal, flags=re.S)
+
+
+def _harfbuzz_glyphs(text: str) -> list[int]:
+    """HarfBuzz's own glyphs for a Devanagari text in the slip's Noto font."""
+    import uharfbuzz as hb
+
+    path = slip_fonts.NOTO / slip_fonts.FILES["devanagari"][0]
+    font = hb.Font(hb.Face(hb.Blob.from_file_path(str(path))))
+    buffer = hb.Buffer()
+    buffer.add_str(text)
+    buffer.guess_segment_properties()
+    hb.shape(font, buffer, {})
+    return [info.codepoint for info in buffer.glyph_infos]
+
+
+def test_devanagari_conjuncts_are_printed_shaped(slip_pdf) -> None:
+    """राहुल शर्मा: हु and the reph of र्म are single joined glyphs, as HarfBuzz shapes them, and
+    the PDF still reads back as the letters (ActualText). Unshaped, each letter was its own
+    glyph and the conjuncts printed broken."""
+    pdf, _ = slip_pdf
+    spans = {bytes.fromhex(m.group(1).decode()).decode("utf-16-be"): m.group(2)
+             for m in re.finditer(rb"/ActualText <FEFF([0-9a-f]+)>>> BDC(.*?)EMC", pdf, re.S)}
+    run = next((text for text in spans if "शर्मा" in text), None)
+    assert run is not None, f"no shaped Devanagari run in the slip: {list(spans)}"
+    body = spans[run]
+    drawn = b"".join(_pdf_string_bytes(s[1:-1]) for s in
+                     re.findall(rb"\((?:\\.|[^\\)])*\)", body, re.S))
+    expected = _harfbuzz_glyphs(run)  # the bold face joins the same letters
+    assert len(drawn) == len(expected) < len(run), (run, drawn, expected)

@@ -4,7 +4,9 @@ The PDF's own Helvetica covers Western European text only; a Vietnamese, Devanag
 name printed with it comes out as boxes. Each run of text is drawn with a font that has its
 letters: Helvetica for plain Latin-1 (which also keeps such text searchable in the file), Noto
 Sans for other Latin (Vietnamese), Noto Sans Devanagari and Noto Sans Ethiopic (Debian's
-fonts-noto-core, installed by scripts/setup.sh), embedded in the PDF as subsets.
+fonts-noto-core, installed by scripts/setup.sh), embedded in the PDF as subsets. Runs in a Noto
+font are shaped by HarfBuzz (uharfbuzz), so Devanagari conjuncts and vowel signs print as the
+joined glyphs a reader expects, not as the broken letters of a one-glyph-per-letter layout.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfbase.ttfonts import ShapedStr, TTFont, shapeStr
 from reportlab.pdfgen.canvas import Canvas
 
 NOTO = Path("/usr/share/fonts/truetype/noto")
@@ -70,19 +72,36 @@ def font_name(script: str, bold: bool) -> str:
     return name
 
 
+def shaped(chunk: str, font: str, size: float) -> tuple[str, float]:
+    """The run as it is drawn (HarfBuzz's glyphs for an embedded font) and its width in points."""
+    if font.startswith("Helvetica"):
+        return chunk, pdfmetrics.stringWidth(chunk, font, size)
+    glyphs = shapeStr(chunk, font, size)
+    if isinstance(glyphs, ShapedStr):
+        return glyphs, sum(g.x_advance for g in glyphs.__shapeData__) * size / 1000
+    return chunk, pdfmetrics.stringWidth(chunk, font, size)
+
+
 def width(text: str, size: float, bold: bool = False) -> float:
     """The printed width of a text in points."""
-    return sum(pdfmetrics.stringWidth(chunk, font_name(script, bold), size)
-               for script, chunk in runs(text))
+    return sum(shaped(chunk, font_name(script, bold), size)[1] for script, chunk in runs(text))
 
 
 def draw(canvas: Canvas, x: float, y: float, text: str, size: float, bold: bool = False) -> None:
-    """Draw one line, each run in a font that has its letters."""
+    """Draw one line, each run in a font that has its letters, shaped."""
     for script, chunk in runs(text):
         font = font_name(script, bold)
-        canvas.setFont(font, size)
-        canvas.drawString(x, y, chunk)
-        x += pdfmetrics.stringWidth(chunk, font, size)
+        glyphs, advance = shaped(chunk, font, size)
+        line = canvas.beginText(x, y)
+        line.setFont(font, size)
+        line.textOut(glyphs)
+        if glyphs is chunk:
+            canvas.drawText(line)
+        else:  # joined glyphs have no letters of their own: the PDF says which letters they show
+            canvas.addLiteral(f"/Span <</ActualText <FEFF{chunk.encode('utf-16-be').hex()}>>> BDC")
+            canvas.drawText(line)
+            canvas.addLiteral("EMC")
+        x += advance
 
 
 def wrap(text: str, size: float, room: float, bold: bool = False) -> list[str]:
