@@ -347,7 +347,8 @@ def describe(ds: Dataset) -> dict[str, str]:
               "sop_uid": "SOPInstanceUID", "view_position": "ViewPosition",
               "patient_age": "PatientAge", "birth_date": "PatientBirthDate", "patient_sex": "PatientSex",
               "study_date": "StudyDate", "acquisition_date": "AcquisitionDate",
-              "accession_number": "AccessionNumber", "sop_class_uid": "SOPClassUID"}
+              "accession_number": "AccessionNumber", "sop_class_uid": "SOPClassUID",
+              "manufacturer": "Manufacturer", "device_model": "ManufacturerModelName"}
     meta = {key: str(ds.get(tag)).strip() for key, tag in fields.items() if ds.get(tag)}
     meta["transfer_syntax"] = str(ds.file_meta.TransferSyntaxUID)
     meta["format"] = "dicom"

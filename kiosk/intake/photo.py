@@ -32,6 +32,7 @@ def read_photo(data: bytes, fmt: str, *, source: str = "", kind_hint: ImageKind 
                 if fmt == "png":
                     check_expansion(len(data), opened)
                 pixels, bits, original, warning = _decode(opened, fmt, target_size, limits)
+                camera = _camera(opened)
         except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as exc:
             raise IntakeError(
                 "The image declares far more pixels than any camera delivers: refused as a "
@@ -40,7 +41,22 @@ def read_photo(data: bytes, fmt: str, *, source: str = "", kind_hint: ImageKind 
     notes = [warning] if warning else []
     notes += sorted({f"{fmt.upper()}: {w.message}" for w in caught})[:5]
     return Image(pixels=as_kind(pixels, kind), source=source, kind=kind, original_size=original,
-                 meta={"format": fmt, "bits": str(bits)}, warnings=notes)
+                 meta={"format": fmt, "bits": str(bits), **camera}, warnings=notes)
+
+
+#: EXIF tags naming the camera: Make and Model.
+EXIF_CAMERA = {"manufacturer": 0x010F, "device_model": 0x0110}
+
+
+def _camera(opened: PILImage.Image) -> dict[str, str]:
+    """The camera's maker and model from EXIF, when the file names them (drift alarms compare
+    the source device)."""
+    try:
+        exif = opened.getexif()
+        found = {key: str(exif.get(tag, "")).strip("\x00 ") for key, tag in EXIF_CAMERA.items()}
+    except Exception:  # a damaged EXIF block must not refuse a good picture
+        return {}
+    return {key: value[:64] for key, value in found.items() if value}
 
 
 #: Bytes per pixel of Pillow's modes once decoded (what a PNG expands to).
