@@ -10,7 +10,9 @@ from pathlib import Path
 from export.data import SHARED_DATA, WORK
 
 #: Recipes the CLI trains: the task ids, plus the from-scratch ones kept for comparison.
-RECIPE_NAMES = ("fundus-dr", "fundus-dr-b", "cxr-adult", "cxr-pneumonia", "fundus-dr-1.1")
+RECIPE_NAMES = (
+    "fundus-dr", "fundus-dr-b", "cxr-adult", "cxr-pneumonia", "cxr-pneumonia-1.1", "fundus-dr-1.1"
+)
 
 
 def log_line(text: str) -> None:
@@ -34,6 +36,13 @@ def command_train(args: argparse.Namespace) -> int:
     if recipe.backbone:
         from export.transfer import fine_tune, transfer_dir
 
+        raw = None
+        if recipe.film_shifts:  # the films before CLAHE, to draw film-level shifts from
+            from export.film_shift import raw_spec
+
+            spec = raw_spec(recipe.spec)
+            films = load_real(recipe.task, spec, recipe.seed, Path(args.data), fractions=recipe.fractions)
+            raw = films.part("train").images
         fine_tune(
             recipe,
             data,
@@ -43,6 +52,7 @@ def command_train(args: argparse.Namespace) -> int:
             log=log_line,
             budget_s=budget,
             threads=args.threads,
+            raw=raw,
         )
         return 0 if args.no_build else command_build(args)
     if not 0 <= args.member < recipe.members:

@@ -57,6 +57,18 @@ ADULT_CHEST_SPEC: dict[str, Any] = {
     ],
 }
 
+#: cxr-pneumonia 1.1: the Kermany films are 224 px already (no resampling); [-1, 1] for the backbone.
+PAEDIATRIC_CHEST_SPEC: dict[str, Any] = {
+    **CHEST_SPEC,
+    "size": 224,
+    "steps": [
+        {"op": "grey"},
+        {"op": "resize", "size": 224},
+        {"op": "clahe", "clip": 2.0, "tiles": 8},
+        {"op": "scale", "mean": [0.5], "std": [0.5]},
+    ],
+}
+
 MNIST_SPEC: dict[str, Any] = {
     "name": "image",
     "size": 28,
@@ -88,6 +100,11 @@ class Recipe:
     head_index: int = 0
     rotate: bool = True
     vflip: bool = True
+    #: Random left-right mirroring in training (off for films whose heart side is information).
+    hflip: bool = True
+    #: Film-level shifts (export/film_shift.py: crop, gamma, resolution loss, blur/sharpen, noise,
+    #: JPEG) applied to the file's pixels *before* the kiosk's preprocessing, in the cached views.
+    film_shifts: bool = False
     #: Seed of the patient split (fixed for every member) and of the first member's training.
     seed: int = 2026
     #: Networks trained independently (seeds seed, seed + 1, ...) and averaged in the shipped graph.
@@ -225,6 +242,28 @@ RECIPES: dict[str, Recipe] = {
         version="0.0.1",
     ),
 }
+
+#: The paediatric model retrained from ImageNet weights with augmentation aimed at the shifts
+#: between hospitals (exposure, detector resolution, processing, compression, framing), not the
+#: in-house split: 1.0.0 reached 0.998 in house but about 0.95 on the kept-back test films.
+RECIPES["cxr-pneumonia-1.1"] = replace(
+    RECIPES["cxr-adult"],
+    task="cxr-pneumonia",
+    name="Paediatric chest X-ray pneumonia model (EfficientNet-Lite0, ImageNet transfer)",
+    spec=PAEDIATRIC_CHEST_SPEC,
+    label="pneumonia",
+    display="Pneumonia (consolidation on a chest film)",
+    version="1.1.0",
+    batch=32,
+    views=1,
+    hflip=False,
+    film_shifts=True,
+    cached_views=8,
+    fractions=(0.70, 0.15),  # the split of 1.0.0 (same seed), so the two compare on the same films
+    unfreeze=((1, 16), (2, 11), (12, 5)),
+    target="sensitivity >= 0.90 (goal on new films >= 0.90, specificity >= 0.80)",
+    screening_sensitivity=0.90,
+)
 
 # An experiment against over-fitting: freeze more (cache after block 11), four cached views.
 RECIPES["fundus-dr-b"] = replace(

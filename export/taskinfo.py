@@ -43,6 +43,23 @@ TASK_INFO: dict[str, dict[str, Any]] = {
         },
         "referral": {"to": "an eye doctor", "urgency": "routine", "within": "within 3 months"},
     },
+    # The keys kiosk/tasks.py's DEFAULTS gave the from-scratch 1.0.0, and its population.
+    "cxr-pneumonia": {
+        "kind": "cxr",
+        "title": "Chest X-ray (children)",
+        "population": {
+            "age_years": [1, 5],
+            "description": "children aged 1-5 from one hospital in Guangzhou",
+        },
+        "prevalence": 0.05,
+        "codes": {
+            "report": {"system": "http://loinc.org", "code": "24648-8", "display": "XR Chest PA upright"},
+            "findings": {
+                "pneumonia": {"system": "http://snomed.info/sct", "code": "233604007", "display": "Pneumonia"}
+            },
+        },
+        "referral": {"to": "a doctor", "urgency": "urgent", "within": "today"},
+    },
     "cxr-adult": {
         "kind": "cxr",
         "title": "Chest X-ray (adults)",
@@ -88,9 +105,8 @@ def describe_transfer(recipe: Recipe, net: Any, history: dict[str, Any]) -> str:
         + (", the RGB stem filters summed for grey films" if recipe.spec["channels"] == 1 else "")
         + f". Fine-tuned on {device}: the stem and the first {recipe.cache_blocks} blocks stay frozen and "
         f"their activations were cached for {recipe.cached_views} augmented views of every training "
-        f"image (view 0 as it is; flips, rotation, zoom, shift, brightness/contrast"
-        + (", sharpen/blur" if recipe.sharpness else "")
-        + f"); staged unfreezing ({stages}); discriminative learning rates (each block deeper x"
+        f"image (view 0 as it is; {augmentation_words(recipe)}); staged unfreezing ({stages}); "
+        "discriminative learning rates (each block deeper x"
         f"{recipe.lr_decay}); AdamW (peak lr {recipe.lr}, weight decay {recipe.weight_decay}), warm-up + "
         f"cosine, batch {recipe.batch}, EMA weights, channels-last, {precision}. {len(epochs)} epochs, "
         f"{minutes:.0f} min; the checkpoint with the best calibration-split AUC "
@@ -101,6 +117,16 @@ def describe_transfer(recipe: Recipe, net: Any, history: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def augmentation_words(recipe: Recipe) -> str:
+    """What the cached training views were augmented with, for the card."""
+    if recipe.film_shifts:
+        from export.film_shift import DESCRIPTION
+
+        return DESCRIPTION
+    words = "flips, rotation, zoom, shift, brightness/contrast"
+    return words + (", sharpen/blur" if recipe.sharpness else "")
 
 
 def chest_attributes(data_dir: Path, names: np.ndarray) -> dict[str, np.ndarray]:

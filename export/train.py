@@ -60,7 +60,9 @@ def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torc
 
     angle = uniform(-math.pi, math.pi) if recipe.rotate else uniform(-0.12, 0.12)
     zoom = uniform(0.9, 1.12)
-    flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    flip_x = (
+        torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if recipe.hflip else torch.ones(n)
+    )
     flip_y = (
         torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if recipe.vflip else torch.ones(n)
     )

@@ -95,11 +95,19 @@ def cached(path: Path, make: Callable[[], np.ndarray]) -> np.ndarray:
 
 
 def feature_cache(
-    net: LiteNet, data: Dataset, recipe: Recipe, folder: Path, device: str, log: Log
+    net: LiteNet,
+    data: Dataset,
+    recipe: Recipe,
+    folder: Path,
+    device: str,
+    log: Log,
+    raw: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Every cached view of the training split and the calibration split's plain features.
 
-    One file per view, so an interrupted cache resumes where it stopped.
+    One file per view, so an interrupted cache resumes where it stopped. With ``raw`` (the
+    training films before CLAHE, see export/film_shift.py) every view but the first is drawn
+    from a film-level shift of them.
     """
     folder.mkdir(parents=True, exist_ok=True)
     train, cal = data.part("train"), data.part("calibration")
@@ -108,10 +116,22 @@ def feature_cache(
         started = time.time()
         generator = torch.Generator().manual_seed(recipe.seed * 1000 + view) if view else None
         make = partial(frozen_features, net, train.images, recipe, device, generator)
+        if view and raw is not None:
+            make = partial(shifted_features, net, raw, recipe, device, generator, view)
         views.append(cached(folder / f"train-view{view}.npy", make))
         log(f"feature cache: view {view + 1}/{recipe.cached_views} ready ({time.time() - started:.0f} s)")
     plain = cached(folder / "calibration.npy", lambda: frozen_features(net, cal.images, recipe, device, None))
     return views, plain
+
+
+def shifted_features(
+    net: LiteNet, raw: np.ndarray, recipe: Recipe, device: str, generator: torch.Generator | None, view: int
+) -> np.ndarray:
+    """Frozen features of one film-shifted view (its own seed, so a resumed cache is the same)."""
+    from export.film_shift import shifted_views
+
+    images = shifted_views(raw, recipe.spec, np.random.default_rng(recipe.seed * 1000 + view))
+    return frozen_features(net, images, recipe, device, generator)
 
 
 def parameter_groups(net: LiteNet, recipe: Recipe) -> list[dict[str, Any]]:
@@ -175,14 +195,17 @@ def fine_tune(
     log: Log = print,
     budget_s: float | None = None,
     threads: int = 0,
+    raw: np.ndarray | None = None,
 ) -> LiteNet:
-    """Fine-tune ``recipe.backbone`` on ``data``; returns the best EMA network (calibration AUC)."""
+    """Fine-tune ``recipe.backbone`` on ``data``; returns the best EMA network (calibration AUC).
+
+    ``raw``: the training split's films before CLAHE, for a recipe with ``film_shifts``."""
     torch.set_num_threads(threads or 2)
     seed_everything(recipe.seed)
     workdir.mkdir(parents=True, exist_ok=True)
     net = pretrained(recipe.backbone, recipe.outputs, recipe.spec["channels"]).to(device)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    views, cal_features = feature_cache(net, data, recipe, workdir / "transfer", device, log)
+    views, cal_features = feature_cache(net, data, recipe, workdir / "transfer", device, log, raw)
     train_targets = torch.from_numpy(data.part("train").targets)
     cal_targets = data.part("calibration").targets[:, recipe.head_index]
     groups = parameter_groups(net, recipe)
