@@ -54,6 +54,18 @@ class Config:
     sandbox_timeout_s: float = setting(10.0, "Seconds a decode may take before its worker is killed.")
     # clinic
     clinic_name: str = setting("Rural Health Clinic", "Name printed on referral slips.")
+    kiosk_id: str = setting(
+        "", "This kiosk's name in fleet reports (never a patient's); empty: a random one, made "
+        "once and kept in the data folder (kiosk-id)."
+    )
+    fleet_min_cell: int = setting(
+        5, "Fleet reports leave out every count from 1 to this minus 1 (small cells), and any "
+        "figure made from one, so that no small group of patients can be singled out."
+    )
+    fleet_measure_url: str = setting(
+        "https://screening-kiosk.example/fhir/Measure/fleet-screening",
+        "Canonical URL of the Measure that fleet MeasureReports answer (the central query's key)."
+    )
     prevalence: str = setting(
         "", "Expected share of positives per task, for PPV/NPV, e.g. 'fundus-dr=0.10,cxr-adult=0.08'; "
         "a task not listed uses its bundle's own figure (the admin page can change both)."

@@ -19,6 +19,7 @@ class DestinationKind:
     name: str
     setting: str  # the Config field with its address; empty means not configured
     sender: str  # "module:Class" of its kiosk.sync.base.Destination
+    fleet: bool = False  # takes fleet reports (figures only): its sender has ``send_report``
 
     def configured(self, config: Config) -> bool:
         """True when the configuration gives this destination an address."""
@@ -27,7 +28,7 @@ class DestinationKind:
 
 #: Every destination the kiosk can send to, in the order outbox items are written.
 DESTINATIONS: tuple[DestinationKind, ...] = (
-    DestinationKind("fhir", "fhir_url", "kiosk.sync.fhir:FhirDestination"),
+    DestinationKind("fhir", "fhir_url", "kiosk.sync.fhir:FhirDestination", fleet=True),
     DestinationKind("hl7", "hl7_address", "kiosk.sync.hl7:Hl7Destination"),
     DestinationKind("dicom", "pacs_address", "kiosk.sync.dicom:CStoreDestination"),
     DestinationKind("dicomweb", "dicomweb_url", "kiosk.sync.dicom:StowDestination"),
@@ -39,3 +40,8 @@ BY_NAME = {kind.name: kind for kind in DESTINATIONS}
 def configured_destinations(config: Config) -> list[str]:
     """The names of the destinations switched on by the configuration (a non-empty address)."""
     return [kind.name for kind in DESTINATIONS if kind.configured(config)]
+
+
+def fleet_destinations(config: Config) -> list[str]:
+    """The configured destinations that take fleet reports (a FHIR MeasureReport)."""
+    return [kind.name for kind in DESTINATIONS if kind.fleet and kind.configured(config)]

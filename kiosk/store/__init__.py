@@ -2,6 +2,7 @@
 patients, screenings, sign-offs, users, clinic settings, the hash-chained audit log and the
 outbox that ``kiosk.sync`` drains."""
 
+from kiosk.store.fleet import FleetReport
 from kiosk.store.models import (
     AuditEntry,
     DestinationStatus,
@@ -17,6 +18,7 @@ from kiosk.store.store import Store
 __all__ = [
     "AuditEntry",
     "DestinationStatus",
+    "FleetReport",
     "OutboxItem",
     "Patient",
     "ReceivedFilm",

@@ -155,8 +155,44 @@ _V5: list[str] = [
 _V6: list[str] = []
 
 #: Fleet metrics (issue 16.5): aggregate reports that leave through the outbox.
-#: (Owned by the fleet-metrics work; filled in by it.)
-_V7: list[str] = []
+#: ``fleet_reports`` keeps each period's figures as queued (counts and proportions only, never a
+#: patient), so every retry sends the same MeasureReport. An outbox item now carries either a
+#: screening or a fleet report (exactly one): SQLite cannot drop a NOT NULL, so the outbox is
+#: rebuilt (new table, every row copied with its id, old one dropped, index made again). A later
+#: migration that adds an outbox column must come after this one (it does: slots are in order).
+_V7: list[str] = [
+    """CREATE TABLE fleet_reports (
+        id INTEGER PRIMARY KEY,
+        kiosk TEXT NOT NULL,
+        period_start TEXT NOT NULL,
+        period_end TEXT NOT NULL,
+        created TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        report_json TEXT NOT NULL,
+        UNIQUE (kiosk, period_start, period_end))""",
+    """CREATE TABLE outbox_v7 (
+        id INTEGER PRIMARY KEY,
+        screening_id INTEGER REFERENCES screenings (id),
+        fleet_report_id INTEGER REFERENCES fleet_reports (id),
+        destination TEXT NOT NULL,
+        report_status TEXT NOT NULL CHECK (report_status IN ('preliminary', 'final')),
+        idempotency_key TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'sent', 'parked')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        failed_at REAL NOT NULL DEFAULT 0,
+        created TEXT NOT NULL,
+        sent TEXT,
+        CHECK ((screening_id IS NULL) <> (fleet_report_id IS NULL)))""",
+    """INSERT INTO outbox_v7 (id, screening_id, destination, report_status, idempotency_key,
+        state, attempts, next_attempt, last_error, failed_at, created, sent)
+        SELECT id, screening_id, destination, report_status, idempotency_key, state, attempts,
+        next_attempt, last_error, failed_at, created, sent FROM outbox""",
+    "DROP TABLE outbox",
+    "ALTER TABLE outbox_v7 RENAME TO outbox",
+    "CREATE INDEX outbox_due ON outbox (state, next_attempt)",
+]
 
 #: One screening per tap (issue 14.3): form tokens kept across restarts.
 #: (Owned by the web-app work; filled in by it.)

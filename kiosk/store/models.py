@@ -94,10 +94,11 @@ class AuditEntry:
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """One result waiting for (or sent to, or parked at) one destination."""
+    """One result waiting for (or sent to, or parked at) one destination: a screening's report,
+    or (``screening_id`` None) a fleet report of figures only (``fleet_report_id``)."""
 
     id: int
-    screening_id: int
+    screening_id: int | None
     destination: str  # fhir | hl7 | dicom | dicomweb
     report_status: str  # preliminary | final
     idempotency_key: str
@@ -106,6 +107,7 @@ class OutboxItem:
     next_attempt: datetime
     last_error: str
     created: datetime
+    fleet_report_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def item_from_row(row: sqlite3.Row) -> OutboxItem:
         state=row["state"], attempts=row["attempts"],
         next_attempt=datetime.fromtimestamp(row["next_attempt"], UTC),
         last_error=row["last_error"], created=from_text(row["created"]),
+        fleet_report_id=row["fleet_report_id"],
     )
 
 

@@ -6,16 +6,21 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from kiosk.config import Config
+from kiosk.destinations import fleet_destinations
 from kiosk.errors import NotFoundError, StoreError
 from kiosk.names import PersonName
 from kiosk.result import Result
 from kiosk.store import audit as audit_log
+from kiosk.store import fleet as fleet_store
 from kiosk.store import form_tokens, images, outbox, records
 from kiosk.store.db import Database, to_text, utc_now
+from kiosk.store.fleet import FleetReport
 from kiosk.store.models import (
     AuditEntry,
     DestinationStatus,
@@ -38,6 +43,7 @@ class Store:
         self.db = db
         self.images_dir = config.data_dir / "images"
         self.destinations = outbox.configured_destinations(config)
+        self.fleet_destinations = fleet_destinations(config)
         self.audit_head = config.data_dir / "audit.head"
         db.after_commit.append(lambda conn: audit_log.write_head(conn, self.audit_head))
         images.sweep_partial(self.images_dir)  # only files an hour old: no capture in flight
@@ -252,6 +258,34 @@ class Store:
                 (*destinations, item.screening_id, item.report_status, item.id),
             ).fetchone()
             return int(row[0])
+
+    # fleet reports (issue 16.5): one period's figures, queued once to the destinations taking them
+    def queue_fleet_report(self, kiosk: str, start: str, end: str, figures: dict[str, Any], *,
+                           actor: str) -> tuple[FleetReport, bool]:
+        """Keep a period's figures and queue them; (report, True), or (the report queued before
+        for that period, False): a period is reported once, so a central sum never counts twice."""
+        if not self.fleet_destinations:
+            raise StoreError("no destination takes fleet reports: set KIOSK_FHIR_URL",
+                             code="no_fleet_destination")
+        with self.db.write() as conn:
+            known = fleet_store.find(conn, kiosk, start, end)
+            if known is not None:
+                return known, False
+            report = fleet_store.insert(conn, kiosk, start, end, figures, actor)
+            fleet_store.enqueue(conn, report, self.fleet_destinations, time.time())
+            audit_log.append(conn, actor, "fleet.queue",
+                             detail=f"fleet report {report.id}: {start} to {end}")
+            return report, True
+
+    def get_fleet_report(self, report_id: int) -> FleetReport:
+        """One fleet report (NotFoundError when absent)."""
+        with self.db.read() as conn:
+            return fleet_store.get(conn, report_id)
+
+    def fleet_reports(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest fleet reports with their outbox state per destination."""
+        with self.db.read() as conn:
+            return fleet_store.listed(conn, limit)
 
     def get_item(self, item_id: int) -> OutboxItem:
         """One outbox item (NotFoundError when absent)."""

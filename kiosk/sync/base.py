@@ -10,7 +10,7 @@ from typing import Protocol
 
 from kiosk.config import Config
 from kiosk.errors import ConfigError, SyncError
-from kiosk.store import OutboxItem, Screening, Store
+from kiosk.store import FleetReport, OutboxItem, Screening, Store
 
 #: Namespace of every UUID the kiosk derives from an idempotency key.
 KIOSK_NAMESPACE = uuid.UUID("6f1c7a52-3c1e-4f0e-9a3b-2f8d7d0b6a11")
@@ -42,6 +42,20 @@ class Delivery:
         return self.store.image_path(sha256).read_bytes()
 
 
+@dataclass(frozen=True)
+class ReportDelivery:
+    """One outbox item carrying a fleet report (figures only, no patient), ready to be sent."""
+
+    item: OutboxItem
+    report: FleetReport
+    on_wire: Callable[[], None] | None = None
+
+    def going_out(self) -> None:
+        """Say the first byte is about to leave (as ``Delivery.going_out``)."""
+        if self.on_wire is not None:
+            self.on_wire()
+
+
 class Destination(Protocol):
     """A place results are sent to; ``send`` raises SyncError saying whether to retry.
 
@@ -49,6 +63,8 @@ class Destination(Protocol):
     ``notes_intent = True`` when it calls ``delivery.going_out()`` itself right before the first
     byte leaves (else the worker notes the intent before ``send``); and ``park_in_doubt = True``
     when its receiver does not de-duplicate (an item left in doubt by a crash is then parked).
+    A destination that takes fleet reports (``fleet=True`` in kiosk/destinations.py) defines
+    ``send_report(delivery: ReportDelivery)``, idempotent in the same way.
     """
 
     name: str

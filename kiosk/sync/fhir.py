@@ -24,7 +24,16 @@ from kiosk.errors import SyncError
 from kiosk.names import NameParts, PersonName
 from kiosk.result import CodingDict, FindingResult, Result, SourceRef, film_sources, model_words
 from kiosk.store import Screening
-from kiosk.sync.base import Delivery, http_auth, refused, stable_uuid, tls_verify, unreachable
+from kiosk.sync import measure_report
+from kiosk.sync.base import (
+    Delivery,
+    ReportDelivery,
+    http_auth,
+    refused,
+    stable_uuid,
+    tls_verify,
+    unreachable,
+)
 from kiosk.sync.dicom_objects import accession_number, sc_uids, study_uid
 from kiosk.sync.fhir_validate import validate
 from kiosk.tasks import codes_of
@@ -358,7 +367,18 @@ class FhirDestination:
 
     def send(self, delivery: Delivery) -> None:
         """POST the item's Bundle and check every entry was accepted."""
-        body = bundle(delivery, self.config)
+        self._post(bundle(delivery, self.config))
+
+    def send_report(self, delivery: ReportDelivery) -> None:
+        """POST a fleet report (the kiosk's Device and a MeasureReport, conditional creates)."""
+        body = measure_report.transaction(delivery.report, delivery.item.idempotency_key,
+                                          self.config)
+        for entry in body["entry"]:
+            validate(entry["resource"])
+        validate(body)
+        self._post(body)
+
+    def _post(self, body: dict[str, Any]) -> None:
         try:
             response = self.session.post(self.url + "/", json=body,
                                          timeout=self.config.sync_timeout_s,

@@ -9,7 +9,8 @@ from typing import Any
 from kiosk.sync.base import refused
 
 MODULES = {"Bundle": "bundle", "DiagnosticReport": "diagnosticreport", "Device": "device",
-           "ImagingStudy": "imagingstudy", "Observation": "observation", "Patient": "patient",
+           "ImagingStudy": "imagingstudy", "MeasureReport": "measurereport",
+           "Observation": "observation", "Patient": "patient",
            "Provenance": "provenance"}
 
 

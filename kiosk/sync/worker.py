@@ -26,7 +26,7 @@ from pathlib import Path
 from kiosk.config import Config
 from kiosk.errors import KioskError, NotFoundError, SyncError
 from kiosk.store import OutboxItem, Store
-from kiosk.sync.base import Delivery, Destination, refused
+from kiosk.sync.base import Delivery, Destination, ReportDelivery, refused
 from kiosk.sync.journal import SendJournal
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class SyncWorker:
     def _after_sent(self, item: OutboxItem) -> None:
         """The destination's optional clean-up once an item is marked sent."""
         after = getattr(self.destinations.get(item.destination), "sent", None)
-        if after is not None:
+        if after is not None and item.screening_id is not None:
             after(Delivery(item, self.store.get_screening(item.screening_id), self.store))
 
     def _run_destination(self, name: str) -> SyncReport:
@@ -160,11 +160,10 @@ class SyncWorker:
             if item.id in self.in_doubt:
                 self._in_doubt(item, destination, report)
             journal = self.journals[item.destination]
-            delivery = Delivery(item, self.store.get_screening(item.screening_id), self.store,
-                                on_wire=lambda: _note(journal.intent, item))
+            delivery = self._delivery(item, lambda: _note(journal.intent, item))
             if not getattr(destination, "notes_intent", False):
                 delivery.going_out()
-            destination.send(delivery)
+            _send(destination, delivery)
             _acknowledged(journal, item)  # durable before the slower mark in the store
         except KioskError as exc:
             self._failed(item, exc, report, down)
@@ -177,11 +176,22 @@ class SyncWorker:
             self.in_doubt.discard(item.id)
             report.sent += 1
             after = getattr(destination, "sent", None)  # optional clean-up once marked sent
-            if after is not None:
+            if after is not None and isinstance(delivery, Delivery):
                 after(delivery)
         finally:
             report.seconds[item.destination] = (report.seconds.get(item.destination, 0.0)
                                                 + time.monotonic() - started)
+
+    def _delivery(self, item: OutboxItem, on_wire: Callable[[], None]
+                  ) -> Delivery | ReportDelivery:
+        """What the item carries: a screening's report, or a fleet report (figures only)."""
+        if item.screening_id is None and item.fleet_report_id is not None:
+            return ReportDelivery(item, self.store.get_fleet_report(item.fleet_report_id),
+                                  on_wire)
+        if item.screening_id is None:
+            raise SyncError(f"outbox item {item.id} carries nothing", retryable=False)
+        return Delivery(item, self.store.get_screening(item.screening_id), self.store,
+                        on_wire=on_wire)
 
     def _in_doubt(self, item: OutboxItem, destination: Destination, report: SyncReport) -> None:
         """An item that went out before (a crash, or no answer came) with no acknowledgement
@@ -229,6 +239,17 @@ class SyncWorker:
                 log.info("sync pass: %s sent, %s to retry, %s parked", report.sent,
                          report.retrying, report.parked)
             stop.wait(interval_s)
+
+
+def _send(destination: Destination, delivery: Delivery | ReportDelivery) -> None:
+    """Hand the delivery to its destination; one that takes no fleet reports refuses them."""
+    if isinstance(delivery, Delivery):
+        destination.send(delivery)
+        return
+    send_report = getattr(destination, "send_report", None)
+    if send_report is None:
+        raise refused(delivery.item.destination, "it takes no fleet reports")
+    send_report(delivery)
 
 
 def _note(write: Callable[[OutboxItem], None], item: OutboxItem) -> None:
