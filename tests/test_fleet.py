@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from store_helpers import result, screen
 
+from kiosk.cli import main
 from kiosk.config import Config
 from kiosk.errors import StoreError
 from kiosk.lifecycle import fleet
@@ -198,3 +199,22 @@ def test_a_destination_without_send_report_parks_the_report_and_sends_the_rest(
     assert [p.fleet_report_id for p in parked] == [report.id]
     assert "takes no fleet reports" in parked[0].last_error
     store.close()
+
+
+def test_kiosk_fleet_report_queues_yesterday_once_and_lists_it(
+        config: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KIOSK_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("KIOSK_FHIR_URL", FHIR)
+    monkeypatch.setenv("KIOSK_KIOSK_ID", "clinic-7-kiosk-2")
+    assert main(["fleet", "report"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    yesterday = (datetime.now(fleet.UTC).date() - timedelta(days=1)).isoformat()
+    assert made["queued"] and made["period"] == [yesterday, yesterday]
+    assert made["kiosk"] == "clinic-7-kiosk-2" and made["destinations"] == ["fhir"]
+    assert {row["task"] for row in made["figures"]["drift"]} >= {"fundus-dr"}  # bundles in models/
+    assert main(["fleet", "report"]) == 0
+    assert not json.loads(capsys.readouterr().out)["queued"]
+    assert main(["fleet", "report", "--day", datetime.now(fleet.UTC).date().isoformat()]) == 2
+    assert "has not ended" in capsys.readouterr().err
+    assert main(["fleet", "list"]) == 0
+    assert [r["outbox"] for r in json.loads(capsys.readouterr().out)] == [{"fhir": "waiting"}]

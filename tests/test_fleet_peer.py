@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,10 +24,10 @@ from builders import op_dicom
 from conftest import ROOT, shared
 from peers.fixtures import FhirPeer
 
-from engines.bundle import find_bundles
+from engines.bundle import Bundle, find_bundles
 from kiosk import visit
 from kiosk.config import Config, load_config
-from kiosk.lifecycle import fleet, surveillance
+from kiosk.lifecycle import drift, fleet, surveillance
 from kiosk.names import from_parts
 from kiosk.pipeline import Pipeline
 from kiosk.store import Store
@@ -42,6 +43,7 @@ class Kiosk:
     """One kiosk's store and everything about its patients that must never leave in a report."""
 
     store: Store
+    bundles: dict[str, Bundle]
     secrets: set[str] = field(default_factory=set)
     images: int = 0  # fundus-dr results recorded (what the central sum must find)
 
@@ -119,7 +121,8 @@ def kiosks(pipeline: Pipeline, fhir_peer: FhirPeer,
         folder = tmp_path_factory.mktemp(f"kiosk-{tag}")
         config: Config = load_config(env={}, data_dir=folder / "data", min_free_disk_mb=1,
                                      fhir_url=fhir_peer.base, fleet_measure_url=measure)
-        kiosk = made[tag] = Kiosk(Store.open(config))
+        bundles = {task: model.bundle for task, model in pipeline.models.items()}
+        kiosk = made[tag] = Kiosk(Store.open(config), bundles)
         for number, eyes in enumerate(_eyes(count, skip)):
             _visit(kiosk, pipeline, number, eyes, as_dicom=number == 1, tag=tag.upper())
         skip += count
@@ -132,6 +135,7 @@ def _queue(kiosk: Kiosk) -> int:
     today = datetime.now(fleet.UTC).date()
     report, queued = fleet.queue(kiosk.store, fleet.Period(today, today), today=today,
                                  allow_open=True, actor="test",
+                                 drift=drift.summary(kiosk.store, kiosk.bundles),
                                  surveillance=surveillance.summary(kiosk.store))
     assert queued
     return report.id
@@ -176,6 +180,10 @@ def test_a_central_query_sums_two_kiosks_once_each_despite_a_resend(
     assert len(reports) == 2  # one per kiosk: the resend found b's and added none
     assert {r["status"] for r in reports} == {"complete"}
     assert all(r["subject"]["reference"].startswith("Device/") for r in reports)
+    figures = Counter(c["code"] for r in reports for g in r["group"] for c in g["code"]["coding"]
+                      if c["system"] == FIGURE)
+    assert figures["drift"] == 2 * len(kiosks["a"].bundles)  # every loaded task's statistic
+    assert figures["surveillance"] == 2  # each kiosk's one signed screening, one model version
     central = sum(_screenings_count(r, "fundus-dr") for r in reports)
     assert central == kiosks["a"].images + kiosks["b"].images == 2 * sum(VISITS.values())
 
