@@ -25,6 +25,7 @@ from kiosk.result import FindingResult, Result
 from kiosk.store import Patient, Screening
 from web import slip_fonts as fonts
 from web import words
+from web.validation import site_calibration_line
 
 LEFT = 18 * mm
 WIDTH = A4[0] - 2 * LEFT
@@ -119,6 +120,8 @@ def _block_texts(result: Result) -> list[str]:
     texts = [words.why_line(result)] if words.why_line(result) else []
     texts += [w for w in result.get("warnings", []) if w != result.get("reader_required")]
     texts.append(words.model_line(result))
+    if site_calibration_line(result):
+        texts.append(site_calibration_line(result))
     if not result.get("reader_required"):
         texts += [_finding_line(f) for f in result.get("findings", [])]
     return texts
