@@ -66,6 +66,10 @@ class Config:
         "https://screening-kiosk.example/fhir/Measure/fleet-screening",
         "Canonical URL of the Measure that fleet MeasureReports answer (the central query's key)."
     )
+    fleet_daily: bool = setting(
+        False, "The sync loop queues yesterday's fleet report once a day (kiosk fleet report "
+        "does it by hand)."
+    )
     prevalence: str = setting(
         "", "Expected share of positives per task, for PPV/NPV, e.g. 'fundus-dr=0.10,cxr-adult=0.08'; "
         "a task not listed uses its bundle's own figure (the admin page can change both)."

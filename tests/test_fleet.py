@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from kiosk.lifecycle import fleet
 from kiosk.store import Store
 from kiosk.store.migrations import MIGRATIONS
 from kiosk.sync import SyncWorker
-from kiosk.sync.base import Delivery
+from kiosk.sync.base import Delivery, ReportDelivery
 
 FHIR = "http://127.0.0.1:9/fhir"  # nothing listens: these tests never send
 
@@ -218,3 +219,34 @@ def test_kiosk_fleet_report_queues_yesterday_once_and_lists_it(
     assert "has not ended" in capsys.readouterr().err
     assert main(["fleet", "list"]) == 0
     assert [r["outbox"] for r in json.loads(capsys.readouterr().out)] == [{"fhir": "waiting"}]
+
+
+class _TakesReports(_ScreeningsOnly):
+    """A destination that takes fleet reports too, and stops the loop once it has one."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+        self.reports: list[str] = []
+
+    def send_report(self, delivery: ReportDelivery) -> None:
+        self.reports.append(delivery.report.period_start)
+        self.stop.set()
+
+
+def test_the_sync_loop_queues_yesterday_once_when_asked_to(config: Config) -> None:
+    store = _store(config, fleet_daily=True)
+    stop = threading.Event()
+    destination = _TakesReports(stop)
+    worker = SyncWorker(store, {"fhir": destination}, store.config)
+    worker.run_forever(0, stop)
+    yesterday = (datetime.now(fleet.UTC).date() - timedelta(days=1)).isoformat()
+    assert destination.reports == [yesterday]
+    worker.daily_fleet_report()  # the next pass: already queued, nothing new
+    assert len(store.fleet_reports()) == 1 and store.due_items() == []
+    store.close()
+    quiet = Store.open(replace(config, data_dir=config.data_dir / "other", hl7_address="h:1",
+                               fleet_daily=True))
+    SyncWorker(quiet, {}, quiet.config).daily_fleet_report()  # no FHIR: logged, never raised
+    assert quiet.fleet_reports() == []
+    quiet.close()

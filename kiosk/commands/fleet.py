@@ -12,12 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
 
 from kiosk.config import Config
-
-if TYPE_CHECKING:
-    from kiosk.store import Store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,9 +51,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
             return 0
         today = datetime.now(timezone.utc).date()
         start, end = period_of(args, today)
-        report, queued = fleet.queue(store, fleet.Period(start, end),
-                                     drift=_drift(store, config), surveillance=_surveillance(store),
-                                     actor="cli", today=today, allow_open=args.include_today)
+        drift, surveillance = fleet.running_figures(store)
+        report, queued = fleet.queue(store, fleet.Period(start, end), drift=drift,
+                                     surveillance=surveillance, actor="cli", today=today,
+                                     allow_open=args.include_today)
         print(json.dumps({"report": report.id, "kiosk": report.kiosk,
                           "period": [report.period_start, report.period_end],
                           "queued": queued, "destinations": store.fleet_destinations,
@@ -66,22 +63,3 @@ def run(args: argparse.Namespace, config: Config) -> int:
     finally:
         store.close()
 
-
-def _drift(store: Store, config: Config) -> list[dict[str, Any]]:
-    """The drift summary of the bundles in force (none when no bundle verifies)."""
-    from kiosk.bundles import load_bundles
-    from kiosk.errors import BundleError
-    from kiosk.lifecycle import drift
-
-    try:
-        bundles, _ = load_bundles(config)
-    except BundleError:
-        return []
-    return drift.summary(store, bundles)
-
-
-def _surveillance(store: Store) -> list[dict[str, Any]]:
-    """The surveillance summary (running agreement and accuracy per model version)."""
-    from kiosk.lifecycle import surveillance
-
-    return surveillance.summary(store)

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+from kiosk.bundles import load_bundles
 from kiosk.config import Config
-from kiosk.errors import StoreError
+from kiosk.errors import BundleError, StoreError
+from kiosk.lifecycle import drift, surveillance
 from kiosk.result import Result
 from kiosk.store import FleetReport, Store
 from kiosk.store import fleet as kept
@@ -148,6 +150,30 @@ def queue(store: Store, period: Period, *, drift: Sequence[Mapping[str, Any]] = 
                    surveillance=surveillance, min_cell=store.config.fleet_min_cell)
     return store.queue_fleet_report(kiosk, made["period"]["start"], made["period"]["end"],
                                     made, actor=actor)
+
+
+def running_figures(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The drift summary of the bundles in force (none when no bundle verifies) and the
+    surveillance summary, as they stand now."""
+    try:
+        bundles, _ = load_bundles(store.config)
+    except BundleError:
+        bundles = {}
+    return drift.summary(store, bundles), surveillance.summary(store)
+
+
+def queue_yesterday(store: Store, today: date | None = None) -> FleetReport | None:
+    """The daily schedule (KIOSK_FLEET_DAILY): queue yesterday's report unless it was queued
+    already (cheap to ask every pass: the bundles are read only when a report is made)."""
+    today = today or datetime.now(UTC).date()
+    day = (today - timedelta(days=1)).isoformat()
+    with store.db.read() as conn:
+        if kept.find(conn, kiosk_identity(store.config), day, day) is not None:
+            return None
+    drift_rows, watched = running_figures(store)
+    report, queued = queue(store, Period(today - timedelta(days=1), today - timedelta(days=1)),
+                           drift=drift_rows, surveillance=watched, actor="schedule", today=today)
+    return report if queued else None
 
 
 def small(value: int, min_cell: int) -> bool:

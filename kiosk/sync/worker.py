@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kiosk.config import Config
 from kiosk.errors import KioskError, NotFoundError, SyncError
+from kiosk.lifecycle import fleet
 from kiosk.store import OutboxItem, Store
 from kiosk.sync.base import Delivery, Destination, ReportDelivery, refused
 from kiosk.sync.journal import SendJournal
@@ -226,9 +227,20 @@ class SyncWorker:
             log.warning("item %s to %s parked [%s]; the reason is on the sync page", item.id,
                         item.destination, exc.code)
 
+    def daily_fleet_report(self) -> None:
+        """KIOSK_FLEET_DAILY: queue yesterday's figures once; a failure never stops the sync."""
+        if not self.config.fleet_daily:
+            return
+        try:
+            if fleet.queue_yesterday(self.store) is not None:
+                log.info("yesterday's fleet report queued")
+        except KioskError as exc:
+            log.warning("yesterday's fleet report was not queued [%s]", exc.code)
+
     def run_forever(self, interval_s: float, stop: threading.Event) -> None:
         """Pass after pass until ``stop`` is set, sleeping between passes."""
         while not stop.is_set():
+            self.daily_fleet_report()
             try:
                 report = self.run_once()
             except KioskError as exc:  # e.g. the store busy for long: try again next pass
