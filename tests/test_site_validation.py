@@ -8,6 +8,10 @@ pipeline. Skips with the reason when the images or the bundle are absent.
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +172,36 @@ def test_the_wilson_floor_and_the_bound_threshold() -> None:
     assert stats.measure(labels, scores, bound).sensitivity_ci[0] >= 0.90
     assert stats.measure(labels, scores, estimate).sensitivity_ci[0] < 0.90
     assert stats.threshold_for_sensitivity_bound(labels[:-200][:30], scores[:30], 0.90) is None
+
+
+def test_kiosk_calibrate_proposes_applies_and_undoes(site: tuple[Config, Pipeline],
+                                                      tmp_path: Path) -> None:
+    folder, labels = eyepacs(tmp_path, positives=45, negatives=110)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    env.update(KIOSK_DATA_DIR=str(tmp_path / "data"), KIOSK_SANDBOX_WORKERS="0",
+               KIOSK_ENGINE_CACHE_DIR=str(tmp_path / "e"))
+
+    def kiosk(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kiosk.cli", "calibrate", TASK, *args],
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    source = ("--labels", str(labels), "--images", str(folder), "--json")
+    refused = kiosk(*source, "--min-positives", "100", "--apply")
+    assert refused.returncode == 1, refused.stderr
+    answer = json.loads(refused.stdout)
+    assert answer["proposal"]["status"] == "refused" and answer["applied"] is None
+    assert "only 45 positive images: at least 100" in answer["proposal"]["reasons"][0]
+    applied = kiosk(*source, "--apply", "--actor", "admin")
+    assert applied.returncode == 0, applied.stderr
+    answer = json.loads(applied.stdout)
+    assert answer["applied"] and answer["proposal"]["proposed"]["sensitivity_ci"][0] >= 0.90
+    assert answer["current"]["operating_point"] == "screening"
+    undone = kiosk("--undo", "--json")
+    assert undone.returncode == 0 and json.loads(undone.stdout)["withdrawn"] == answer["validation"]
+    store = Store.open(load_config(env=env))
+    try:
+        actions = [e.action for e in store.audit_entries("site_validation")]
+        assert actions == ["site_validation.undo", "site_validation.apply", "site_validation.run",
+                           "site_validation.run"]
+    finally:
+        store.close()

@@ -20,7 +20,7 @@ from conftest import ROOT, shared
 from engines.bundle import find_bundles
 from kiosk.config import load_config
 from kiosk.errors import NotFoundError, StoreError
-from kiosk.lifecycle import surveillance
+from kiosk.lifecycle import surveillance, validation
 from kiosk.pipeline import Pipeline
 from kiosk.store import Screening, Store
 from kiosk.visit import Offered, record, screen
@@ -31,7 +31,8 @@ FILMS = 30  # of each class
 
 
 @pytest.fixture(scope="module")
-def clinic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, list[Screening]]]:
+def clinic(tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Store, list[Screening], Pipeline]]:
     """A store with 60 real adult films screened, each signed off with its label."""
     found = {p.name.rsplit("-", 1)[0] for p in find_bundles(ROOT / "models")}
     if not {"cxr-adult", "cxr-pneumonia"} <= found:
@@ -45,12 +46,10 @@ def clinic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, li
     config = load_config(env={}, data_dir=tmp / "data", engine_cache_dir=tmp / "e",
                          sandbox_workers=0)
     pipeline, store = Pipeline.from_config(config), Store.open(config)
-    try:
-        screenings = [_screen_and_sign(store, pipeline, folder / row["image"], row, index)
-                      for index, row in enumerate(picked)]
-    finally:
-        pipeline.close()
-    yield store, screenings
+    screenings = [_screen_and_sign(store, pipeline, folder / row["image"], row, index)
+                  for index, row in enumerate(picked)]
+    yield store, screenings, pipeline
+    pipeline.close()
     store.close()
 
 
@@ -76,8 +75,8 @@ def _row(rows: list[dict], task: str) -> dict:
 
 
 def test_the_childrens_model_on_adults_raises_an_alarm_and_the_adults_model_does_not(
-        clinic: tuple[Store, list[Screening]]) -> None:
-    store, _ = clinic
+        clinic: tuple[Store, list[Screening], Pipeline]) -> None:
+    store, _, _ = clinic
     rows = surveillance.summary(store)
     child, adult = _row(rows, "cxr-pneumonia"), _row(rows, "cxr-adult")
     for row in (child, adult):
@@ -99,17 +98,34 @@ def test_the_childrens_model_on_adults_raises_an_alarm_and_the_adults_model_does
     assert len(store.audit_entries("surveillance.alarm")) == len(child["alarms"])  # once
 
 
-def test_no_patient_data_leaves_in_the_summary(clinic: tuple[Store, list[Screening]]) -> None:
-    store, screenings = clinic
+def test_no_patient_data_leaves_in_the_summary(
+        clinic: tuple[Store, list[Screening], Pipeline]) -> None:
+    store, screenings, _ = clinic
     text = repr(surveillance.summary(store))
     for screening in screenings[:5]:
         assert screening.patient.identifier not in text and screening.patient.name not in text
         assert screening.uid not in text
 
 
+def test_the_sign_offs_are_a_labelled_set_for_site_validation(
+        clinic: tuple[Store, list[Screening], Pipeline]) -> None:
+    store, _, pipeline = clinic
+    sha = pipeline.models["cxr-adult"].bundle.sha256
+    scored = validation.from_sign_offs(store, "cxr-adult", sha)
+    assert len(scored.cases) == 2 * FILMS and sum(c.positive for c in scored.cases) == FILMS
+    figures = validation.report(pipeline, "cxr-adult", scored)
+    assert figures["auc"] is not None and figures["proposal"]["status"] == "refused"
+    assert "only 30 positive images: at least 40" in figures["proposal"]["reasons"][0]
+    looser = validation.report(pipeline, "cxr-adult", scored, target=0.80, min_positives=20,
+                               min_negatives=20)
+    assert looser["proposal"]["proposed"]["sensitivity_ci"][0] >= 0.80
+    other = validation.from_sign_offs(store, "cxr-adult", "0" * 64)  # another version's scores
+    assert not other.cases and other.excluded == {"another model version": 2 * FILMS}
+
+
 def test_a_referral_outcome_outranks_the_clinicians_verdict(
-        clinic: tuple[Store, list[Screening]]) -> None:
-    store, screenings = clinic
+        clinic: tuple[Store, list[Screening], Pipeline]) -> None:
+    store, screenings, _ = clinic
     before = _row(surveillance.summary(store), "cxr-adult")
     # a film the clinician called non-referable turns out to have the disease at referral
     cleared = next(s for s in screenings if s.sign_off and s.sign_off.verdict == "non_referable")
