@@ -186,6 +186,8 @@ def test_a_central_query_sums_two_kiosks_once_each_despite_a_resend(
     assert figures["surveillance"] == 2  # each kiosk's one signed screening, one model version
     central = sum(_screenings_count(r, "fundus-dr") for r in reports)
     assert central == kiosks["a"].images + kiosks["b"].images == 2 * sum(VISITS.values())
+    print(f"fleet: {len(reports)} MeasureReports, {central} images summed, "  # docs/fleet.md
+          f"{sorted(len(json.dumps(r)) for r in reports)} bytes of JSON each")
 
     again, queued = fleet.queue(kiosks["a"].store, fleet.Period(
         *[datetime.now(fleet.UTC).date()] * 2), allow_open=True)
