@@ -62,7 +62,10 @@ def index() -> ResponseReturnValue:
 def _tasks() -> list[dict[str, Any]]:
     """Per loaded task: its title, the point in force, and the site validation in force."""
     svc = services()
-    pipeline = svc.pipeline
+    try:
+        pipeline = svc.pipeline
+    except KioskError:  # no model loaded: the runs and the surveillance figures still show
+        return []
     with svc.store.db.read() as conn:
         in_force = {task: kept.in_force(conn, task) for task in pipeline.tasks()}
     return [{"task": task, "title": pipeline.task(task).title,
