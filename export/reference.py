@@ -56,9 +56,10 @@ def reference_for(recipe: Recipe, data_dir: Path, kind: ImageKind) -> dict[str, 
 
 
 def recipe_of(manifest: dict[str, Any]) -> Recipe:
-    """The recipe that built a bundle (same task and version)."""
+    """The recipe that built a bundle (same task and version; a patch version's original)."""
+    version = manifest.get("patch", {}).get("from", manifest["version"])
     for recipe in RECIPES.values():
-        if recipe.task == manifest["task"] and recipe.version == manifest["version"]:
+        if recipe.task == manifest["task"] and recipe.version == version:
             return recipe
     raise ExportError(f"no recipe builds {manifest['task']} {manifest['version']}")
 

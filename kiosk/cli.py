@@ -27,6 +27,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "user": ("user", "create users (the first admin) and reset passwords"),
     "backup": ("backup", "write a consistent copy of the store (SQLite backup API)"),
     "models": ("models", "list model bundles and verify their signatures"),
+    "drift": ("drift", "compare recent inputs and scores with each model's reference (alarms)"),
     "fleet": ("fleet", "queue this kiosk's figures (no patient data) for the central record"),
     "calibrate": ("calibrate", "validate a model on this clinic's labelled images; propose a threshold"),
 }

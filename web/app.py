@@ -10,7 +10,21 @@ from typing import Any
 from flask import Flask
 
 from kiosk.config import Config, load_config
-from web import admin, api, auth, errors, i18n, patients, results, security, sync, validation, words, worklist
+from web import (
+    admin,
+    api,
+    auth,
+    errors,
+    i18n,
+    monitoring,
+    patients,
+    results,
+    security,
+    sync,
+    validation,
+    words,
+    worklist,
+)
 from web.services import Services
 
 
@@ -75,5 +89,5 @@ def _stored_secret(config: Config) -> str:
 
 def _register_blueprints(app: Flask) -> None:
     """One blueprint per screen area."""
-    for module in (auth, patients, results, worklist, sync, admin, validation, api):
+    for module in (auth, patients, results, worklist, sync, admin, validation, monitoring, api):
         app.register_blueprint(module.bp)

@@ -1,11 +1,12 @@
-"""``kiosk screen [--task TASK] [--json] PATH...``: screen files, one verdict per input.
+"""``kiosk screen [--task TASK] [--json] [--keep] PATH...``: screen files, one verdict per input.
 
 With ``--json`` each input gives one JSON object per task that read it, each on its own line
 (the result record of docs/interfaces.md: a chest film may be read by the children's and the
 adults' chest models when no age is known); without it, one readable line per result.
 Folders are screened file by file. The exit status is 0 when every input got a verdict and 1
 when any was refused. Inputs go through the pipeline in batches of KIOSK_BATCH_SIZE, with a
-progress bar when stderr is a terminal.
+progress bar when stderr is a terminal. With ``--keep`` each screened file is also recorded in
+the store as a pushed film is (kiosk/commands/keep.py), so ``kiosk drift`` sees it.
 """
 
 from __future__ import annotations
@@ -34,21 +35,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmaps", type=Path, metavar="DIR",
                         help="also write each heat-map as DIR/<input name>.heatmap.png")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--keep", action="store_true", help="record each screening in the store, "
+                        "as a pushed film is (for drift alarms and the worklist)")
+    parser.add_argument("--patient", metavar="ID", help="with --keep: the patient's identifier "
+                        "(else a DICOM file's own, else an unidentified patient per image)")
+    parser.add_argument("--name", help="with --keep --patient: the patient's name")
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Screen every input; 0 if all got a verdict, 1 if any was refused."""
     from kiosk.pipeline import Pipeline
+    from kiosk.store import Store
 
     files = list(expand(args.paths))
     pipeline = Pipeline.from_config(config)
+    store = Store.open(config) if args.keep else None
     try:
         if args.task is not None and args.task not in pipeline.tasks():
             raise KioskError(f"no model is loaded for task {args.task!r} (loaded: "
                              f"{', '.join(pipeline.tasks())})", code="unknown_task")
-        refused = screen_files(pipeline, files, args, sys.stdout)
+        refused = screen_files(pipeline, files, args, sys.stdout, store=store)
     finally:
         pipeline.close()
+        if store is not None:
+            store.close()
     return 1 if refused else 0
 
 
@@ -62,8 +72,10 @@ def expand(paths: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def screen_files(pipeline: Any, files: list[Path], args: argparse.Namespace, out: TextIO) -> int:
-    """Screen the files in batches, print each result; returns how many were refused."""
+def screen_files(pipeline: Any, files: list[Path], args: argparse.Namespace, out: TextIO,
+                 store: Any = None) -> int:
+    """Screen the files in batches, print each result (and keep it in ``store`` when given);
+    returns how many were refused."""
     size = max(1, pipeline.config.batch_size)
     progress = _progress(len(files), args)
     refused = 0
@@ -72,8 +84,13 @@ def screen_files(pipeline: Any, files: list[Path], args: argparse.Namespace, out
             chunk = files[start : start + size]
             items, unreadable = _read(chunk)
             groups = iter(_screen(pipeline, items, args))
+            read = {name: data for data, name in items}
             for path in chunk:
                 answers = [unreadable[path]] if path in unreadable else _next(groups)
+                if store is not None and path not in unreadable:
+                    from kiosk.commands.keep import keep
+
+                    keep(store, read[str(path)], str(path), answers, args)
                 refused += answers[0][0]["verdict"] is None
                 for result, png in answers:
                     _write_heatmap(args.heatmaps, path, png, result["task"] if len(answers) > 1 else None)
