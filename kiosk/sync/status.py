@@ -25,6 +25,7 @@ def sync_status(store: Store) -> dict:
             "last_sent": entry.last_sent.isoformat() if entry.last_sent else None,
         })
     parked = [{"id": item.id, "destination": item.destination, "screening_id": item.screening_id,
+               "fleet_report_id": item.fleet_report_id,
                "report_status": item.report_status, "error": item.last_error,
                "kind": error_kind(item.last_error),
                "attempts": item.attempts} for item in store.parked_items()]
