@@ -25,6 +25,7 @@ from kiosk.store import Store
 from kiosk.store.migrations import MIGRATIONS
 from kiosk.sync import SyncWorker
 from kiosk.sync.base import Delivery, ReportDelivery
+from kiosk.sync.status import sync_status
 
 FHIR = "http://127.0.0.1:9/fhir"  # nothing listens: these tests never send
 
@@ -199,6 +200,8 @@ def test_a_destination_without_send_report_parks_the_report_and_sends_the_rest(
     parked = store.parked_items()
     assert [p.fleet_report_id for p in parked] == [report.id]
     assert "takes no fleet reports" in parked[0].last_error
+    [shown] = sync_status(store)["parked"]  # kiosk sync --status
+    assert (shown["screening_id"], shown["fleet_report_id"]) == (None, report.id)
     store.close()
 
 
