@@ -118,17 +118,24 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else 0 for part in re.split(r"[.\-+]", version))
 
 
-def load_newest(models_dir: Path, trusted_keys: Path) -> tuple[dict[str, Bundle], dict[Path, BundleError]]:
-    """The newest verified bundle per task in ``models_dir``, and why the others were refused."""
-    bundles: dict[str, Bundle] = {}
+def load_all(models_dir: Path, trusted_keys: Path) -> tuple[list[Bundle], dict[Path, BundleError]]:
+    """Every verified bundle in ``models_dir`` (by path), and why the others were refused."""
+    found: list[Bundle] = []
     refused: dict[Path, BundleError] = {}
     for path in find_bundles(models_dir):
         try:
-            bundle = load_bundle(path, trusted_keys)
+            found.append(load_bundle(path, trusted_keys))
         except BundleError as exc:
             log.error("%s", exc.message)
             refused[path] = exc
-            continue
+    return found, refused
+
+
+def load_newest(models_dir: Path, trusted_keys: Path) -> tuple[dict[str, Bundle], dict[Path, BundleError]]:
+    """The newest verified bundle per task in ``models_dir``, and why the others were refused."""
+    bundles: dict[str, Bundle] = {}
+    found, refused = load_all(models_dir, trusted_keys)
+    for bundle in found:
         known = bundles.get(bundle.task)
         if known is None or version_key(bundle.version) > version_key(known.version):
             bundles[bundle.task] = bundle

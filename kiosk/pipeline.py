@@ -15,7 +15,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,6 +47,8 @@ QUALITY_SIDE = 256
 KIND_WORDS = {"fundus": "a fundus photograph", "cxr": "a chest film"}
 
 Intake = Callable[..., Image]
+#: Bundles chosen by the caller (kiosk.lifecycle: the active one per task) and why others failed.
+Chosen = tuple[dict[str, Bundle], dict[Path, BundleError]]
 
 
 @dataclass
@@ -81,6 +84,14 @@ class _Staged:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class Shadow(Protocol):
+    """Candidate models that read a recorded screening's images unseen (kiosk.lifecycle.shadow)."""
+
+    def submit(self, screening_id: int, outcomes: list[list[ImageOutcome]],
+               age_years: float | None) -> None: ...
+    def close(self) -> None: ...
+
+
 class Pipeline:
     """Screens image bytes with the loaded bundles; safe to share between threads."""
 
@@ -102,17 +113,22 @@ class Pipeline:
                                                for name, m in models.items()}
         #: Operating points calibrated at this site (kiosk.lifecycle.validation), by task.
         self._site: dict[str, dict[str, Any]] = {}
+        #: Candidate bundles in shadow (set by kiosk.lifecycle.models.open_pipeline), if any.
+        self.shadow: Shadow | None = None
 
     @classmethod
-    def from_config(cls, config: Config) -> Pipeline:
-        """Verify and load every bundle in KIOSK_MODELS_DIR, open and warm up their engines."""
-        bundles, refusals = load_bundles(config)
+    def from_config(cls, config: Config, chosen: Chosen | None = None) -> Pipeline:
+        """Open and warm up the engines of the ``chosen`` bundles (by default, the newest
+        verified bundle per task in KIOSK_MODELS_DIR)."""
+        bundles, refusals = chosen if chosen is not None else load_bundles(config)
         models = {task: Model(bundle, open_engine(bundle, config)) for task, bundle in bundles.items()}
         return cls(config, models, intake=SandboxedIntake.from_config(config),
                    refused=[refused_entry(path, exc) for path, exc in refusals.items()])
 
     def close(self) -> None:
-        """Stop the decode workers (if any) and release the engines."""
+        """Finish the shadow readings, stop the decode workers (if any), release the engines."""
+        if self.shadow is not None:
+            self.shadow.close()
         if self._sandbox is not None:
             self._sandbox.close()
         for model in self.models.values():
@@ -212,6 +228,34 @@ class Pipeline:
                 self._infer(same[start : start + size], heatmap)
         return [[group] if isinstance(group, ImageOutcome) else [self._finish(s) for s in group]
                 for group in staged]
+
+    def read_again(self, outcomes: Sequence[ImageOutcome], *,
+                   age_years: float | None = None) -> list[ImageOutcome | None]:
+        """This pipeline's models reading images another pipeline decoded and judged gradable
+        (a candidate in shadow): no decode, no quality step, no heat-map. One outcome per given
+        outcome, None where its image was not gradable or its task is not loaded here."""
+        again: list[ImageOutcome | None] = []
+        for outcome in outcomes:
+            result, image = outcome.result, outcome.image
+            task = str(result.get("task"))
+            quality = result.get("quality")
+            if image is None or task not in self.models or not (quality and quality["gradable"]):
+                again.append(None)
+                continue
+            report = QualityReport(gradable=True, measures=dict(quality["measures"]))
+            blank = self._blank_result(str(result.get("input", "")), task, image, report,
+                                       result.get("laterality"), {})
+            again.append(ImageOutcome(blank, image))
+        staged = [_Staged(o, str(o.result["task"]), QualityReport(gradable=True), age_years)
+                  for o in again if o is not None]
+        size = max(1, self.config.batch_size)
+        for name in sorted({s.task for s in staged}):
+            same = [s for s in staged if s.task == name]
+            for start in range(0, len(same), size):
+                self._infer(same[start : start + size], False)
+        for one in staged:
+            self._finish(one)
+        return again
 
     def describe(self) -> list[dict[str, Any]]:
         """Per bundle: identity, signature, back-end really in use, warm-up latency, intended use."""

@@ -19,8 +19,9 @@ from kiosk.config import Config
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError, KioskError
 from kiosk.intake import sniff_format
+from kiosk.lifecycle import models as lineup
 from kiosk.lifecycle import validation
-from kiosk.pipeline import ImageOutcome, Pipeline
+from kiosk.pipeline import ImageOutcome, Pipeline, Shadow
 from kiosk.result import Result
 from kiosk.store import ReceivedFilm, Screening, Store
 
@@ -42,10 +43,16 @@ class Offered:
 
 @dataclass(frozen=True)
 class Screened:
-    """A visit screened: per offered image, one outcome per task that read it."""
+    """A visit screened: per offered image, one outcome per task that read it.
+
+    ``shadow`` (the candidate bundles of the pipeline that screened it) reads the visit once it
+    is recorded, at the patient's ``age``.
+    """
 
     offered: list[Offered]
     outcomes: list[list[ImageOutcome]]
+    shadow: Shadow | None = None
+    age: float | None = None
 
     @property
     def results(self) -> list[Result]:
@@ -121,7 +128,7 @@ def screen(pipeline: Pipeline, offered: Sequence[Offered], *, age: float | None 
     for index, per_image in enumerate(outcomes):
         for outcome in per_image:
             outcome.result["image"] = index
-    return Screened(list(offered), outcomes)
+    return Screened(list(offered), outcomes, pipeline.shadow, age)
 
 
 def screen_files(pipeline: Pipeline, files: Sequence[tuple[bytes, str]], *, task: str | None = None,
@@ -144,8 +151,12 @@ def record(store: Keeper, patient_id: int, screened: Screened, *, actor: str,
             shas.append(image_shas[index])
             png = outcome.heatmap_png
             heatmaps.append(store.save_image(png, ".png") if png else None)
-    return store.record_screening(patient_id, screened.results, actor=actor, image_shas=shas,
-                                  heatmap_shas=heatmaps, films=films, form_token=form_token)
+    screening = store.record_screening(patient_id, screened.results, actor=actor,
+                                       image_shas=shas, heatmap_shas=heatmaps, films=films,
+                                       form_token=form_token)
+    if screened.shadow is not None:  # after the record: the nurse never waits for a candidate
+        screened.shadow.submit(screening.id, screened.outcomes, screened.age)
+    return screening
 
 
 def already_screened(store: Store, image_sha: str) -> int | None:
@@ -262,23 +273,34 @@ class LazyPipeline:
     """The screening pipeline, loaded on first use with the clinic's settings applied.
 
     The one loader: the web app and the DICOM listener's worker share it, so a pushed film is
-    screened at the prevalence and operating point the admin chose, as an upload is.
+    screened at the prevalence and operating point the admin chose, as an upload is. It loads
+    the active bundle of each task with the candidates in shadow (kiosk.lifecycle.models), and
+    loads again when an admin promotes or rolls back (from the web app or ``kiosk models``).
     """
 
     def __init__(self, config: Config, store: Store, pipeline: Pipeline | None = None) -> None:
         self.config, self.store = config, store
         self._pipeline = pipeline
         self._lock = threading.Lock()
+        self._stamp: str | None = None  # the lineup loaded; None: a pipeline given, kept as is
+        self._retired: list[Pipeline] = []  # replaced, closed at close(): a request may use one
         if pipeline is not None:
             apply_settings(store, pipeline)
 
     def __call__(self) -> Pipeline:
-        """The pipeline, loading it (bundles verified, engines warmed) the first time."""
+        """The pipeline, loading it (bundles verified, engines warmed) the first time and
+        after the lineup of active bundles changed."""
         with self._lock:
+            if self._pipeline is not None and self._stamp is not None \
+                    and self._stamp != lineup.stamp(self.store):
+                self._retired.append(self._pipeline)
+                self._pipeline = None
             if self._pipeline is None:
-                pipeline = Pipeline.from_config(self.config)
+                current = lineup.survey(self.config, self.store)
+                pipeline = lineup.open_pipeline(self.config, self.store, current,
+                                                lambda loaded: apply_settings(self.store, loaded))
                 apply_settings(self.store, pipeline)
-                self._pipeline = pipeline
+                self._pipeline, self._stamp = pipeline, current.stamp
             return self._pipeline
 
     @property
@@ -287,6 +309,7 @@ class LazyPipeline:
         return self._pipeline is not None
 
     def close(self) -> None:
-        """Release the pipeline if it was loaded."""
-        if self._pipeline is not None:
-            self._pipeline.close()
+        """Release the pipeline if it was loaded, and those it replaced."""
+        for pipeline in [*self._retired, self._pipeline]:
+            if pipeline is not None:
+                pipeline.close()

@@ -152,7 +152,30 @@ _V5: list[str] = [
 
 #: Shadow mode and change control (issue 16.4): a candidate model's results, never shown to staff.
 #: (Owned by the shadow-mode work; filled in by it.)
-_V6: list[str] = []
+_V6: list[str] = [
+    # Which bundle of each task screens for staff (``active``) and which it replaced
+    # (``previous``, the one a rollback returns to): a bundle is named by version and sha256.
+    """CREATE TABLE model_lineup (
+        task TEXT PRIMARY KEY,
+        active_version TEXT NOT NULL,
+        active_sha256 TEXT NOT NULL,
+        previous_version TEXT,
+        previous_sha256 TEXT,
+        changed TEXT NOT NULL,
+        actor TEXT NOT NULL)""",
+    # A candidate bundle's reading of one active result (same screening, same position in its
+    # results): kept apart from ``results`` so no page, report or outbox writer can show it.
+    """CREATE TABLE shadow_results (
+        screening_id INTEGER NOT NULL REFERENCES screenings (id),
+        position INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL,
+        result_json TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (screening_id, position, model_sha256))""",
+    "CREATE INDEX shadow_results_model ON shadow_results (task, model_sha256)",
+]
 
 #: Fleet metrics (issue 16.5): aggregate reports that leave through the outbox.
 #: ``fleet_reports`` keeps each period's figures as queued (counts and proportions only, never a

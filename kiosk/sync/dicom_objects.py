@@ -157,7 +157,8 @@ def _image_group(s: Screening, position: int) -> hd.sr.MeasurementsAndQualitativ
         algorithm_id=hd.sr.AlgorithmIdentification(
             str(model.get("title") or model.get("id", "unknown"))[:64],
             f"{model.get('id', 'unknown')} {model.get('version', 'unknown')}"[:64],
-            parameters=[model_words(result)[:64]] if model.get("population") else None),
+            parameters=[*([model_words(result)[:64]] if model.get("population") else []),
+                        *([str(model["sha256"])[:64]] if model.get("sha256") else [])] or None),
         finding_sites=sites, qualitative_evaluations=evaluations, measurements=measurements,
     )
 

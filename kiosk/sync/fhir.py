@@ -119,6 +119,9 @@ def device(result: Result) -> dict:
         "version": [{"value": str(model.get("version", "unknown"))}],
         "type": {"text": "AI screening algorithm"},
     }
+    if model.get("sha256"):  # the exact bundle: its manifest's sha256 (docs/change-control.md)
+        resource["version"].append({"type": {"text": "bundle manifest sha256"},
+                                    "value": str(model["sha256"])})
     if model.get("population"):
         resource["note"] = [{"text": model_words(result)}]
     return resource

@@ -125,6 +125,8 @@ def _observations(s: Screening, status: str) -> list[str]:
         sub = str(position + 1)
         rows.append(_obx(_next_obx(rows), "CWE", code, sub, value, status, device, side))
         rows.append(f"NTE|1|L|{escape(model_words(result))}")
+        if model.get("sha256"):  # the exact bundle (docs/change-control.md)
+            rows.append(f"NTE|2|L|Model bundle sha256 {escape(model['sha256'])}")
         for finding in result.get("findings") or []:
             label = str(finding.get("label"))
             own = f"{escape(label)}^{escape(finding.get('display'))}^L"
