@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kiosk import messages
 from kiosk.pixels import as_rgb
 from kiosk.result import FindingResult, Result
 from kiosk.tasks import Population
@@ -162,16 +163,11 @@ def population_warning(population: Population | None, age_years: float | None) -
     """A warning when the patient's age lies outside the ages the model was trained on."""
     if population is None or age_years is None or population.fits(age_years):
         return None
-    return (f"This model was trained on {population.description}; this patient is "
-            f"{_age_words(age_years)}. Its result is not reliable for this patient: a clinician "
-            "must read the image.")
-
-
-def _age_words(age_years: float) -> str:
-    """'68 years old', '3 years old', '8 months old'."""
     if age_years < 1:
-        return f"{int(age_years * 12)} months old"
-    return f"{int(age_years)} years old"
+        return messages.say("outside_population_months", population=population.description,
+                            months=int(age_years * 12))
+    return messages.say("outside_population_years", population=population.description,
+                        years=int(age_years))
 
 
 def score(findings: Sequence[FindingResult]) -> float | None:

@@ -1,7 +1,9 @@
 """One error hierarchy for the whole kiosk.
 
 Every error carries a stable machine-readable ``code``, a message a person can act on, the HTTP
-status it maps to, and whether retrying the same operation later may succeed. Mapping to HTTP,
+status it maps to, and whether retrying the same operation later may succeed. ``params`` name
+what the message is about (a file, an eye), so web/ can say it in the reader's language by the
+code; the message itself stays English (logs, the API, what is stored). Mapping to HTTP,
 JSON, HTML and DICOM statuses happens in one place per interface, never by catching ``Exception``.
 """
 
@@ -15,9 +17,11 @@ class KioskError(Exception):
     http_status = 500
     retryable = False
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None):
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None,
+                 params: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.params = dict(params or {})
         if code is not None:
             self.code = code
         if retryable is not None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from engines.base import Engine, open_engine
 from engines.bundle import Bundle
-from kiosk import decide
+from kiosk import decide, messages
 from kiosk.bundles import describe_model, load_bundles, refused_entry
 from kiosk.config import Config
 from kiosk.domain import Image, ImageKind, QualityReport
@@ -323,8 +323,9 @@ class Pipeline:
                              f"(loaded: {', '.join(self.tasks())}).", code="no_model")
         expected = self._kind_of(task) or kind
         if expected is not None and expected != image.kind:
-            image.warnings.append(f"The image is {KIND_WORDS[image.kind]}, not "
-                                  f"{KIND_WORDS[expected]}: screened with {', '.join(candidates)}.")
+            image.warnings.append(messages.say("other_kind", found=KIND_WORDS[image.kind],
+                                               expected=KIND_WORDS[expected],
+                                               tasks=", ".join(candidates)))
         return self._by_population(image, candidates, age_years)
 
     def _by_population(self, image: Image, candidates: list[str], age_years: float | None) -> list[str]:
@@ -336,8 +337,7 @@ class Pipeline:
         described = [name for name in chosen if self._tasks[name].population is not None]
         if age_years is None and len(described) > 1:
             titles = " and ".join(self._tasks[name].title for name in described)
-            image.warnings.append(f"The patient's age is not known, so both models were run "
-                                  f"({titles}); give the age for an answer from the right one.")
+            image.warnings.append(messages.say("age_unknown", titles=titles))
         return chosen
 
     def _target_size(self, task: str | None) -> int:

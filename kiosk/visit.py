@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
+from kiosk import messages
 from kiosk.config import Config
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError, KioskError
@@ -188,10 +189,7 @@ def film_seen(store: Store, sop_uid: str, pixel_sha256: str) -> FilmSeen:
 
 def uid_conflict_warning(sop_uid: str, conflicts: list[int]) -> str:
     """The warning a film carries when its UID was screened before with other pixels."""
-    earlier = ", ".join(str(c) for c in conflicts)
-    return (f"This film's SOP Instance UID {sop_uid} was screened before with different pixels "
-            f"(screening {earlier}): the sender reused the UID for another image. It was "
-            "screened as a new film; check which image the earlier result is about.")
+    return messages.say("uid_reused", uid=sop_uid, earlier=", ".join(str(c) for c in conflicts))
 
 
 def require(offered: Sequence[Offered]) -> None:
@@ -200,7 +198,8 @@ def require(offered: Sequence[Offered]) -> None:
         raise NothingOffered("Choose a photograph or an X-ray first.")
     for item in offered:
         if not item.data:
-            raise EmptyImage(f"The file {item.name!r} is empty: choose the photograph again.")
+            raise EmptyImage(f"The file {item.name!r} is empty: choose the photograph again.",
+                             params={"name": item.name})
 
 
 def missing_eyes(offered: Sequence[Offered]) -> list[str]:
@@ -214,12 +213,13 @@ def require_complete(offered: Sequence[Offered], reasons: Mapping[str, str]) -> 
     unexplained = [eye for eye in missing_eyes(offered) if not reasons.get(eye, "").strip()]
     if unexplained:
         names = " and ".join(EYE_NAMES[eye].lower() for eye in unexplained)
-        raise IncompleteVisit(f"Photograph the {names} too, or say why it cannot be photographed.")
+        raise IncompleteVisit(f"Photograph the {names} too, or say why it cannot be photographed.",
+                              params={"eyes": "".join(unexplained)})
 
 
 def note_missing(screened: Screened, reasons: Mapping[str, str]) -> None:
     """Keep the reason for a missing eye with every eye result, so every report says so."""
-    notes = [f"{EYE_NAMES[eye]} not photographed: {reasons[eye].strip()}"
+    notes = [messages.say("eye_not_photographed", eye=EYE_NAMES[eye], reason=reasons[eye].strip())
              for eye in missing_eyes(screened.offered) if reasons.get(eye, "").strip()]
     for result in screened.results:
         if notes and result.get("kind") == "fundus":

@@ -332,7 +332,7 @@ def test_without_a_model_capture_says_so_and_nothing_is_recorded(tmp_path: Path)
     patient_id = _register(client, "NM-1")
     answer = _upload(client, patient_id, left_eye=(_fundus(), "13_left.jpeg"), fields=ONE_EYE)
     assert answer.status_code == 503
-    assert "no verified model bundle" in answer.get_data(as_text=True)
+    assert "No screening model is ready on this kiosk" in answer.get_data(as_text=True)
     assert store.worklist() == []
 
 

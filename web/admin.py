@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from hardware.status import read_status
@@ -93,11 +94,12 @@ def settings() -> ResponseReturnValue:
         point = request.form.get(row["point_name"], "").strip()
         if point and point != row["point"]:
             if point not in row["points"]:
-                raise AdminFormError(f"{row['title']} has no operating point {point!r}.")
+                raise AdminFormError(_("%(title)s has no operating point %(point)s.",
+                                       title=row["title"], point=point))
             svc.store.set_setting(row["point_name"], point, actor=current_user.username)
     if svc.pipeline_loaded:
         apply_settings(svc.store, svc.pipeline)
-    flash("Settings saved.", "info")
+    flash(_("Settings saved."), "info")
     return redirect(url_for("admin.index"))
 
 
@@ -106,9 +108,9 @@ def _percent_to_share(raw: str) -> float:
     try:
         value = float(raw.rstrip("%").strip()) / 100.0
     except ValueError as exc:
-        raise AdminFormError("Prevalence must be a number of percent, like 10.") from exc
+        raise AdminFormError(_("Prevalence must be a number of percent, like 10.")) from exc
     if not 0.0 < value < 1.0:
-        raise AdminFormError("Prevalence must be between 0 and 100 percent.")
+        raise AdminFormError(_("Prevalence must be between 0 and 100 percent."))
     return value
 
 
@@ -120,7 +122,7 @@ def add_user() -> ResponseReturnValue:
     role = form.get("role", "")
     username = accounts.create_user(services().store, form.get("username", ""),
                                     form.get("password", ""), role, actor=current_user.username)
-    flash(f"User {username} ({role}) created.", "info")
+    flash(_("User %(user)s (%(role)s) created.", user=username, role=role), "info")
     return redirect(url_for("admin.index"))
 
 
@@ -133,7 +135,8 @@ def reset_password(username: str) -> ResponseReturnValue:
     accounts.set_password(store, user.username, request.form.get("password", ""))
     end_sessions(SessionUser.from_store(user))
     audit("user.password_reset", detail=f"{user.username} by {current_user.username}")
-    flash(f"New password set for {user.username}; their sessions were ended.", "info")
+    flash(_("New password set for %(user)s; their sessions were ended.", user=user.username),
+          "info")
     return redirect(url_for("admin.index"))
 
 
@@ -143,13 +146,14 @@ def disable_user(username: str, change: str) -> ResponseReturnValue:
     """Disable an account (no log-in, sessions and token end at once) or enable it again."""
     user = _user(username)
     if user.username == current_user.username:
-        raise AdminFormError("You cannot disable your own account.")
+        raise AdminFormError(_("You cannot disable your own account."))
     store = services().store
     store.set_setting(disabled_setting(int(user.id)), "1" if change == "disable" else "0",
                       actor=current_user.username)
     end_sessions(SessionUser.from_store(user))
     audit(f"user.{change}", detail=f"{user.username} by {current_user.username}")
-    flash(f"{user.username} is {'disabled' if change == 'disable' else 'enabled again'}.", "info")
+    flash(_("%(user)s is disabled.", user=user.username) if change == "disable"
+          else _("%(user)s is enabled again.", user=user.username), "info")
     return redirect(url_for("admin.index"))
 
 
@@ -157,7 +161,7 @@ def _user(username: str) -> Any:
     """The store user of this name (NotFoundError when absent)."""
     user = services().store.get_user(username)
     if user is None:
-        raise NotFoundError(f"No user named {username}.")
+        raise NotFoundError(_("No user named %(user)s.", user=username))
     return user
 
 

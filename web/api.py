@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
-from kiosk import __version__, visit
+from kiosk import __version__, messages, visit
 from kiosk.errors import KioskError
 from kiosk.store import Screening
 from kiosk.visit import Offered
@@ -146,14 +146,15 @@ def create_screening() -> ResponseReturnValue:
     if needed:
         return _retake_answer(needed)
     visit.require_complete(offered, reasons)
-    found = checks.warnings_for(patient, screened.offered,
-                                [per_image[0].image for per_image in screened.outcomes],
-                                inverted=svc.store.get_setting(checks.INVERTED_VIEW_SETTING) == "inverted")
+    found = checks.english_warnings(  # the API speaks English, as the results are kept
+        patient, screened.offered, [per_image[0].image for per_image in screened.outcomes],
+        inverted=svc.store.get_setting(checks.INVERTED_VIEW_SETTING) == "inverted")
     if found and request.form.get("identity_checked") != "yes":
         return jsonify({"code": "check_identity", "message": " ".join(found),
                         "warnings": found}), 422
-    for result in screened.results:
-        result["warnings"].extend(f"Checked by {current_user.username}: {line}" for line in found)
+    for result in screened.results:  # kept in English, as every result is
+        result["warnings"].extend(messages.say("identity_confirmed", user=current_user.username,
+                                               warning=line) for line in found)
     visit.note_missing(screened, reasons)
     screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
     audit("api_create_screening", patient_id=patient_id, detail=f"screening={screening.id}")

@@ -25,6 +25,7 @@ from web import (
     words,
     worklist,
 )
+from web.script_words import script_words
 from web.services import Services
 
 
@@ -52,6 +53,7 @@ def create_app(
     app.jinja_env.globals["clinic_name"] = config.clinic_name
     app.jinja_env.globals["idle_seconds"] = config.session_timeout_min * 60
     words.register(app.jinja_env)
+    app.jinja_env.globals["script_words"] = script_words
     return app
 
 

@@ -16,6 +16,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
 from kiosk.accounts import hash_password, needs_rehash, verify_password
@@ -56,18 +57,19 @@ def login() -> ResponseReturnValue:
     wait = _throttle().wait_s(*keys)
     if wait > 0:
         minutes = int(wait // 60) + 1
-        flash(f"Too many failed log-ins. Try again in {minutes} minute(s).", "error")
+        flash(_("Too many failed log-ins. Try again in %(minutes)d minute(s).", minutes=minutes),
+              "error")
         return render_template("login.html", next=request.form.get("next", "")), 429
     user = _check_credentials(username, password)
     if user is None:
         _throttle().failed(*keys)
         services().store.audit(username or "-", "login_failed", detail=str(request.remote_addr))
-        flash("Wrong user name or password.", "error")
+        flash(_("Wrong user name or password."), "error")
         return render_template("login.html", next=request.form.get("next", "")), 401
     _throttle().succeeded(keys[0])  # the address keeps its count: no spraying between good log-ins
     if is_disabled(int(user.id)):
         services().store.audit(username, "login_disabled", detail=str(request.remote_addr))
-        flash("This account is disabled: ask an administrator.", "error")
+        flash(_("This account is disabled: ask an administrator."), "error")
         return render_template("login.html", next=""), 403
     _start_session(user)
     return redirect(safe_next(request.form.get("next")))
@@ -117,8 +119,8 @@ def logout() -> ResponseReturnValue:
     logout_user()
     session.clear()
     minutes = int(current_app.config["PERMANENT_SESSION_LIFETIME"].total_seconds() // 60)
-    flash(f"You were logged off after {minutes} minutes without activity." if idle
-          else "You are logged off.", "info")
+    flash(_("You were logged off after %(minutes)d minutes without activity.", minutes=minutes)
+          if idle else _("You are logged off."), "info")
     return redirect(url_for("auth.login"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
+from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from kiosk.domain import Image
@@ -18,12 +19,35 @@ from kiosk.intake.dicom import age_in_years
 from kiosk.pixels.disc import disc_side
 from kiosk.store import Patient
 from kiosk.visit import Offered, age_years
-from web.words import N_
+from web.i18n import N_
 
 #: The clinic's fundus camera shows the eye as through a condensing lens (set by the admin).
 INVERTED_VIEW_SETTING = "fundus_camera_view"
 EYES = {"R": "right", "L": "left"}
 SEX_CODES = {"F": N_("female"), "M": N_("male"), "O": N_("other")}
+
+LEFT_IN_RIGHT = N_("The photo in the right-eye slot (%(name)s) looks like a LEFT eye: its optic "
+                   "disc (the bright spot) is on the %(side)s. Check which eye you photographed "
+                   "and put it in the left-eye slot if so.")
+RIGHT_IN_LEFT = N_("The photo in the left-eye slot (%(name)s) looks like a RIGHT eye: its optic "
+                   "disc (the bright spot) is on the %(side)s. Check which eye you photographed "
+                   "and put it in the right-eye slot if so.")
+OTHER_ID = N_("The file %(name)s is of patient id %(theirs)s, not %(ours)s. Check that it is "
+              "this patient's film.")
+OTHER_AGE = N_("The file %(name)s says the patient was %(theirs)d years old; the record's birth "
+               "date makes them %(ours)d. Check the birth date.")
+OTHER_SEX = N_("The file %(name)s says the patient is %(theirs)s; the record says %(ours)s. "
+               "Check that it is this patient's film.")
+#: Every identity warning's template (web/messages.py reads a kept English one back).
+TEMPLATES = [LEFT_IN_RIGHT, RIGHT_IN_LEFT, OTHER_ID, OTHER_AGE, OTHER_SEX]
+
+
+def english_warnings(patient: Patient, offered: Sequence[Offered],
+                     images: Sequence[Image | None], *, inverted: bool = False) -> list[str]:
+    """The identity warnings in English, as they are kept with the results (which stay English
+    for the store and every destination; pages translate them back by their template)."""
+    with force_locale("en"):
+        return warnings_for(patient, offered, images, inverted=inverted)
 
 
 def warnings_for(patient: Patient, offered: Sequence[Offered], images: Sequence[Image | None],
@@ -45,14 +69,8 @@ def eye_warnings(item: Offered, image: Image, *, inverted: bool = False) -> list
     seen = disc_side(image.pixels).eye(inverted)
     if seen is None or seen == item.laterality:
         return []
-    if seen == "L":
-        return [_("The photo in the right-eye slot (%(name)s) looks like a LEFT eye: its optic "
-                  "disc (the bright spot) is on the %(side)s. Check which eye you photographed "
-                  "and put it in the left-eye slot if so.", name=item.name,
-                  side=_disc_words(seen, inverted))]
-    return [_("The photo in the left-eye slot (%(name)s) looks like a RIGHT eye: its optic disc "
-              "(the bright spot) is on the %(side)s. Check which eye you photographed and put "
-              "it in the right-eye slot if so.", name=item.name, side=_disc_words(seen, inverted))]
+    template = LEFT_IN_RIGHT if seen == "L" else RIGHT_IN_LEFT
+    return [_(template, name=item.name, side=_disc_words(seen, inverted))]
 
 
 def _disc_words(eye: str, inverted: bool) -> str:
@@ -68,19 +86,13 @@ def header_warnings(patient: Patient, name: str, meta: dict[str, str]) -> list[s
     found = []
     their_id = meta.get("patient_id", "").strip()
     if their_id and their_id.casefold() != patient.identifier.strip().casefold():
-        found.append(_("The file %(name)s is of patient id %(theirs)s, not %(ours)s. Check that "
-                       "it is this patient's film.", name=name, theirs=their_id,
-                       ours=patient.identifier))
+        found.append(_(OTHER_ID, name=name, theirs=their_id, ours=patient.identifier))
     their_age, our_age = _their_age(meta), _age_then(patient, meta)
     if their_age is not None and our_age is not None and abs(int(their_age) - int(our_age)) > 1:
-        found.append(_("The file %(name)s says the patient was %(theirs)d years old; the "
-                       "record's birth date makes them %(ours)d. Check the birth date.",
-                       name=name, theirs=int(their_age), ours=int(our_age)))
+        found.append(_(OTHER_AGE, name=name, theirs=int(their_age), ours=int(our_age)))
     their_sex = SEX_CODES.get(meta.get("patient_sex", "").strip().upper())
     if their_sex and patient.sex in ("female", "male") and their_sex != patient.sex:
-        found.append(_("The file %(name)s says the patient is %(theirs)s; the record says "
-                       "%(ours)s. Check that it is this patient's film.", name=name,
-                       theirs=_(their_sex), ours=_(str(patient.sex))))
+        found.append(_(OTHER_SEX, name=name, theirs=_(their_sex), ours=_(str(patient.sex))))
     return found
 
 

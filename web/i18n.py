@@ -18,6 +18,11 @@ TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LANGUAGES = {"en": "English", "fr": "Français", "es": "Español"}
 
 
+def N_(message: str) -> str:
+    """Mark a message for the catalogues; it is translated where it is shown."""
+    return message
+
+
 def select_locale() -> str:
     """The language of this request: chosen, else the browser's best match, else English."""
     chosen = session.get("lang")

@@ -8,6 +8,7 @@ from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from kiosk import names
@@ -104,18 +105,18 @@ def patient_fields(form: Mapping[str, str]) -> tuple[str, str, str | None, str |
     birth = str(get("birth_date", "")).strip() or None
     sex = str(get("sex", "")).strip() or None
     if not IDENTIFIER.match(identifier):
-        raise PatientFormError("Scan or type the patient id (letters, digits, - . / _).")
+        raise PatientFormError(_("Scan or type the patient id (letters, digits, - . / _)."))
     if not name or len(name) > 200:
-        raise PatientFormError("Type the patient's family name and given name(s).")
+        raise PatientFormError(_("Type the patient's family name and given name(s)."))
     if birth is not None:
         try:
             born = date.fromisoformat(birth)
         except ValueError as exc:
-            raise PatientFormError("Birth date must be a date like 1970-03-31.") from exc
+            raise PatientFormError(_("Birth date must be a date like 1970-03-31.")) from exc
         if born > date.today() or born.year < 1890:
-            raise PatientFormError("Birth date is not possible.")
+            raise PatientFormError(_("Birth date is not possible."))
     if sex is not None and sex not in SEXES:
-        raise PatientFormError("Choose the sex from the list.")
+        raise PatientFormError(_("Choose the sex from the list."))
     return identifier, name, birth, sex
 
 
@@ -137,7 +138,7 @@ def camera(patient_id: int) -> ResponseReturnValue:
     svc = services()
     cam = svc.camera
     if cam is None:
-        raise NoCamera("No camera is configured on this kiosk: upload the photo instead.")
+        raise NoCamera(_("No camera is configured on this kiosk: upload the photo instead."))
     eye = request.form.get("eye") if request.form.get("eye") in ("L", "R") else None
     offered = [Offered(camera_frame(cam), "camera.jpg", eye, "fundus")]
     return visits.gate_and_screen(patient_id, offered)
@@ -149,14 +150,14 @@ def history(patient_id: int) -> ResponseReturnValue:
     diabetes = request.form.get("diabetes", "unknown")
     last = request.form.get("last_eye_exam", "").strip() or None
     if diabetes not in ("yes", "no", "unknown"):
-        raise PatientFormError("Choose yes, no or not known for diabetes.")
+        raise PatientFormError(_("Choose yes, no or not known for diabetes."))
     if last is not None:
         try:
             when = date.fromisoformat(last)
         except ValueError as exc:
-            raise PatientFormError("The examination date must be a date like 2025-03-31.") from exc
+            raise PatientFormError(_("The examination date must be a date like 2025-03-31.")) from exc
         if when > date.today():
-            raise PatientFormError("The last eye examination cannot be in the future.")
+            raise PatientFormError(_("The last eye examination cannot be in the future."))
     services().store.set_patient_history(patient_id, diabetes, last, actor=current_user.username)
     return redirect(url_for("patients.capture", patient_id=patient_id))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, render_template, send_file
@@ -11,7 +12,7 @@ from flask_login import current_user
 
 from kiosk.errors import KioskError, NotFoundError
 from kiosk.store import Patient, Screening
-from web import slip
+from web import film_view, slip
 from web.security import audit
 from web.services import services
 from web.words import SEXES
@@ -70,13 +71,15 @@ def _image_views(screening: Screening) -> list[dict[str, Any]]:
     for index, result in enumerate(screening.results):
         heatmap = _at(screening.heatmap_shas, index)
         original = _at(screening.image_shas, index)
-        showable = original is not None and _suffix(original) in INLINE
+        suffix = _suffix(original) if original is not None else ""
+        # a film is shown as rendered here ("film"); a photo as it was taken ("original")
+        shown = "original" if suffix in INLINE else ("film" if suffix == ".dcm" else None)
         views.append(
             {
                 "index": index,
                 "result": result,
-                "picture": "heatmap" if heatmap else ("original" if showable else None),
-                "original": showable,
+                "picture": "heatmap" if heatmap else shown,
+                "original": shown,
             }
         )
     return views
@@ -92,9 +95,10 @@ def _suffix(sha: str) -> str:
     return services().store.image_path(sha).suffix.lower()
 
 
-@bp.get("/screenings/<int:screening_id>/images/<int:index>/<any(heatmap, original):kind>")
+@bp.get("/screenings/<int:screening_id>/images/<int:index>/<any(heatmap, original, film):kind>")
 def image(screening_id: int, index: int, kind: str) -> ResponseReturnValue:
-    """One image of a screening: the heat-map overlay or the original as captured."""
+    """One image of a screening: the heat-map overlay, the original as captured, or a DICOM
+    film rendered as a picture at its heat-map's size."""
     svc = services()
     screening = svc.store.get_screening(screening_id)
     shas = screening.heatmap_shas if kind == "heatmap" else screening.image_shas
@@ -103,11 +107,22 @@ def image(screening_id: int, index: int, kind: str) -> ResponseReturnValue:
         raise NotFoundError("This screening has no such image.")
     path = svc.store.image_path(sha)
     patient = patient_of(screening)
-    audit(f"view_{kind}", patient_id=patient.id, detail=f"screening={screening_id} image={index}")
+    audit(f"view_{'original' if kind == 'film' else kind}", patient_id=patient.id,
+          detail=f"screening={screening_id} image={index}")
+    if kind == "film":
+        return _film(path, _at(screening.heatmap_shas, index))
     mimetype = INLINE.get(path.suffix.lower())
     if mimetype is None:
         return send_file(path, mimetype="application/dicom", as_attachment=True)
     return send_file(path, mimetype=mimetype)
+
+
+def _film(path: Path, heatmap: str | None) -> ResponseReturnValue:
+    """A stored DICOM film as a PNG, lined up with its heat-map."""
+    if path.suffix.lower() != ".dcm":
+        raise NotFoundError("This image is not a DICOM film.")
+    size = film_view.picture_size(services().store.image_path(heatmap)) if heatmap else None
+    return Response(film_view.film_png(path, size), mimetype="image/png")
 
 
 @bp.get("/screenings/<int:screening_id>/slip.pdf")

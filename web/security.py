@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from flask import Flask, current_app, flash, g, jsonify, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
@@ -175,7 +176,8 @@ def _check_inactivity(limit_s: float) -> ResponseReturnValue | None:
     if now - seen > limit_s:
         logout_user()
         session.clear()
-        flash(f"You were logged off after {int(limit_s // 60)} minutes without activity.", "info")
+        flash(_("You were logged off after %(minutes)d minutes without activity.",
+                minutes=int(limit_s // 60)), "info")
         return _unauthorized()
     session["seen"] = now
     return None

@@ -23,8 +23,8 @@ from reportlab.pdfgen.canvas import Canvas
 
 from kiosk.result import FindingResult, Result
 from kiosk.store import Patient, Screening
+from web import messages, words
 from web import slip_fonts as fonts
-from web import words
 from web.validation import site_calibration_line
 
 LEFT = 18 * mm
@@ -118,7 +118,8 @@ def _verdict(canvas: Canvas, screening: Screening, y: float) -> float:
 def _block_texts(result: Result) -> list[str]:
     """The lines under an image's title: why, warnings, model, the clinician's figures."""
     texts = [words.why_line(result)] if words.why_line(result) else []
-    texts += [w for w in result.get("warnings", []) if w != result.get("reader_required")]
+    texts += [messages.warning(w) for w in result.get("warnings", [])
+              if w != result.get("reader_required")]
     texts.append(words.model_line(result))
     if site_calibration_line(result):
         texts.append(site_calibration_line(result))
@@ -141,7 +142,8 @@ def _image_block(canvas: Canvas, result: Result, heatmap: Path | None, y: float)
     title = f"{words.image_title(result)}: {words.image_line(result)}"
     text_y = _lines(canvas, [title], y, size=12, bold=True, room=room)
     if result.get("reader_required"):
-        text_y = _reader_box(canvas, str(result["reader_required"]), text_y, room)
+        text_y = _reader_box(canvas, messages.warning(str(result["reader_required"])), text_y,
+                             room)
     text_y = _lines(canvas, _block_texts(result), text_y, size=10, x=LEFT + 4 * mm,
                     room=room - 4 * mm)
     if heatmap is not None and heatmap.exists():

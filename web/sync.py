@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from kiosk.sync.base import error_kind
@@ -37,5 +38,5 @@ def status() -> ResponseReturnValue:
 def retry(item_id: int) -> ResponseReturnValue:
     """Put a parked item back in the queue."""
     services().store.retry_item(item_id, actor=current_user.username)  # the store audits it
-    flash("The item is back in the queue.", "info")
+    flash(_("The item is back in the queue."), "info")
     return redirect(url_for("sync.status"))

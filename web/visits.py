@@ -13,15 +13,15 @@ from collections.abc import Mapping
 
 from flask import redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext as _
 from flask_login import current_user
 
+from kiosk import messages as kiosk_messages
 from kiosk import visit
 from kiosk.domain import ImageKind
 from kiosk.errors import KioskError
 from kiosk.store import form_tokens
 from kiosk.visit import Offered, Screened
-from web import checks, kept, words
+from web import checks, kept, messages, words
 from web.capture import Retake, gate, retakes
 from web.security import audit
 from web.services import services
@@ -146,19 +146,8 @@ def _screen_visit(patient_id: int, offered: list[Offered],
 
 
 def _problem(exc: KioskError) -> str:
-    """A refused visit's reason in the reader's language."""
-    if exc.code == "incomplete_visit":
-        missing = str(exc.message)
-        if "right eye and left eye" in missing:
-            return _("Photograph both eyes, or say why an eye cannot be photographed.")
-        if "right eye" in missing:
-            return _("Photograph the right eye too, or say why it cannot be photographed.")
-        return _("Photograph the left eye too, or say why it cannot be photographed.")
-    if exc.code == "empty_image":
-        return _("A file is empty: choose the photograph again.") + f" ({exc.message})"
-    if exc.code == "no_image":
-        return _("Choose a photograph or an X-ray first.")
-    return exc.message
+    """A refused visit's reason in the reader's language (by the error's code)."""
+    return messages.error(exc.code, exc.message, exc.params)
 
 
 def _incomplete(patient_id: int, images: list[Offered], message: str) -> ResponseReturnValue:
@@ -177,14 +166,17 @@ def _identity(patient_id: int, screened: Screened) -> ResponseReturnValue | None
     patient = svc.store.get_patient(patient_id)
     inverted = svc.store.get_setting(checks.INVERTED_VIEW_SETTING) == "inverted"
     images = [per_image[0].image for per_image in screened.outcomes]
-    found = checks.warnings_for(patient, screened.offered, images, inverted=inverted)
+    found = checks.english_warnings(patient, screened.offered, images, inverted=inverted)
     if not found:
         return None
     if request.form.get("identity_checked") != "yes":
         kept.keep(patient_id, list(screened.offered))
         audit("capture_identity_warning", patient_id=patient_id, detail=" | ".join(found))
-        return capture_page(patient_id, warnings=found, status=422)
-    for result in screened.results:  # the confirmation travels with every result
-        result["warnings"].extend(f"Checked by {current_user.username}: {line}" for line in found)
+        return capture_page(patient_id, warnings=[messages.identity_warning(w) for w in found],
+                            status=422)
+    for result in screened.results:  # the confirmation travels with every result, in English
+        result["warnings"].extend(kiosk_messages.say("identity_confirmed",
+                                                     user=current_user.username, warning=line)
+                                  for line in found)
     audit("capture_identity_confirmed", patient_id=patient_id, detail=" | ".join(found))
     return None

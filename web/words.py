@@ -11,14 +11,11 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 
-from kiosk.result import Result, model_words
+from kiosk import messages as kiosk_messages
+from kiosk.result import Result
 from kiosk.tasks import DEFAULTS, KIND_DEFAULTS
-
-
-def N_(message: str) -> str:
-    """Mark a message for the catalogues; it is translated where it is shown."""
-    return message
-
+from web import messages
+from web.i18n import N_ as N_  # the marker, where the pages' words have always found it
 
 INTENDED_USE_WARNING = N_(
     "Reference model trained on small public data sets; not for clinical decisions. "
@@ -31,24 +28,6 @@ SEXES = {"female": N_("Female"), "male": N_("Male"), "other": N_("Other"), "unkn
 REFERRAL_WORDS = [N_("an eye doctor"), N_("a doctor"), N_("today"), N_("within 3 months"),
                   N_("within a week")]
 
-#: Intake refusals in a nurse's words (the technical message stays in the clinician's details).
-NURSE_ERRORS = {
-    "decompression_bomb": N_("The picture is far larger than any camera makes: use the camera's own export."),
-    "too_large": N_("The file is too large to screen: export a smaller copy from the camera."),
-    "not_an_image": N_("This file is not a photograph or an X-ray: choose the image file itself."),
-    "truncated": N_("The file is damaged or was not copied completely: copy it again."),
-    "empty_image": N_("The file is empty: choose the photograph again."),
-    "no_image": N_("Choose a photograph or an X-ray first."),
-    "bad_upload": N_("Choose a photograph or an X-ray first."),
-    "unsupported_transfer_syntax": N_("This X-ray file is compressed in a way the kiosk cannot read: "
-                                   "send it uncompressed from the X-ray machine."),
-    "unsupported_photometric": N_("The kiosk cannot read this X-ray's pixel format."),
-    "photometric_mismatch": N_("The X-ray's file says something its pixels do not: ask for a new "
-                            "export from the X-ray machine."),
-    "bad_dimensions": N_("The picture is too small or oddly shaped to screen."),
-    "wrong_body_part": N_("This X-ray is not of the chest."),
-    "unknown_task": N_("The kiosk cannot tell what this image is: put it in the right slot."),
-}
 #: What an image of each kind is called when its result names no title.
 KIND_WORDS = {"fundus": N_("Eye photograph"), "cxr": N_("Chest X-ray")}
 
@@ -93,12 +72,8 @@ def headline(verdict: str | None, results: Sequence[Result]) -> str:
 def missing_eye_notes(results: Sequence[Result]) -> list[str]:
     """ "Right eye not photographed: the patient declined" kept with the visit's eye results."""
     notes = {w for r in results if kind_of(r) == "fundus" for w in r.get("warnings", [])
-             if w.startswith(("Right eye not photographed: ", "Left eye not photographed: "))}
-    shown = []
-    for note in sorted(notes, reverse=True):
-        eye, _sep, reason = note.partition(" not photographed: ")
-        shown.append(_("%(eye)s not photographed: %(reason)s", eye=_(eye), reason=_(reason)))
-    return shown
+             if (kiosk_messages.read(w) or ("",))[0] == "eye_not_photographed"}
+    return [messages.warning(note) for note in sorted(notes, reverse=True)]
 
 
 def _headline(verdict: str | None, results: Sequence[Result]) -> str:
@@ -163,10 +138,7 @@ def decision_words(sign_off: Any) -> str:
 
 def nurse_error(result: Result) -> str:
     """Why an image was not screened, in words a nurse acts on (no field names, no jargon)."""
-    error = result.get("error") or {}
-    code = str(error.get("code", "")) if isinstance(error, dict) else ""
-    return _(NURSE_ERRORS.get(code, N_("The kiosk could not read this file: choose it again, "
-                                       "or export it again from the camera.")))
+    return messages.result_error(result)
 
 
 def retake_line(reasons: list[str], kind: str | None = None) -> str:
@@ -194,11 +166,10 @@ def image_line(result: Result) -> str:
 
 def quality_reasons(result: Result) -> list[str]:
     """The reasons an image was refused or ungradable, as sentences."""
-    error = result.get("error")
-    if error:
-        return [str(error.get("message", error)) if isinstance(error, dict) else str(error)]
+    if result.get("error"):
+        return [messages.result_error(result)]
     quality = result.get("quality")
-    return [str(r.get("message", r.get("code", ""))) for r in (quality["reasons"] if quality else [])]
+    return [messages.quality_reason(r) for r in (quality["reasons"] if quality else [])]
 
 
 def image_title(result: Result) -> str:
@@ -218,7 +189,21 @@ def slot_title(laterality: str | None, kind: str | None) -> str:
 
 def model_line(result: Result) -> str:
     """Which model produced a result, for whom it was trained, and the operating point used."""
-    return model_words(result)
+    model: Any = result.get("model")
+    if not model:
+        return _("No model")
+    line = _("Model: %(title)s (%(id)s %(version)s)", title=model.get("title") or model["id"],
+             id=model["id"], version=model["version"])
+    population = (model.get("population") or {}).get("description")
+    if population:
+        line += _(", trained on %(who)s", who=population)
+    if model.get("operating_point"):
+        line += _("; operating point: %(point)s", point=model["operating_point"])
+    site = model.get("site_calibration")
+    if site:
+        line += _(", calibrated at this site on %(date)s, n = %(count)s", date=site["date"],
+                  count=site["n_positive"] + site["n_negative"])
+    return line
 
 
 def why_line(result: Result) -> str:
@@ -317,6 +302,7 @@ def register(env: Any) -> None:
         why_line=why_line,
         chance_and_line=chance_and_line,
         nurse_error=nurse_error,
+        shown_warning=messages.warning,
         INTENDED_USE_WARNING=lazy_gettext(INTENDED_USE_WARNING),
         _t=_,
     )

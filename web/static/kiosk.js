@@ -2,6 +2,16 @@
 // the server gates again on submit). No inline script: the CSP forbids it.
 "use strict";
 
+// The page's words in the reader's language (web/script_words.py); English when a page has none.
+let pageWords = null;
+function word(key, english) {
+  if (pageWords === null) {
+    const meta = document.querySelector('meta[name="kiosk-words"]');
+    try { pageWords = meta ? JSON.parse(meta.content) : {}; } catch (error) { pageWords = {}; }
+  }
+  return pageWords[key] || english;
+}
+
 function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');
   return meta ? meta.content : "";
@@ -50,7 +60,7 @@ async function checkOne(input) {
   delete input.dataset.handle;
   note.className = "gate";
   if (!input.files.length) { note.textContent = ""; return; }
-  note.textContent = "Checking the image…";
+  note.textContent = word("checking", "Checking the image…");
   await shrinkPhotos(input);
   const lines = [];
   const warnings = [];
@@ -68,7 +78,7 @@ async function checkOne(input) {
         headers: { "X-CSRFToken": csrfToken() },
       });
       const answer = await response.json();
-      if (!response.ok) { allGood = false; lines.push(answer.message || "Could not check"); continue; }
+      if (!response.ok) { allGood = false; lines.push(answer.message || word("check_failed", "Could not check this image")); continue; }
       for (const line of answer.warnings || []) { warnings.push(line); }
       for (const handle of answer.handles || []) { handles.push(handle); }
       if (!answer.gradable) {
@@ -77,12 +87,15 @@ async function checkOne(input) {
       }
     } catch (error) {
       allGood = false;
-      lines.push("Could not check the image now; it will be checked on sending.");
+      lines.push(word("could_not_check", "Could not check the image now; it will be checked on sending."));
     }
   }
   if (allGood && handles.length === input.files.length) { input.dataset.handle = handles.join(" "); }
-  const good = allGood ? "Image looks good ✓" : lines.join(" · ");
-  note.textContent = warnings.length ? [good].concat(warnings).join(" · Check: ") : good;
+  const passed = input.dataset.gate === "fundus-dr"
+    ? word("photo_ok", "✓ The photo is clear enough to screen")
+    : word("film_ok", "✓ The X-ray is clear enough to screen");
+  const good = allGood ? passed : lines.join(" · ");
+  note.textContent = warnings.length ? [good].concat(warnings).join(" · " + word("check_this", "Check:") + " ") : good;
   note.classList.add(!allGood ? "bad" : (warnings.length ? "warn" : "ok"));
 }
 
@@ -107,17 +120,17 @@ function sendCapture(form) {
   button.disabled = true;
   form.setAttribute("aria-busy", "true");
   bar.hidden = false;
-  note.textContent = "Sending the images…";
+  note.textContent = word("sending", "Sending the images…");
   const request = new XMLHttpRequest();
   request.open("POST", form.action);
   request.upload.onprogress = function (event) {
     if (event.lengthComputable) { bar.value = Math.round(100 * event.loaded / event.total); }
   };
-  request.upload.onload = function () { bar.removeAttribute("value"); note.textContent = "Screening… this takes a few seconds."; };
+  request.upload.onload = function () { bar.removeAttribute("value"); note.textContent = word("screening", "Screening… this takes a few seconds."); };
   request.onload = function () { captureAnswered(form, request); };
   request.onerror = function () {
     button.disabled = false; bar.hidden = true; form.removeAttribute("aria-busy");
-    note.textContent = "The kiosk did not answer. Your photos are still here: press the button again.";
+    note.textContent = word("no_answer", "The kiosk did not answer. Your photos are still here: press the button again.");
   };
   request.send(captureData(form));
 }
@@ -146,13 +159,13 @@ function askToLogIn(form) {
     panel.setAttribute("aria-labelledby", "relogin-title");
     const title = document.createElement("h1");
     title.id = "relogin-title";
-    title.textContent = "Log in again to send the photos";
+    title.textContent = word("relogin_title", "Log in again to send the photos");
     const why = document.createElement("p");
-    why.textContent = "You were logged off. The photos you chose are kept on this page: log in and they are sent.";
-    const user = labelled("User name", "text", "relogin-user");
-    const pass = labelled("Password", "password", "relogin-password");
+    why.textContent = word("relogin_why", "You were logged off. The photos you chose are kept on this page: log in and they are sent.");
+    const user = labelled(word("user_name", "User name"), "text", "relogin-user");
+    const pass = labelled(word("password", "Password"), "password", "relogin-password");
     const go = document.createElement("button");
-    go.type = "button"; go.className = "big primary"; go.textContent = "Log in and send";
+    go.type = "button"; go.className = "big primary"; go.textContent = word("log_in_and_send", "Log in and send");
     const said = document.createElement("p");
     said.className = "flash error"; said.hidden = true;
     go.addEventListener("click", function () { logInAgain(form, panel, said); });
@@ -177,7 +190,7 @@ async function logInAgain(form, panel, said) {
   const body = new URLSearchParams({ username: panel.querySelector("#relogin-user").value,
     password: panel.querySelector("#relogin-password").value, csrf_token: token, next: "" });
   const answer = await fetch("/login", { method: "POST", body: body, credentials: "same-origin" });
-  if (answer.url.indexOf("/login") >= 0) { said.hidden = false; said.textContent = "User name or password is wrong."; return; }
+  if (answer.url.indexOf("/login") >= 0) { said.hidden = false; said.textContent = word("wrong_login", "User name or password is wrong."); return; }
   const fresh = await (await fetch(form.action, { credentials: "same-origin" })).text();
   const newToken = (fresh.match(/name="csrf-token" content="([^"]+)"/) || [])[1] || "";
   document.querySelector('meta[name="csrf-token"]').content = newToken;
@@ -208,12 +221,14 @@ function startViewers() {
     const tools = document.createElement("div");
     tools.className = "viewer-tools";
     if (picture.dataset.original && picture.dataset.heatmap) {
+      const film = picture.dataset.film === "yes";
+      const toOriginal = film ? word("show_film", "Show the X-ray") : word("show_original", "Show the original");
       const flip = document.createElement("button");
-      flip.type = "button"; flip.textContent = "Show the original";
+      flip.type = "button"; flip.textContent = toOriginal;
       flip.addEventListener("click", function () {
         const showingMap = picture.src.indexOf("heatmap") >= 0;
         picture.src = showingMap ? picture.dataset.original : picture.dataset.heatmap;
-        flip.textContent = showingMap ? "Show the heat-map" : "Show the original";
+        flip.textContent = showingMap ? word("show_heatmap", "Show the heat-map") : toOriginal;
       });
       tools.appendChild(flip);
     }
@@ -222,10 +237,10 @@ function startViewers() {
       picture.style.transform = "scale(" + filters.zoom + ")";
       picture.style.filter = "contrast(" + filters.contrast + "%) brightness(" + filters.brightness + "%)";
     };
-    tools.appendChild(slider("Zoom", 1, 4, 0.5, 1, function (v) { filters.zoom = v; apply(); }));
+    tools.appendChild(slider(word("zoom", "Zoom"), 1, 4, 0.5, 1, function (v) { filters.zoom = v; apply(); }));
     if (picture.dataset.film === "yes") {
-      tools.appendChild(slider("Window (contrast)", 50, 300, 10, 100, function (v) { filters.contrast = v; apply(); }));
-      tools.appendChild(slider("Level (brightness)", 50, 200, 10, 100, function (v) { filters.brightness = v; apply(); }));
+      tools.appendChild(slider(word("window", "Window (contrast)"), 50, 300, 10, 100, function (v) { filters.contrast = v; apply(); }));
+      tools.appendChild(slider(word("level", "Level (brightness)"), 50, 200, 10, 100, function (v) { filters.brightness = v; apply(); }));
     }
     figure.insertBefore(tools, picture);
   }
