@@ -22,6 +22,7 @@ import pydicom
 import pytest
 from builders import op_dicom
 from conftest import ROOT, shared
+from peers.faultproxy import FaultProxy
 from peers.fixtures import FhirPeer
 
 from engines.bundle import Bundle, find_bundles
@@ -33,7 +34,7 @@ from kiosk.pipeline import Pipeline
 from kiosk.store import Store
 from kiosk.sync import make_worker
 from kiosk.sync.base import ReportDelivery
-from kiosk.sync.measure_report import FIGURE, TASK, transaction
+from kiosk.sync.measure_report import FIGURE, TASK, report_identifier, transaction
 
 VISITS = {"a": 3, "b": 4}  # two-eye visits per kiosk: 6 and 8 images, above the small-cell 5
 
@@ -221,3 +222,34 @@ def test_nothing_that_identifies_a_patient_leaves_in_the_reports(
     patients = json.dumps(fhir_peer.search("Patient") + fhir_peer.search("DiagnosticReport"))
     for kiosk in kiosks.values():
         assert any(s in patients for s in kiosk.secrets if s.startswith("FLT-"))
+
+
+def test_an_answer_lost_on_the_way_back_is_retried_into_the_same_report(
+        pipeline: Pipeline, fhir_peer: FhirPeer, tmp_path: Path) -> None:
+    """The server files the report but its answer is lost (a dropped connection): the kiosk
+    cannot know, retries after its backoff, and the conditional create finds the first copy."""
+    host, port = fhir_peer.base.split("//")[1].split("/")[0].split(":")
+    # seed 1: the proxy lets no answer through before it drops (its first randint(0, 2) is 0)
+    proxy = FaultProxy((host, int(port)), first=("drop",), seed=1)
+    try:
+        config = load_config(env={}, data_dir=tmp_path / "data", min_free_disk_mb=1,
+                             fhir_url=f"http://127.0.0.1:{proxy.port}/fhir", sync_timeout_s=5)
+        kiosk = Kiosk(Store.open(config), {})
+        _visit(kiosk, pipeline, 0, _eyes(1, 20)[0], as_dicom=False, tag="C")
+        with kiosk.store.db.write() as conn:  # the screening's own items are not under test
+            conn.execute("UPDATE outbox SET state = 'sent'")
+        report_id = _queue(kiosk)
+        lost = make_worker(kiosk.store).run_once()
+        assert (lost.sent, lost.retrying, proxy.injected["drop"]) == (0, 1, 1)
+        with kiosk.store.db.write() as conn:  # as if the backoff had passed
+            conn.execute("UPDATE outbox SET next_attempt = 0")
+        again = make_worker(kiosk.store).run_once()
+        assert (again.sent, again.retrying) == (1, 0)
+        report = kiosk.store.get_fleet_report(report_id)
+        key = f"fleet.{report.kiosk}.{report.period_start}.{report.period_end}.fhir"
+        ident = report_identifier(key)
+        held = fhir_peer.search("MeasureReport", identifier=f"{ident['system']}|{ident['value']}")
+        assert len(held) == 1 and held[0]["period"]["start"] == report.period_start
+        kiosk.store.close()
+    finally:
+        proxy.down()
