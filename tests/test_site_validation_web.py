@@ -109,7 +109,9 @@ def test_a_refused_proposal_cannot_be_applied(kiosk, tmp_path: Path) -> None:
         "csrf_token": page_token(admin, "/admin/site/"), "task": TASK, "source": "folder",
         "labels": str(labels), "folder": str(folder), "target": "90"})
     report = admin.get(sent.headers["Location"]).get_data(as_text=True)
-    assert "No threshold is proposed" in report and "only 10 positive images" in report
+    assert "No threshold is proposed" in report
+    assert "Only 10 positive images: at least 40 are needed." in report
+    assert "even finding every one" in report and "35 are needed" in report
     assert "Apply the proposed threshold" not in report
     run_id = int(re.search(r"/runs/(\d+)", sent.headers["Location"]).group(1))
     refused = admin.post(f"/admin/site/runs/{run_id}/apply",

@@ -24,6 +24,12 @@ from kiosk.store import lifecycle as kept
 from kiosk.store.lifecycle import OUTCOMES, SiteValidation
 from web.security import audit, requires
 from web.services import services
+from web.words import N_
+
+#: Why images of a labelled set were left out (kiosk/lifecycle/validation.py), in words.
+LEFT_OUT = {"refused": N_("refused by intake"), "ungradable": N_("not gradable"),
+            "another model version": N_("read by another model version"),
+            "no verdict to learn from": N_("the clinician gave no verdict to learn from")}
 
 bp = Blueprint("site", __name__, url_prefix="/admin/site")
 
@@ -120,7 +126,7 @@ def run(run_id: int) -> ResponseReturnValue:
     with svc.store.db.read() as conn:
         chosen = kept.get_validation(conn, run_id)
     return render_template("site_run.html", run=chosen, figures=chosen.report,
-                           can_apply=_can_apply(chosen))
+                           can_apply=_can_apply(chosen), left_out=LEFT_OUT)
 
 
 def _can_apply(run: SiteValidation) -> bool:

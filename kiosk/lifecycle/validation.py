@@ -233,7 +233,8 @@ def propose(labels: np.ndarray, scores: np.ndarray, target: float, min_positives
                        f"bound of sensitivity below {target:.2f}: {needed} are needed")
     found = None if reasons else stats.threshold_for_sensitivity_bound(labels, scores, target)
     answer: dict[str, Any] = {"target_sensitivity": target, "min_positives": min_positives,
-                              "min_negatives": min_negatives, "status": "refused",
+                              "min_negatives": min_negatives, "positives_needed": needed,
+                              "status": "refused",
                               "reasons": reasons, "proposed": None}
     if found is not None:
         # What the usual rule (the point estimate reaches the target) would pick, to show why.
