@@ -35,8 +35,11 @@ from export.data import SHARED_DATA, WORK
 from export.reference import SPLIT, recipe_of, reference_for, split_files
 from kiosk.config import load_config
 from kiosk.domain import ImageKind
+from kiosk.framing import working_copy
+from kiosk.intake import read_image
 from kiosk.lifecycle.drift import measure
-from kiosk.pipeline import Pipeline
+from kiosk.pipeline import QUALITY_SIDE, Pipeline
+from kiosk.pixels.features import features_of
 
 Case = dict[str, Any]
 Transform = Callable[[bytes], bytes]
@@ -219,6 +222,27 @@ def run_task(pipeline: Pipeline, task: str, args: argparse.Namespace) -> dict[st
     return report
 
 
+def feature_cost(data: Path, repeats: int = 30) -> dict[str, float]:
+    """Median milliseconds of ``features_of`` on the decoded working copy (the field of view
+    already found, as the quality gate has by then), per kind of image."""
+    samples: dict[str, tuple[ImageKind, Path]] = {
+        "fundus 256 px": ("fundus", data / "fundus/eyepacs-256/images/10009_left.jpeg"),
+        "fundus full-size": ("fundus", data / "fundus/eyepacs-fullres/16_left.jpeg"),
+        "adult film 512 px": ("cxr", data / "cxr/nih-adult-512/images/00000061_012.jpg")}
+    found = {}
+    for name, (kind, path) in samples.items():
+        image = working_copy(read_image(path.read_bytes(), source=path.name, kind_hint=kind,
+                                        target_size=QUALITY_SIDE), QUALITY_SIDE)
+        image.field_of_view()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            features_of(image)
+            times.append((time.perf_counter() - start) * 1000)
+        found[name] = round(float(np.median(times)), 3)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every loaded task (or those named) and write the report."""
     parser = argparse.ArgumentParser(prog="python -m bench.drift", description=__doc__,
@@ -234,7 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50, help="time-to-alarm runs per pool")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cost", action="store_true", help="only time the feature function")
     args = parser.parse_args(argv)
+    if args.cost:
+        print(json.dumps(feature_cost(Path(args.data)), indent=2))
+        return 0
     started = time.time()
     pipeline = Pipeline.from_config(load_config())
     try:

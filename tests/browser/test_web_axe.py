@@ -82,7 +82,7 @@ def test_no_serious_accessibility_violation_on_any_page(
         found[f"{result} (clinician)"] = _axe(page)
         page.context.clear_cookies()
         _log_in(page, "boss")
-        for path in ("/admin/", "/admin/audit"):
+        for path in ("/admin/", "/admin/audit", "/admin/monitoring/"):
             page.goto(path)
             found[path] = _axe(page)
     finally:
