@@ -197,6 +197,8 @@ def test_the_admin_page_plots_the_distributions_and_shows_the_alarm(
         assert page.count("<svg") >= 2 * len(drift.NUMERIC)  # fundus-dr and cxr-adult, + scores
         assert 'href="/admin/monitoring/"' in page  # the admin's menu leads here
         assert sum(e.action == "drift.alarm" for e in store.audit_entries("drift")) == 1
+        french = client.get("/admin/monitoring/?lang=fr").get_data(as_text=True)
+        assert "Alarme de dérive" in french and "Luminosité" in french
     finally:
         app.extensions["kiosk"].pipeline.close()
         store.close()
