@@ -87,7 +87,7 @@ def test_the_lower_bound_rule_bites_and_the_change_is_applied_and_undone(
     assert (figures["n_positive"], figures["n_negative"]) == (60, 240)
     assert figures["auc"] > 0.5 and figures["auc_ci"][0] < figures["auc"] < figures["auc_ci"][1]
     assert figures["current"]["operating_point"] == "screening"
-    assert figures["current"]["threshold"] == pytest.approx(0.0779)
+    assert figures["current"]["threshold"] == pytest.approx(bundle_threshold(pipeline))
     proposal = figures["proposal"]
     assert proposal["status"] == "proposed", proposal["reasons"]
     new = proposal["proposed"]
@@ -118,9 +118,16 @@ def test_the_lower_bound_rule_bites_and_the_change_is_applied_and_undone(
         validation.undo(store, TASK, actor="admin", pipeline=pipeline)
         assert pipeline.operating_point(TASK) == "screening"
         assert "site_validation.undo" in [e.action for e in store.audit_entries("site_validation")]
-        assert screened(pipeline)["findings"][0]["threshold"] == pytest.approx(0.0779)
+        assert screened(pipeline)["findings"][0]["threshold"] == pytest.approx(
+            bundle_threshold(pipeline))
     finally:
         store.close()
+
+
+def bundle_threshold(pipeline: Pipeline) -> float:
+    """The threshold of the bundle's own "screening" point (the card's)."""
+    spec = pipeline.models[TASK].bundle.manifest["findings"][0]
+    return float(spec["operating_points"]["screening"]["threshold"])
 
 
 def screened(pipeline: Pipeline) -> dict:

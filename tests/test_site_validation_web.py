@@ -16,7 +16,7 @@ import pytest
 from browser.web_support import add_user, login, make_app, page_token, web_config
 from conftest import ROOT, shared
 from flask import Flask
-from test_site_validation import eyepacs
+from test_site_validation import bundle_threshold, eyepacs
 
 from engines.bundle import find_bundles
 from kiosk.lifecycle import surveillance
@@ -63,7 +63,8 @@ def test_validate_apply_show_enter_an_outcome_and_undo(kiosk, tmp_path: Path) ->
         "labels": str(labels), "folder": str(folder), "target": "90"})
     assert sent.status_code == 302, sent.get_data(as_text=True)
     report = admin.get(sent.headers["Location"]).get_data(as_text=True)
-    assert "The change, before it is applied" in report and "0.0779" in report
+    assert "The change, before it is applied" in report
+    assert f"{bundle_threshold(pipeline):.4f}" in report  # the threshold in force, shown
     assert "Apply the proposed threshold" in report
     assert pipeline.operating_point(TASK) == "screening"  # shown, not applied
     run_id = int(re.search(r"/runs/(\d+)", sent.headers["Location"]).group(1))

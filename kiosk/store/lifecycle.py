@@ -138,8 +138,9 @@ def decided_screenings(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ``patient_id`` (to keep a patient's eyes together when resampling); nothing that names anyone.
     """
     return conn.execute(
-        "SELECT s.id, s.patient_id, (SELECT json_group_array(json(r.result_json)) FROM results r"
-        "  WHERE r.screening_id = s.id) AS results,"
+        "SELECT s.id, s.patient_id, (SELECT json_group_array(json(r.result_json)) FROM"
+        "  (SELECT result_json FROM results WHERE screening_id = s.id ORDER BY position) r)"
+        " AS results,"
         " o.decision, o.verdict, x.outcome"
         " FROM screenings s LEFT JOIN sign_offs o ON o.screening_id = s.id"
         " LEFT JOIN referral_outcomes x ON x.screening_id = s.id"
