@@ -242,7 +242,12 @@ function startViewers() {
       tools.appendChild(slider(word("window", "Window (contrast)"), 50, 300, 10, 100, function (v) { filters.contrast = v; apply(); }));
       tools.appendChild(slider(word("level", "Level (brightness)"), 50, 200, 10, 100, function (v) { filters.brightness = v; apply(); }));
     }
-    figure.insertBefore(tools, picture);
+    // zoom inside a frame of its own: a scaled picture never covers the tools above it
+    const frame = document.createElement("div");
+    frame.className = "viewer-frame";
+    picture.replaceWith(frame);
+    frame.appendChild(picture);
+    figure.insertBefore(tools, frame);
   }
 }
 
