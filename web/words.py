@@ -147,7 +147,7 @@ def retake_line(reasons: list[str], kind: str | None = None) -> str:
     if not reasons:
         return head
     first = _RETAKE_TAIL.sub("", reasons[0].strip())
-    return f"{head}: {first[:1].lower()}{first[1:]}"
+    return _("%(action)s: %(reason)s", action=head, reason=f"{first[:1].lower()}{first[1:]}")
 
 
 def image_line(result: Result) -> str:
