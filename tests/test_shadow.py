@@ -25,6 +25,7 @@ from kiosk.cli import main
 from kiosk.config import Config
 from kiosk.errors import BundleError
 from kiosk.lifecycle import models as lineup
+from kiosk.lifecycle.shadow import ShadowRunner
 from kiosk.store import Store
 from kiosk.store import shadow as kept
 
@@ -147,8 +148,9 @@ def test_shadow_results_are_kept_apart_and_the_report_counts_them(
                 store.sign_off(screening.id, clinician="dr", decision=decision, note="graded",
                                verdict=verdict)
             screenings.append(screening)
-        assert lazy().shadow is not None
-        lazy().shadow.drain()  # type: ignore[attr-defined]
+        shadow = lazy().shadow
+        assert isinstance(shadow, ShadowRunner)
+        shadow.drain()
     finally:
         lazy.close()
     pairs = []

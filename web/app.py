@@ -16,6 +16,7 @@ from web import (
     auth,
     errors,
     i18n,
+    models_admin,
     monitoring,
     patients,
     results,
@@ -91,5 +92,6 @@ def _stored_secret(config: Config) -> str:
 
 def _register_blueprints(app: Flask) -> None:
     """One blueprint per screen area."""
-    for module in (auth, patients, results, worklist, sync, admin, validation, monitoring, api):
+    for module in (auth, patients, results, worklist, sync, admin, models_admin, validation,
+                   monitoring, api):
         app.register_blueprint(module.bp)

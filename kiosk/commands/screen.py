@@ -44,21 +44,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Screen every input; 0 if all got a verdict, 1 if any was refused."""
-    from kiosk.pipeline import Pipeline
+    from kiosk.lifecycle.models import open_pipeline, survey
     from kiosk.store import Store
 
     files = list(expand(args.paths))
-    pipeline = Pipeline.from_config(config)
-    store = Store.open(config) if args.keep else None
+    store = Store.open(config)  # which bundle is active per task (docs/change-control.md)
     try:
-        if args.task is not None and args.task not in pipeline.tasks():
-            raise KioskError(f"no model is loaded for task {args.task!r} (loaded: "
-                             f"{', '.join(pipeline.tasks())})", code="unknown_task")
-        refused = screen_files(pipeline, files, args, sys.stdout, store=store)
+        pipeline = open_pipeline(config, store, survey(config, store), shadow=False)
+        try:
+            if args.task is not None and args.task not in pipeline.tasks():
+                raise KioskError(f"no model is loaded for task {args.task!r} (loaded: "
+                                 f"{', '.join(pipeline.tasks())})", code="unknown_task")
+            refused = screen_files(pipeline, files, args, sys.stdout,
+                                   store=store if args.keep else None)
+        finally:
+            pipeline.close()
     finally:
-        pipeline.close()
-        if store is not None:
-            store.close()
+        store.close()
     return 1 if refused else 0
 
 

@@ -125,8 +125,10 @@ def stamp(store: Store) -> str:
 
 
 def open_pipeline(config: Config, store: Store, lineup: Lineup,
-                  settle: Callable[[Pipeline], None] = lambda _: None) -> Pipeline:
-    """The pipeline of the active bundles, with the candidates in shadow behind it.
+                  settle: Callable[[Pipeline], None] = lambda _: None, *,
+                  shadow: bool = True) -> Pipeline:
+    """The pipeline of the active bundles, with the candidates in shadow behind it (unless
+    ``shadow`` is False: a caller that records nothing, like ``kiosk screen``).
 
     ``settle`` gives a pipeline the clinic's settings (prevalence, operating point); it is
     applied to the candidates too, so they are compared under the same conditions.
@@ -137,7 +139,7 @@ def open_pipeline(config: Config, store: Store, lineup: Lineup,
         raise BundleError(f"no active model bundle in {config.models_dir} "
                           f"({reasons or 'none found'})", code="no_model")
     pipeline = Pipeline.from_config(config, (lineup.active, lineup.refused))
-    if lineup.candidates:
+    if lineup.candidates and shadow:
         pipeline.shadow = ShadowRunner(config, store, lineup.candidates, settle)
     return pipeline
 

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engines.base import open_engine
 from engines.bundle import Bundle
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 ACTOR = "kiosk"
 #: How long closing waits for the shadow readings still queued (a CLI run, a shutdown).
 CLOSE_WAIT_S = 120.0
+#: CPU inference threads of a candidate: one, so a core stays free for the next visit's answer
+#: (bench/shadow.py measures the difference).
+THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class ShadowRunner:
     def _open(self) -> Pipeline:
         """The candidates' pipeline (engines opened on first use, on this thread)."""
         if self._pipeline is None:
-            models = {task: Model(bundle, open_engine(bundle, self.config))
+            config = replace(self.config, threads=THREADS)
+            models = {task: Model(bundle, open_engine(bundle, config))
                       for task, bundle in self.candidates.items()}
             pipeline = Pipeline(self.config, models)
             self._settle(pipeline)
