@@ -7,8 +7,10 @@ contrast), detector resolution and sharpening, noise, compression and framing. E
 training view draws these on the file's own pixels *before* the kiosk's preprocessing (CLAHE,
 scale), so the network learns them as the kiosk will see them, not as a post-CLAHE filter.
 
-No left-right mirroring here: a mirrored film has the heart on the wrong side, which no upright
-film at the kiosk has (see docs/models.md for the decision).
+No left-right mirroring (``Recipe.hflip`` off): the heart's side is information (the cardiac
+border, the left lower lobe behind the heart), and what differs between hospitals is acquisition,
+not laterality. The quality gate does pass a mirrored film as upright, so the card measures what
+mirroring does to the score (export/generalise.py).
 """
 
 from __future__ import annotations
