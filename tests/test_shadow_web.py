@@ -82,14 +82,27 @@ def _drain(app: Flask) -> None:
         shadow.drain()
 
 
-def _payloads(store: Store, screening_id: int) -> str:
-    """Everything the outbox would send for a screening: FHIR bundle, HL7 ORU, DICOM SR."""
+def _payloads(store: Store, screening_id: int) -> dict[str, str]:
+    """What the outbox would send for a screening: the FHIR bundle, the HL7 ORU, the DICOM SR's
+    values (every plain value, as str(dataset) shortens long ones)."""
     screening = store.get_screening(screening_id)
     items = {i.destination: i for i in store.due_items() if i.screening_id == screening_id}
-    fhir = json.dumps(bundle(Delivery(items["fhir"], screening, store), store.config))
-    oru = build_oru(Delivery(items["hl7"], screening, store), store.config)
-    sr = str(datasets(Delivery(items["dicom"], screening, store), store.config)[-1])
-    return "\n".join([fhir, oru, sr])
+    sr = datasets(Delivery(items["dicom"], screening, store), store.config)[-1]
+    return {"fhir": json.dumps(bundle(Delivery(items["fhir"], screening, store), store.config)),
+            "hl7": build_oru(Delivery(items["hl7"], screening, store), store.config),
+            "sr": "\n".join(_values(sr))}
+
+
+def _values(dataset: Any) -> list[str]:
+    """Every plain value in a dataset and its sequences."""
+    found: list[str] = []
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value:
+                found += _values(item)
+        elif isinstance(element.value, str):
+            found.append(element.value)
+    return found
 
 
 def _names(task: str, version: str, sha256: str) -> list[str]:
@@ -138,13 +151,16 @@ def test_a_candidate_reads_every_case_in_shadow_and_staff_never_see_it(
         assert {(r["model"]["version"], r["model"]["sha256"]) for r in shadows} == {
             (candidates[task].version, candidates[task].sha256)}
         page = nurse.get(f"/screenings/{screening_id}").get_data(as_text=True)
+        payloads = _payloads(store, screening_id)
         for result in active:  # every result names the exact bundle that made it
             assert result["model"]["sha256"] in page
-            assert result["model"]["sha256"] in _payloads(store, screening_id)
+            for name, payload in payloads.items():
+                assert result["model"]["sha256"] in payload, name
         _never_shown(page, candidates)
         _never_shown(api.get(f"/api/screenings/{screening_id}", headers=bearer)
                      .get_data(as_text=True), candidates)
-        _never_shown(_payloads(store, screening_id), candidates)
+        for payload in payloads.values():
+            _never_shown(payload, candidates)
         slip = nurse.get(f"/screenings/{screening_id}/slip.pdf").data.decode("latin-1")
         model = active[0]["model"]
         assert f"{task} {model['version']}" in slip  # its text is searchable: absence means something
