@@ -236,3 +236,14 @@ def test_the_api_needs_both_eyes_or_a_reason_and_a_checked_identity(kiosk) -> No
         "missing_R": "the patient declined"})
     body = _conforms("/api/screenings", "post", kept)
     assert kept.status_code == 201 and "Right eye not photographed" in body["action"]
+
+
+def test_an_error_keeps_the_kiosks_english_and_gives_the_readers_words(kiosk) -> None:
+    app, store = kiosk
+    client = app.test_client(use_cookies=False)
+    headers = {**_headers(app, store, "nurse"), "Accept-Language": "fr-FR"}
+    refused = _conforms("/api/screenings/{screening_id}", "get",
+                        client.get("/api/screenings/424242", headers=headers))
+    assert refused["code"] == "not_found"
+    assert "424242" in refused["message"]  # the kiosk's own (English) words
+    assert refused["words"] == "Cet enregistrement n'existe pas (ou plus)."

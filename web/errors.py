@@ -26,10 +26,12 @@ def init_app(app: Flask) -> None:
 
 
 def answer(code: str, message: str, status: int, detail: str = "") -> ResponseReturnValue:
-    """An error as JSON (API) or as the error page (people; the kiosk's own technical words,
-    when they differ, under the details for the IT contact)."""
+    """An error as JSON (API: the kiosk's English ``message``, and ``words`` in the reader's
+    language for a page's script to show) or as the error page (people; the kiosk's own
+    technical words, when they differ, under the details for the IT contact)."""
     if is_api_request():
-        return jsonify({"code": code, "message": message}), status
+        english = detail or message
+        return jsonify({"code": code, "message": english, "words": message}), status
     return render_template("error.html", message=message, code=code, status=status,
                            detail=detail if detail != message else ""), status
 
@@ -45,7 +47,7 @@ def _kiosk_error(exc: KioskError) -> ResponseReturnValue:
 def shown(exc: KioskError) -> str:
     """What a person reads: web/'s own form errors are worded for them already; the kiosk's
     (English, technical) are said by their code in the reader's language."""
-    if type(exc).__module__.startswith("web.") or is_api_request():
+    if type(exc).__module__.startswith("web."):
         return exc.message
     return messages.error(exc.code, exc.message, exc.params)
 

@@ -44,7 +44,12 @@ SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string", "description": "The kiosk's words, in English."},
+            "words": {"type": "string",
+                      "description": "The same in the reader's language (Accept-Language)."},
+        },
     },
     "Patient": {
         "type": "object",

@@ -78,7 +78,7 @@ async function checkOne(input) {
         headers: { "X-CSRFToken": csrfToken() },
       });
       const answer = await response.json();
-      if (!response.ok) { allGood = false; lines.push(answer.message || word("check_failed", "Could not check this image")); continue; }
+      if (!response.ok) { allGood = false; lines.push(answer.words || answer.message || word("check_failed", "Could not check this image")); continue; }
       for (const line of answer.warnings || []) { warnings.push(line); }
       for (const handle of answer.handles || []) { handles.push(handle); }
       if (!answer.gradable) {
