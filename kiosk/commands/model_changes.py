@@ -72,12 +72,12 @@ def shadow_report(args: argparse.Namespace, config: Config) -> int:
 
 def readable(entry: dict[str, Any]) -> str:
     """A few lines a person reads: the candidate, against the active model, against clinicians."""
-    candidate, active = entry["candidate"], entry["active"] or {}
+    candidate = entry["candidate"]
     versus, clinicians = entry["versus_active"], entry["versus_clinicians"]
     score = versus["score"]
     lines = [f"{entry['task']} {candidate['version']} (sha256 {candidate['sha256'][:12]}, "
-             f"{candidate['role']}) against active {active.get('version', 'none')}: "
-             f"n = {entry['n']} images",
+             f"{candidate['role']}) beside the active "
+             f"{', '.join(entry['compared_with']) or 'model'}: n = {entry['n']} images",
              f"  verdicts agree {_share(versus['agreement'])}; score difference "
              f"{score['mean_difference']} (95% CI {score['ci']}), r = {score['correlation']}",
              f"  signed screenings: {clinicians['n_signed']}"]
