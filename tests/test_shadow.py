@@ -176,3 +176,20 @@ def test_shadow_results_are_kept_apart_and_the_report_counts_them(
         counts = clinicians[side]
         assert counts["tp"] + counts["fp"] + counts["tn"] + counts["fn"] == 3
 
+
+
+def test_kiosk_screen_reads_with_the_active_bundle_not_the_newest_installed(
+        kiosk: tuple[Config, Store, Models], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, store, models = kiosk
+    shipped = lineup.survey(config, store).active[TASK]
+    candidate, version = make_candidate(_shipped(models), tmp_path / "incoming", models.keys)
+    lineup.install(config, store, candidate, actor="admin")
+    right, _, _ = _eyepacs(1)[0]
+    assert main(["screen", "--json", "--task", TASK, str(right)]) == 0
+    (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (result["model"]["version"], result["model"]["sha256"]) == (shipped.version,
+                                                                       shipped.sha256)
+    lineup.promote(config, store, TASK, version, actor="admin")
+    assert main(["screen", "--json", "--task", TASK, str(right)]) == 0
+    (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert result["model"]["version"] == version
