@@ -47,12 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     """Validate (and apply, or undo); 0 when a threshold is proposed or in force, 1 if refused."""
     from kiosk.lifecycle import validation
-    from kiosk.pipeline import Pipeline
+    from kiosk.lifecycle.models import open_pipeline, survey
     from kiosk.store import Store
     from kiosk.visit import apply_settings
 
     store = Store.open(config)
-    pipeline = Pipeline.from_config(config)
+    # the active bundle per task, not the newest installed (docs/change-control.md)
+    pipeline = open_pipeline(config, store, survey(config, store), shadow=False)
     try:
         if args.task not in pipeline.tasks():
             raise KioskError(f"no model is loaded for task {args.task!r} (loaded: "

@@ -27,13 +27,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Check every loaded task; 1 when any raises an alarm, else 0."""
-    from kiosk.bundles import load_bundles
     from kiosk.lifecycle.drift import summary
+    from kiosk.lifecycle.models import active_bundles
     from kiosk.store import Store
 
-    bundles, _ = load_bundles(config)
     store = Store.open(config)
     try:
+        bundles, _ = active_bundles(config, store)  # those in force (docs/change-control.md)
         found = summary(store, bundles)
     finally:
         store.close()

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from kiosk.bundles import load_bundles
 from kiosk.config import Config
 from kiosk.errors import BundleError, StoreError
 from kiosk.lifecycle import drift, surveillance
+from kiosk.lifecycle.models import active_bundles
 from kiosk.result import Result
 from kiosk.store import FleetReport, Store
 from kiosk.store import fleet as kept
@@ -156,7 +156,7 @@ def running_figures(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, 
     """The drift summary of the bundles in force (none when no bundle verifies) and the
     surveillance summary, as they stand now."""
     try:
-        bundles, _ = load_bundles(store.config)
+        bundles, _ = active_bundles(store.config, store)  # docs/change-control.md
     except BundleError:
         bundles = {}
     return drift.summary(store, bundles), surveillance.summary(store)

@@ -118,6 +118,13 @@ def _find(bundles: list[Bundle], name: BundleName | None) -> Bundle | None:
     return next((b for b in bundles if name is not None and name_of(b) == name), None)
 
 
+def active_bundles(config: Config, store: Store) -> tuple[dict[str, Bundle], dict[Path, BundleError]]:
+    """The active bundle per task and the refused ones: what screens for staff, for the figures
+    about it (drift, site calibration, fleet reports), in place of the newest per task."""
+    current = survey(config, store)
+    return current.active, current.refused
+
+
 def stamp(store: Store) -> str:
     """Changes whenever an active bundle is recorded, promoted or rolled back."""
     with store.db.read() as conn:
