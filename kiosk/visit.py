@@ -283,7 +283,7 @@ class LazyPipeline:
         self._pipeline = pipeline
         self._lock = threading.Lock()
         self._stamp: str | None = None  # the lineup loaded; None: a pipeline given, kept as is
-        self._retired: list[Pipeline] = []  # replaced, closed at close(): a request may use one
+        self._retired: list[lineup.Retired] = []  # replaced; a request may still screen with one
         if pipeline is not None:
             apply_settings(store, pipeline)
 
@@ -293,7 +293,8 @@ class LazyPipeline:
         with self._lock:
             if self._pipeline is not None and self._stamp is not None \
                     and self._stamp != lineup.stamp(self.store):
-                self._retired.append(self._pipeline)
+                self._retired = [r for r in self._retired if not r.closed]
+                self._retired.append(lineup.Retired(self._pipeline))
                 self._pipeline = None
             if self._pipeline is None:
                 current = lineup.survey(self.config, self.store)
@@ -310,6 +311,7 @@ class LazyPipeline:
 
     def close(self) -> None:
         """Release the pipeline if it was loaded, and those it replaced."""
-        for pipeline in [*self._retired, self._pipeline]:
-            if pipeline is not None:
-                pipeline.close()
+        for retired in self._retired:
+            retired.close()
+        if self._pipeline is not None:
+            self._pipeline.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +194,19 @@ def test_kiosk_screen_reads_with_the_active_bundle_not_the_newest_installed(
     assert main(["screen", "--json", "--task", TASK, str(right)]) == 0
     (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert result["model"]["version"] == version
+
+
+def test_a_replaced_pipeline_is_closed_once_after_its_grace_period() -> None:
+    closed: list[str] = []
+
+    class Replaced:
+        def close(self) -> None:
+            closed.append("closed")
+
+    retired = lineup.Retired(Replaced(), after_s=0.05)  # type: ignore[arg-type]
+    assert not retired.closed
+    deadline = time.monotonic() + 10
+    while not retired.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    retired.close()  # at shutdown: already done, not twice
+    assert closed == ["closed"]

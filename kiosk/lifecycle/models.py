@@ -17,6 +17,7 @@ The rules (docs/change-control.md):
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from kiosk.store.shadow import BundleName, LineupRow
 
 #: Who records the first activation of a task (no person chose it).
 KIOSK = "kiosk"
+#: Seconds a replaced pipeline stays open for the requests still screening with it.
+RETIRE_AFTER_S = 120.0
 
 
 class ChangeRefused(KioskError):
@@ -159,6 +162,31 @@ def _audit_notes(store: Store, lineup: Lineup) -> None:
         for task, note in sorted(lineup.notes.items()):
             action = "model.fallback" if task in lineup.active else "model.unavailable"
             audit_log.append(conn, KIOSK, action, detail=note)
+
+
+class Retired:
+    """A pipeline replaced after a promotion or rollback, closed once its last requests are done
+    (``RETIRE_AFTER_S`` later, or at shutdown, whichever comes first; never twice)."""
+
+    def __init__(self, pipeline: Pipeline, after_s: float | None = None) -> None:
+        self._pipeline: Pipeline | None = pipeline
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(RETIRE_AFTER_S if after_s is None else after_s, self.close)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def close(self) -> None:
+        """Release the pipeline's engines, decode workers and shadow (once)."""
+        self._timer.cancel()
+        with self._lock:
+            pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pipeline was released."""
+        return self._pipeline is None
 
 
 def install(config: Config, store: Store, source: Path, *, actor: str) -> Bundle:
