@@ -23,6 +23,7 @@ from shadow_support import Models, make_candidate, models_with
 
 from kiosk import visit
 from kiosk.cli import main
+from kiosk.commands.doctor import check_lineup
 from kiosk.config import Config
 from kiosk.errors import BundleError
 from kiosk.lifecycle import models as lineup
@@ -106,10 +107,13 @@ def test_a_missing_or_broken_active_bundle_is_never_replaced_by_an_unpromoted_on
     after = lineup.survey(config, store)
     assert after.active[TASK].sha256 == shipped.sha256  # the previous one, which was promoted
     assert "previous one" in after.notes[TASK] and after.candidates[TASK].version != version
+    assert [c.status for c in check_lineup(config)] == ["WARN"]  # kiosk doctor says so
     sig = config.models_dir / _shipped(models).name / "manifest.sig"
     sig.write_text(sig.read_text()[::-1])  # and the previous one fails verification
     broken = lineup.survey(config, store)
     assert TASK not in broken.active and "not screened" in broken.notes[TASK]
+    (check,) = check_lineup(config)
+    assert check.status == "FAIL" and "promote" in check.fix
     with pytest.raises(BundleError, match="no active model bundle"):
         lineup.open_pipeline(config, store, broken)
     assert [e.action for e in store.audit_entries("model.unavailable")] == ["model.unavailable"]

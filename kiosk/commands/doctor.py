@@ -166,6 +166,30 @@ def check_models(config: Config) -> list[Check]:
     return checks
 
 
+def check_lineup(config: Config) -> list[Check]:
+    """Per task: the active bundle runs as recorded, and which candidate reads in shadow
+    (docs/change-control.md); a task that falls back or is not screened says why."""
+    from kiosk.lifecycle.models import survey
+    from kiosk.store import Store
+
+    if not config.db_path.is_file():
+        return []  # a fresh kiosk: the first start records the newest bundle of each task
+    store = Store.open(config)
+    try:
+        lineup = survey(config, store)
+    finally:
+        store.close()
+    fix = "install the bundle again, or promote another version (kiosk models promote TASK VERSION)"
+    checks = [fail("model lineup", note, fix) if task not in lineup.active else
+              warn("model lineup", note, fix) for task, note in sorted(lineup.notes.items())]
+    for task, bundle in sorted(lineup.active.items()):
+        if task not in lineup.notes:
+            shadow = lineup.candidates.get(task)
+            checks.append(ok("model lineup", f"{task}: active {bundle.version}" + (
+                f", {shadow.version} in shadow" if shadow else "")))
+    return checks
+
+
 def check_backend(config: Config) -> list[Check]:
     """Load every model on its back-end: what really runs, and how fast it warmed up."""
     from kiosk.pipeline import Pipeline
@@ -364,8 +388,8 @@ def check_hardware(config: Config) -> list[Check]:
 def run_checks(config: Config, *, quick: bool = False) -> list[Check]:
     """Every check, in the order a person would fix them."""
     steps: list[Callable[[Config], list[Check]]] = [check_data_folder, check_disk, check_store,
-                                                    check_clock, check_models, check_hardware,
-                                                    check_runtimes]
+                                                    check_clock, check_models, check_lineup,
+                                                    check_hardware, check_runtimes]
     if not quick:
         steps += [check_backend, check_peers, check_camera]
     checks: list[Check] = []
