@@ -234,28 +234,25 @@ class Pipeline:
         """This pipeline's models reading images another pipeline decoded and judged gradable
         (a candidate in shadow): no decode, no quality step, no heat-map. One outcome per given
         outcome, None where its image was not gradable or its task is not loaded here."""
-        again: list[ImageOutcome | None] = []
-        for outcome in outcomes:
-            result, image = outcome.result, outcome.image
-            task = str(result.get("task"))
-            quality = result.get("quality")
-            if image is None or task not in self.models or not (quality and quality["gradable"]):
-                again.append(None)
-                continue
-            report = QualityReport(gradable=True, measures=dict(quality["measures"]))
-            blank = self._blank_result(str(result.get("input", "")), task, image, report,
-                                       result.get("laterality"), {})
-            again.append(ImageOutcome(blank, image))
-        staged = [_Staged(o, str(o.result["task"]), QualityReport(gradable=True), age_years)
-                  for o in again if o is not None]
+        staged = [self._restage(outcome, age_years) for outcome in outcomes]
+        waiting = [s for s in staged if s is not None]
         size = max(1, self.config.batch_size)
-        for name in sorted({s.task for s in staged}):
-            same = [s for s in staged if s.task == name]
+        for name in sorted({s.task for s in waiting}):
+            same = [s for s in waiting if s.task == name]
             for start in range(0, len(same), size):
                 self._infer(same[start : start + size], False)
-        for one in staged:
-            self._finish(one)
-        return again
+        return [None if s is None else self._finish(s) for s in staged]
+
+    def _restage(self, outcome: ImageOutcome, age_years: float | None) -> _Staged | None:
+        """Another pipeline's gradable image, staged for this pipeline's model of its task."""
+        result, image = outcome.result, outcome.image
+        task, quality = str(result.get("task")), result.get("quality")
+        if image is None or task not in self.models or not (quality and quality["gradable"]):
+            return None
+        report = QualityReport(gradable=True, measures=dict(quality["measures"]))
+        blank = self._blank_result(str(result.get("input", "")), task, image, report,
+                                   result.get("laterality"), {})
+        return _Staged(ImageOutcome(blank, image), task, report, age_years)
 
     def describe(self) -> list[dict[str, Any]]:
         """Per bundle: identity, signature, back-end really in use, warm-up latency, intended use."""
