@@ -72,7 +72,9 @@ def test_no_serious_accessibility_violation_on_any_page(
         _log_in(page, "nurse")
         capture, result = _a_screening(page)
         patient_pages = ["/", "/patients", "/patients?q=Owusu", "/patients?q=nobody-here",
-                         capture, result, "/worklist", "/sync", "/account", "/no-such-page"]
+                         capture, result, "/worklist", "/sync", "/account", "/no-such-page",
+                         "/screenings/999999",  # a kiosk error: its words and the IT details
+                         f"{result}?lang=fr", "/worklist?lang=es", "/?lang=en"]
         for path in patient_pages:
             page.goto(path)
             found[path] = _axe(page)
