@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser.screening_setup import model_settings, open_pipeline
+from browser.web_support import add_user, login, make_app, web_config
 from flask import Flask
 from flask_babel import force_locale
+from test_web_flow import CHECKED, _chest, _register, _upload
 
 from kiosk import messages as kiosk_messages
 from kiosk.decide import population_warning
 from kiosk.quality import chest, fundus
+from kiosk.store import Store
 from kiosk.tasks import Population
 from web import checks, create_app, messages
 
@@ -51,9 +56,19 @@ def _as_percent(template: str) -> str:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    from browser.web_support import web_config
-
     return create_app(web_config(tmp_path_factory.mktemp("messages")))
+
+
+@pytest.fixture
+def screening_kiosk(tmp_path: Path) -> Iterator[tuple[Flask, Store]]:
+    """The app with the real pipeline over the test bundles, and its store."""
+    config = web_config(tmp_path, **model_settings(tmp_path / "models"))
+    pipeline = open_pipeline(config)
+    app, store = make_app(config, pipeline=pipeline)
+    add_user(store, "nurse", "operator")
+    yield app, store
+    pipeline.close()
+    store.close()
 
 
 def test_every_error_code_made_below_web_has_words() -> None:
@@ -104,3 +119,19 @@ def test_a_confirmed_identity_warning_is_kept_in_english_and_shown_translated(ap
         shown = messages.warning(kept)
     assert "nurse" in shown and "X-9" in shown and "film.dcm" in shown
     assert "Checked by" not in shown and "Check that" not in shown
+
+
+def test_a_french_nurses_confirmation_is_kept_in_english_and_read_in_french(
+        screening_kiosk: tuple[Flask, Store]) -> None:
+    app, store = screening_kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    client.get("/?lang=fr")
+    patient_id = _register(client, "FR-ID-1")
+    answer = _upload(client, patient_id, fields=CHECKED, chest=(_chest(), "siim.dcm"))
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:500]
+    screening = store.get_screening(int(answer.headers["Location"].rsplit("/", 1)[1]))
+    kept = [w for r in screening.results for w in r["warnings"] if w.startswith("Checked by")]
+    assert kept and all("The file siim.dcm" in w for w in kept)  # English, as FHIR/HL7 carry it
+    page = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Vérifié par nurse" in page and "Checked by" not in page
