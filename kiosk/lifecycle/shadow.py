@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 ACTOR = "kiosk"
 #: How long closing waits for the shadow readings still queued (a CLI run, a shutdown).
 CLOSE_WAIT_S = 120.0
-#: CPU inference threads of a candidate: one, so a core stays free for the next visit's answer
-#: (bench/shadow.py measures the difference).
+#: CPU inference threads of a candidate: one, so it holds at most one core while the next
+#: visit is screened (bench/shadow.py measures its cost: docs/change-control.md).
 THREADS = 1
 
 
