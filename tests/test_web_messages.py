@@ -5,6 +5,7 @@ the catalogues, which tests/test_web_i18n.py checks), while results stay English
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +136,23 @@ def test_a_french_nurses_confirmation_is_kept_in_english_and_read_in_french(
     assert kept and all("The file siim.dcm" in w for w in kept)  # English, as FHIR/HL7 carry it
     page = client.get(answer.headers["Location"]).get_data(as_text=True)
     assert "Vérifié par nurse" in page and "Checked by" not in page
+
+
+def _shipped_model_words() -> set[str]:
+    """Titles, populations and finding names of the bundles shipped under models/."""
+    found: set[str] = set()
+    for manifest in (ROOT / "models").glob("*/manifest.json"):
+        data = json.loads(manifest.read_text())
+        found |= {str(data["title"])} if data.get("title") else set()
+        found |= {str((data.get("population") or {}).get("description") or "")} - {""}
+        found |= {str(f["display"]) for f in data.get("findings", []) if f.get("display")}
+    return found
+
+
+def test_the_shipped_models_words_are_said_in_the_readers_language(app: Flask) -> None:
+    shipped = _shipped_model_words()
+    assert shipped, "no shipped manifest found under models/"
+    assert sorted(shipped - set(messages.MODEL_WORDS)) == []
+    with app.test_request_context(), force_locale("es"):
+        assert messages.model_word("Chest X-ray (children)") == "Radiografía de tórax (niños)"
+        assert messages.model_word("A third party's own title") == "A third party's own title"

@@ -73,8 +73,21 @@ WARNINGS = {
 }
 #: Words inside the warnings' parameters that are themselves translated.
 PARAMETER_WORDS = [N_("a fundus photograph"), N_("a chest film")]
+#: The shipped models' own words (models/*/manifest.json: title, population, findings): data of
+#: the bundle, shown through ``model_word`` so a shipped model speaks the reader's language; a
+#: third party's words are shown as its manifest gives them.
+MODEL_WORDS = [
+    N_("Eye photograph (diabetic retinopathy)"), N_("Chest X-ray (adults)"),
+    N_("Chest X-ray (children)"),
+    N_("adults with diabetes (EyePACS screening programme, USA)"),
+    N_("adults (18 and over) from one US hospital (NIH Clinical Center)"),
+    N_("children aged 1-5 from one hospital in Guangzhou"),
+    N_("Referable diabetic retinopathy (moderate NPDR or worse)"),
+    N_("Pneumonia or other abnormality on an adult chest film"),
+    N_("Pneumonia (consolidation on a chest film)"),
+]
 #: Parameters whose value is a word of the catalogues (eye, kind, reason), not a name or a number.
-WORD_PARAMETERS = {"eye", "found", "expected", "reason", "side", "theirs", "ours"}
+WORD_PARAMETERS = {"eye", "found", "expected", "reason", "side", "theirs", "ours", "population"}
 
 _IT = N_("Something in the kiosk itself failed: try again, and call your IT contact if it "
          "happens again.")
@@ -207,6 +220,12 @@ def result_error(result: Mapping[str, Any]) -> str:
     if not isinstance(refused, Mapping):
         return str(refused)
     return error(str(refused.get("code", "")), str(refused.get("message", "")))
+
+
+def model_word(text: str) -> str:
+    """A model's own word (title, population, finding) in the reader's language when it is one
+    of the shipped models' (MODEL_WORDS), else as the manifest gives it."""
+    return _(text) if text else text
 
 
 def _word(name: str, value: str) -> str:

@@ -185,7 +185,8 @@ def _finding_line(finding: FindingResult) -> str:
     sign = _("above the line") if finding.get("positive") else _("below the line")
     chance, line = words.chance_and_line(finding)
     return _("%(what)s: %(chance)s (refer above %(line)s) - %(sign)s; PPV %(ppv)s, NPV %(npv)s",
-             what=finding.get("display") or finding.get("label"), chance=chance, line=line,
+             what=messages.model_word(str(finding.get("display") or finding.get("label"))),
+             chance=chance, line=line,
              sign=sign, ppv=words.percent(finding.get("ppv")), npv=words.percent(finding.get("npv")))
 
 

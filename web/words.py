@@ -176,7 +176,7 @@ def image_title(result: Result) -> str:
     """ "Left eye", "Right eye", or the task's title ("Chest X-ray (adults)") for one result."""
     laterality = result.get("laterality")
     if laterality not in EYE_WORDS and result.get("title"):
-        return str(result["title"])
+        return messages.model_word(str(result["title"]))
     return slot_title(laterality, kind_of(result))
 
 
@@ -192,11 +192,12 @@ def model_line(result: Result) -> str:
     model: Any = result.get("model")
     if not model:
         return _("No model")
-    line = _("Model: %(title)s (%(id)s %(version)s)", title=model.get("title") or model["id"],
-             id=model["id"], version=model["version"])
+    line = _("Model: %(title)s (%(id)s %(version)s)",
+             title=messages.model_word(model.get("title") or model["id"]), id=model["id"],
+             version=model["version"])
     population = (model.get("population") or {}).get("description")
     if population:
-        line += _(", trained on %(who)s", who=population)
+        line += _(", trained on %(who)s", who=messages.model_word(population))
     if model.get("operating_point"):
         line += _("; operating point: %(point)s", point=model["operating_point"])
     site = model.get("site_calibration")
@@ -213,13 +214,14 @@ def why_line(result: Result) -> str:
         population = (model.get("population") or {}).get("description")
         if population:
             return _("The model was not made for this patient (it was trained on %(who)s): a "
-                     "clinician reads the image.", who=population)
+                     "clinician reads the image.", who=messages.model_word(population))
         return _("The model was not made for this patient: a clinician reads the image.")
     findings = result.get("findings") or []
     positive = [f for f in findings if f.get("positive")]
     if positive:
         top = max(positive, key=lambda f: f["probability"])
-        line = _("The model found signs of %(what)s.", what=top.get("display") or top["label"])
+        line = _("The model found signs of %(what)s.",
+                 what=messages.model_word(top.get("display") or top["label"]))
         ppv = top.get("ppv")
         if ppv is not None:
             line += " " + _("At this clinic, %(count)s in 100 patients flagged like this really "
@@ -303,6 +305,7 @@ def register(env: Any) -> None:
         chance_and_line=chance_and_line,
         nurse_error=nurse_error,
         shown_warning=messages.warning,
+        model_word=messages.model_word,
         INTENDED_USE_WARNING=lazy_gettext(INTENDED_USE_WARNING),
         _t=_,
     )
