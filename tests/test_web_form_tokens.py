@@ -18,6 +18,7 @@ from flask import Flask
 from test_web_flow import ONE_EYE, _fundus, _register, _upload
 
 from kiosk.config import Config
+from kiosk.errors import StoreError
 from kiosk.store import Store, form_tokens
 from kiosk.store.db import to_text, utc_now
 
@@ -130,7 +131,7 @@ def test_a_claim_waits_for_the_holder_and_a_dead_holders_claim_is_taken_over(
     _config, workers = two_workers
     (_app, one), (_other, two) = workers
     assert form_tokens.claim(one.db, "t-1") is None  # held by the first worker now
-    with pytest.raises(TimeoutError):
+    with pytest.raises(StoreError, match="still being screened"):
         form_tokens.claim(two.db, "t-1", wait_s=0.3)
     form_tokens.release(one.db, "t-1")
     assert form_tokens.claim(two.db, "t-1", wait_s=0.3) is None

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from datetime import timedelta
 
+from kiosk.errors import StoreError
 from kiosk.store.db import Database, from_text, to_text, utc_now
 
 #: A claim older than this with no screening is from a request that died (killed worker, power
@@ -29,8 +30,9 @@ def claim(db: Database, token: str, *, wait_s: float = 120.0) -> int | None:
     """Claim a token for this request; returns the screening it already made, if any.
 
     None means the caller owns the token now and must either record a screening with it or
-    ``release`` it. While another request holds the claim, this waits (up to ``wait_s``),
-    reading only: the claim itself is one write transaction.
+    ``release`` it. While another request holds the claim, this waits (up to ``wait_s``, then
+    a retryable StoreError: the page says to try again), reading only: the claim itself is one
+    write transaction.
     """
     deadline = time.monotonic() + wait_s
     while True:
@@ -44,7 +46,8 @@ def claim(db: Database, token: str, *, wait_s: float = 120.0) -> int | None:
             if state != "held":
                 return state if isinstance(state, int) else None
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the form {token[:8]}... is still being screened")
+            raise StoreError(f"the form {token[:8]}... is still being screened: try again",
+                             code="store_busy", retryable=True)
         time.sleep(POLL_S)
 
 
