@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
 
+from kiosk.errors import BundleError
 from kiosk.lifecycle import drift
 from web.security import requires
 from web.services import services
@@ -50,7 +51,11 @@ class Plot:
 def index() -> ResponseReturnValue:
     """Every loaded task's drift, its alarm, and the plots of each quantity."""
     svc = services()
-    bundles = {task: model.bundle for task, model in svc.pipeline.models.items()}
+    try:
+        models = svc.pipeline.models
+    except BundleError:  # no verified bundle at all: nothing to compare, the page says so
+        models = {}
+    bundles = {task: model.bundle for task, model in models.items()}
     found = drift.check(svc.store, bundles)
     return render_template(
         "monitoring.html",

@@ -17,8 +17,9 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from kiosk.errors import KioskError
+from kiosk.errors import BundleError, KioskError
 from kiosk.lifecycle import surveillance, validation
+from kiosk.pipeline import Pipeline
 from kiosk.result import Result
 from kiosk.store import lifecycle as kept
 from kiosk.store.lifecycle import OUTCOMES, SiteValidation
@@ -89,7 +90,7 @@ def validate() -> ResponseReturnValue:
     svc = services()
     form = request.form
     task = form.get("task", "")
-    pipeline = svc.pipeline
+    pipeline = _pipeline(task)
     if task not in pipeline.tasks():
         raise SiteFormError(_("No model is loaded for %(task)s.", task=task))
     target = _target(form.get("target", "90"))
@@ -105,6 +106,14 @@ def validate() -> ResponseReturnValue:
     run = validation.keep(svc.store, figures, actor=current_user.username,
                           source="sign_offs" if form.get("source") == "sign_offs" else "folder")
     return redirect(url_for("site.run", run_id=run.id))
+
+
+def _pipeline(task: str) -> Pipeline:
+    """The loaded pipeline; with no verified bundle at all, a form error (not a 503 page)."""
+    try:
+        return services().pipeline
+    except BundleError as exc:
+        raise SiteFormError(_("No model is loaded for %(task)s.", task=task)) from exc
 
 
 def _target(raw: str) -> float:
@@ -131,7 +140,10 @@ def run(run_id: int) -> ResponseReturnValue:
 
 def _can_apply(run: SiteValidation) -> bool:
     """Whether the run proposes a threshold, for the bundle loaded now, not applied before."""
-    pipeline = services().pipeline
+    try:
+        pipeline = services().pipeline
+    except BundleError:  # no model loaded: nothing can be applied
+        return False
     return (run.applied is None and run.report["proposal"]["status"] == "proposed"
             and run.task in pipeline.tasks()
             and pipeline.models[run.task].bundle.sha256 == run.model_sha256)
@@ -142,8 +154,10 @@ def _can_apply(run: SiteValidation) -> bool:
 def apply(run_id: int) -> ResponseReturnValue:
     """Put a run's proposed threshold in force for its task (audited)."""
     svc = services()
+    with svc.store.db.read() as conn:
+        task = kept.get_validation(conn, run_id).task
     applied = validation.apply(svc.store, run_id, actor=current_user.username,
-                               pipeline=svc.pipeline)
+                               pipeline=_pipeline(task))
     flash(_("%(task)s now uses the threshold calibrated at this site.", task=applied.task), "info")
     return redirect(url_for("site.index"))
 
@@ -153,7 +167,7 @@ def apply(run_id: int) -> ResponseReturnValue:
 def undo(task: str) -> ResponseReturnValue:
     """Go back to the bundle's operating point for a task (audited)."""
     svc = services()
-    validation.undo(svc.store, task, actor=current_user.username, pipeline=svc.pipeline)
+    validation.undo(svc.store, task, actor=current_user.username, pipeline=_pipeline(task))
     flash(_("%(task)s uses the model bundle's own operating point again.", task=task), "info")
     return redirect(url_for("site.index"))
 
