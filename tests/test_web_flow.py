@@ -136,6 +136,51 @@ def test_kept_images_can_be_discarded_and_belong_to_one_patient(kiosk) -> None:
     assert empty.status_code == 422 and store.worklist() == []
 
 
+def _check(client: FlaskClient, patient_id: int, name: str, eye: str) -> str:
+    """The capture page's instant check of one photo; the handle it gives the form."""
+    token = page_token(client, f"/patients/{patient_id}/capture")
+    answer = post_multipart(client, "/api/check", {
+        "image": (io.BytesIO(_fundus(name)), name), "task": "fundus-dr", "laterality": eye,
+        "patient_id": str(patient_id)}, headers={"X-CSRFToken": token})
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:500]
+    [handle] = answer.get_json()["handles"]
+    return str(handle)
+
+
+def test_checked_photos_are_sent_by_handle_whatever_order_the_answers_came_in(kiosk) -> None:
+    """The two eyes' checks answer in any order and the form may be sent before the session
+    cookie of either came back: the handles themselves carry what the server needs (signed)."""
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    patient_id = _register(client)
+    stale_cookie = client.get_cookie("kiosk_session")
+    right = _check(client, patient_id, "13_right.jpeg", "R")
+    left = _check(client, patient_id, "13_left.jpeg", "L")
+    assert stale_cookie is not None  # the session from before either check came back:
+    client.set_cookie(stale_cookie.key, stale_cookie.value)
+    answer = _upload(client, patient_id, {"checked_right_eye": right, "checked_left_eye": left})
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:1500]
+    [screening] = store.worklist()
+    assert [(r["laterality"], r["input"]) for r in screening.results] == [
+        ("R", "13_right.jpeg"), ("L", "13_left.jpeg")]
+
+
+def test_a_forged_or_anothers_handle_is_refused_and_nothing_is_recorded(kiosk) -> None:
+    app, store, _ = kiosk
+    nurse, other = app.test_client(), app.test_client()
+    login(nurse, "nurse")
+    login(other, "doctor")
+    patient_id = _register(nurse)
+    theirs = _check(other, patient_id, "13_left.jpeg", "L")
+    mine = _check(nurse, patient_id, "13_right.jpeg", "R")
+    for handle in (theirs, mine[:-2] + "xx", store.save_image(_fundus(), ".jpeg")):
+        answer = _upload(nurse, patient_id, {"checked_right_eye": mine, "checked_left_eye": handle})
+        assert answer.status_code == 422
+        assert "could not be found again: choose it again" in answer.get_data(as_text=True)
+    assert store.worklist() == []
+
+
 def test_a_file_that_is_no_image_is_refused_with_a_reason(kiosk) -> None:
     app, _store, _ = kiosk
     client = app.test_client()

@@ -127,8 +127,7 @@ def check() -> ResponseReturnValue:
 def _keep_checked(item: Offered) -> str:
     """Keep a checked photo for this session's capture form; its handle (sha256)."""
     sha = services().store.save_image(item.data, visit.suffix_of(item.data, item.name))
-    visits.remember_checked(sha, item.name)
-    return sha
+    return visits.checked_handle(sha, item.name)
 
 
 @bp.post("/screenings")

@@ -110,6 +110,7 @@ ERRORS = {
     "decode_timeout": _DAMAGED,
     "empty_image": N_("The file is empty: choose the photograph again."),
     "no_image": N_("Choose a photograph or an X-ray first."),
+    "checked_photo_lost": N_("A photo checked earlier could not be found again: choose it again."),
     "unsupported_transfer_syntax": N_("This X-ray file is compressed in a way the kiosk cannot "
                                       "read: send it uncompressed from the X-ray machine."),
     "unsupported_photometric": N_("The kiosk cannot read this X-ray's pixel format."),

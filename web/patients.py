@@ -129,7 +129,11 @@ def capture(patient_id: int) -> ResponseReturnValue:
 @bp.post("/patients/<int:patient_id>/capture")
 def upload(patient_id: int) -> ResponseReturnValue:
     """Uploaded images (or the photos the gate already checked): screened once, or sent back."""
-    return visits.gate_and_screen(patient_id, visits.offered_from_request(CAPTURE_FIELDS))
+    try:
+        offered = visits.offered_from_request(CAPTURE_FIELDS)
+    except visits.CheckedPhotoError as exc:
+        return visits.sent_back(patient_id, exc)
+    return visits.gate_and_screen(patient_id, offered)
 
 
 @bp.post("/patients/<int:patient_id>/camera")

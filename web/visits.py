@@ -11,9 +11,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 
-from flask import redirect, render_template, request, session, url_for
+from flask import current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from itsdangerous import BadData, URLSafeTimedSerializer
 
 from kiosk import messages as kiosk_messages
 from kiosk import visit
@@ -34,9 +35,12 @@ MISSING_REASONS = {
     "cannot": N_("the eye could not be photographed (refer for an eye examination)"),
     "declined": N_("the patient declined"),
 }
-#: Photos that passed the gate in this session (their sha256), so they are not sent twice.
-CHECKED_KEY = "checked_uploads"
-MAX_CHECKED = 16
+#: A checked photo's handle is signed for the user it was checked for and lasts this long. It
+#: is not kept in the session: the session is a cookie that every response rewrites, so a check
+#: still in flight when the form is sent (or the other eye's check) would write the other's
+#: handle out of it again.
+CHECKED_SALT = "checked-upload"
+CHECKED_MAX_AGE_S = 12 * 3600
 
 
 def offered_from_request(fields: Mapping[str, tuple[ImageKind, str | None]]) -> list[Offered]:
@@ -52,21 +56,41 @@ def offered_from_request(fields: Mapping[str, tuple[ImageKind, str | None]]) -> 
 
 
 def _checked(handles: list[str], field: str, kind: ImageKind, eye: str | None) -> list[Offered]:
-    """Photos the gate checked in this session, named by the handle it gave the page."""
-    allowed = session.get(CHECKED_KEY) or {}
+    """Photos the gate checked for this user, named by the signed handle it gave the page.
+
+    A handle that is forged, another user's or expired is refused (the nurse sends the photo
+    again), never silently dropped: the visit would lose an eye without a word.
+    """
     store = services().store
     found = []
     for handle in handles:
-        if handle in allowed:
-            found.append(Offered(store.image_path(handle).read_bytes(), allowed[handle], eye, kind))
+        try:
+            sha, name, user = _signer().loads(handle, max_age=CHECKED_MAX_AGE_S)
+        except BadData as exc:
+            raise CheckedPhotoError() from exc
+        if user != current_user.username or not store.image_path(sha).is_file():
+            raise CheckedPhotoError()
+        found.append(Offered(store.image_path(sha).read_bytes(), name, eye, kind))
     return found
 
 
-def remember_checked(sha: str, name: str) -> None:
-    """Let this session send a checked photo by its handle instead of its bytes."""
-    held = dict(session.get(CHECKED_KEY) or {})
-    held[sha] = name
-    session[CHECKED_KEY] = dict(list(held.items())[-MAX_CHECKED:])
+def checked_handle(sha: str, name: str) -> str:
+    """The handle that lets this user's capture form send a checked photo without its bytes."""
+    return str(_signer().dumps([sha, name, current_user.username]))
+
+
+def _signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key or "", salt=CHECKED_SALT)
+
+
+class CheckedPhotoError(KioskError):
+    """A capture form named a checked photo this kiosk cannot give back to this user."""
+
+    code = "checked_photo_lost"
+    http_status = 422
+
+    def __init__(self) -> None:
+        super().__init__("A photo checked earlier could not be found again: choose it again.")
 
 
 def missing_reasons() -> dict[str, str]:
@@ -143,6 +167,11 @@ def _screen_visit(patient_id: int, offered: list[Offered],
                              form_token=token)
     kept.forget()
     return redirect(url_for("results.result", screening_id=screening.id)), screening.id
+
+
+def sent_back(patient_id: int, exc: KioskError) -> ResponseReturnValue:
+    """The capture page again with what went wrong (what was kept stays kept)."""
+    return capture_page(patient_id, problem=_problem(exc), status=422)
 
 
 def _problem(exc: KioskError) -> str:

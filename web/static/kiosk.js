@@ -200,12 +200,23 @@ async function logInAgain(form, panel, said) {
   sendCapture(form);
 }
 
+// The instant checks run one after another, and the form waits for the last one: each answer
+// rewrites the session cookie, so a check still in flight when the form is sent (or two checks
+// at once) could undo what the other's answer kept; and the form sends the photos as checked.
+let checking = Promise.resolve();
+function queueCheck(input) {
+  checking = checking.then(function () { return checkOne(input); }).catch(function () {});
+}
+
 function startCapture() {
   const form = document.getElementById("capture-form");
   if (!form || !window.XMLHttpRequest) { return; }
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    if (!form.querySelector("button[type=submit]").disabled) { sendCapture(form); }
+    const button = form.querySelector("button[type=submit]");
+    if (button.disabled) { return; }
+    button.disabled = true;
+    checking.then(function () { sendCapture(form); });
   });
 }
 
@@ -294,6 +305,6 @@ function startPage() {
   startCapture();
   startViewers();
   for (const input of document.querySelectorAll("input[type=file][data-gate]")) {
-    input.addEventListener("change", function () { checkOne(input); });
+    input.addEventListener("change", function () { queueCheck(input); });
   }
 }
