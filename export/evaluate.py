@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from export.screening import screening_threshold
 from kiosk import stats as m
 
 #: Histogram of calibrated validation scores kept in the manifest for drift checks.
@@ -62,7 +63,7 @@ def evaluate(
     """Fit temperature and threshold on calibration data only; report on the test data."""
     temperature = m.fit_temperature(cal_labels, cal_logits)
     cal_p = m.sigmoid(cal_logits / temperature)
-    threshold = m.threshold_for_sensitivity(cal_labels, cal_p, target_sensitivity)
+    threshold = screening_threshold(cal_labels, cal_p, target_sensitivity)
     test_p = m.sigmoid(test_logits / temperature)
     counts, _ = np.histogram(cal_p, bins=DRIFT_BINS)
     extra = {}

@@ -26,6 +26,19 @@ def youden_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return best
 
 
+def screening_threshold(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """The highest threshold reaching ``target`` sensitivity, never above the balanced one.
+
+    A screening point exists to be at least as sensitive as the balanced one. For a model that
+    separates its calibration split almost perfectly (cxr-pneumonia 1.1: AUC 0.9996, 74%
+    positives) the highest threshold keeping 90% of the positives sits among positives scored
+    0.9995: it shipped as 1.0 after rounding, and in the kiosk (INT8, its own intake) found 64%
+    of the test split's pneumonia. The balanced point lies in the gap between the classes.
+    """
+    return min(m.threshold_for_sensitivity(labels, probabilities, target),
+               youden_threshold(labels, probabilities))
+
+
 def point_entry(
     target: str,
     threshold: float,
@@ -43,7 +56,7 @@ def named_points(
 ) -> dict[str, dict[str, Any]]:
     """The 'screening' point (sensitivity target on the calibration split) and the 'balanced' one
     (Youden's J on the calibration split), measured on the test split."""
-    screening = m.threshold_for_sensitivity(cal[0], cal[1], screening_sensitivity)
+    screening = screening_threshold(cal[0], cal[1], screening_sensitivity)
     balanced = youden_threshold(cal[0], cal[1])
     return {
         "screening": point_entry(

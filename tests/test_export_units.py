@@ -189,3 +189,22 @@ def _trust(folder: Path, key: Ed25519PrivateKey, key_id: str) -> Path:
     trusted.mkdir(exist_ok=True)
     (trusted / f"{key_id}.pub").write_text(public_key_text(key) + "\n")
     return trusted
+
+
+def test_the_screening_point_is_never_less_sensitive_than_the_balanced_one() -> None:
+    from export.screening import screening_threshold, youden_threshold
+
+    # A near-perfect separator with most positives saturated at the top: the highest threshold
+    # keeping 90% of the positives lies among them, above the gap between the classes.
+    labels = np.array([0] * 50 + [1] * 150)
+    scores = np.concatenate([np.linspace(0.0, 0.2, 50), np.linspace(0.6, 1.0, 150)])
+    sensitive = m.threshold_for_sensitivity(labels, scores, 0.90)
+    assert sensitive > 0.6  # the plain rule: within the positives
+    chosen = screening_threshold(labels, scores, 0.90)
+    assert chosen == youden_threshold(labels, scores) <= 0.6
+    assert m.measure(labels, scores, chosen).sensitivity == 1.0
+    # A mediocre model: the plain rule's threshold is already below the balanced one, and kept.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    scores = rng.normal(labels * 0.8, 1.0)
+    assert screening_threshold(labels, scores, 0.90) == m.threshold_for_sensitivity(labels, scores, 0.90)
