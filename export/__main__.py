@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     wrap.add_argument("--key", help="signing key PEM (default: $KIOSK_SIGNING_KEY)")
     wrap.set_defaults(handler=command_wrap)
     reference = verbs.add_parser("reference", help=command_reference.__doc__)
-    reference.add_argument("bundle", help="the bundle folder, e.g. models/cxr-pneumonia-1.0.0")
+    reference.add_argument("bundle", help="the bundle folder, e.g. models/cxr-pneumonia-1.1.0")
     reference.add_argument("--data", default=str(SHARED_DATA), help="the shared data folder")
     reference.add_argument("--out", help="folder to write the patch version into (default: beside it)")
     reference.set_defaults(handler=command_reference)

@@ -1,1 +1,0 @@
-a+gBMpkmCc50ooU7gaDxvju2+ugL776rt8KUYyrIXWQFt1A/J+GJfXMEKfuLzIiiwy6COB/2tmyhL1YX2gxhDg==
