@@ -88,8 +88,10 @@ def test_int8_decision_is_recorded(smoke_bundle: tuple[Path, Path, object]) -> N
     q = manifest["quantisation"]
     assert {"fp32_ms", "int8_ms", "int8_auc", "fp32_auc", "kept"} <= set(q)
     assert ("int8" in manifest["variants"]) == q["kept"] == (folder / "model.int8.onnx").exists()
-    if q["kept"]:
-        assert q["fp32_auc"] - q["int8_auc"] < 0.005 and q["int8_ms"] < q["fp32_ms"]
+    if q["kept"]:  # the rule, on the calibration split, read back from figures rounded to
+        # 4 decimals (AUC) and 2 (ms): a 0.04 ms network can record a tie (the suite failed so once here)
+        cal = q["calibration_split_auc"]
+        assert cal["fp32"] - cal["int8"] < 0.005 + 1e-4 and q["int8_ms"] <= q["fp32_ms"]
 
 
 def test_dynamic_batch_and_cam_explains_the_logit(smoke_bundle: tuple[Path, Path, object]) -> None:
