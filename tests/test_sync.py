@@ -331,3 +331,52 @@ def test_hl7_escapes_delimiters_in_patient_data(config: Config) -> None:
     status = sync_status(store)
     assert status["waiting"] == 1 and status["destinations"][0]["oldest_age_s"] is not None
     store.close()
+
+
+def _chest_result(task: str, model: str, film: dict, score: float) -> dict:
+    """A chest result as the kiosk records one per task for a film of unknown age."""
+    made = result("referable", "L", score)
+    made.update(task=task, input="film.dcm", laterality=None, source=film,
+                model={"id": model, "version": "1.0.1", "sha256": "cd" * 32})
+    made["findings"][0].update(label="pneumonia", display="Pneumonia")
+    return made
+
+
+def test_a_visit_of_many_films_and_models_reaches_a_server_that_limits_conditional_transactions(
+        config: Config, fhir_peer: FhirPeer) -> None:
+    """Two films from two studies, each read by both chest models (no age known): 11 resources,
+    6 of them conditional creates. Medplum refuses a transaction with a conditional create and
+    more than 8 entries ('requires strict isolation but has too many entries'); the kiosk used
+    to send one transaction and the visit was parked for ever."""
+    store = _store(config, fhir_url=fhir_peer.base)
+    patient = store.upsert_patient("FHIR-MANY-1", "Film^Two", "1971-05-02", "male", actor="nurse")
+    results, shas = [], []
+    for number in range(2):
+        film = {"study_uid": f"1.2.826.0.1.3680043.8.498.7{number}",
+                "series_uid": f"1.2.826.0.1.3680043.8.498.8{number}",
+                "sop_uid": f"1.2.826.0.1.3680043.8.498.9{number}",
+                "sop_class_uid": "1.2.840.10008.5.1.4.1.1.1", "modality": "CR"}
+        for task, model in (("cxr-pneumonia", "cxr-pneumonia"), ("cxr-adult", "cxr-adult")):
+            results.append(_chest_result(task, model, film, 0.6 + 0.1 * number))
+            shas.append(store.save_image(png_bytes(700 + len(shas)), ".png"))
+    screening = store.record_screening(patient.id, results, actor="nurse", image_shas=shas,
+                                       heatmap_shas=[None] * len(shas))
+    item = store.due_items()[0]
+    destination = FhirDestination(store.config)
+    for _ in range(2):  # a resend (a lost answer) finds every resource and adds none
+        destination.send(_delivery(store, item.id))
+    assert fhir_peer.reports_by_screening()[screening.uid] == 1
+    patients = fhir_peer.search("Patient", identifier="urn:kiosk:patient-id|FHIR-MANY-1")
+    assert len(patients) == 1
+    studies = fhir_peer.search("ImagingStudy", subject=f"Patient/{patients[0]['id']}")
+    assert len(studies) == 3  # the kiosk's, and each film's own
+    observations = fhir_peer.search("Observation", subject=f"Patient/{patients[0]['id']}")
+    assert len(observations) == 4
+    assert {o["device"]["reference"] for o in observations} == {
+        f"Device/{d['id']}" for d in fhir_peer.search("Device")
+        if d["identifier"][0]["value"] in ("cxr-pneumonia@1.0.1", "cxr-adult@1.0.1")}
+    report = fhir_peer.search("DiagnosticReport",
+                              identifier=f"urn:kiosk:screening|{screening.uid}")[0]
+    assert report["subject"]["reference"] == f"Patient/{patients[0]['id']}"
+    assert len(report["result"]) == 4 and len(report["imagingStudy"]) == 3
+    store.close()

@@ -10,6 +10,10 @@ screened films' own studies are ImagingStudy resources known by their Study Inst
 the kiosk's; the order behind a film (its accession number) is the report's ``basedOn``. Every
 resource is validated here with ``fhir.resources.R4B`` before it leaves, because a FHIR
 server may validate nothing.
+
+The Bundle is sent in stages (:func:`stages`): the conditional creates first, then the updates
+with literal references to what the server filed, because a server may refuse a transaction
+that mixes conditional creates with many entries (Medplum: more than 8).
 """
 
 from __future__ import annotations
@@ -369,19 +373,29 @@ class FhirDestination:
         self.session.verify = tls_verify(config)
 
     def send(self, delivery: Delivery) -> None:
-        """POST the item's Bundle and check every entry was accepted."""
-        self._post(bundle(delivery, self.config))
+        """Send the item's Bundle in stages and check every entry was accepted."""
+        self._send(bundle(delivery, self.config))
 
     def send_report(self, delivery: ReportDelivery) -> None:
-        """POST a fleet report (the kiosk's Device and a MeasureReport, conditional creates)."""
+        """Send a fleet report (the kiosk's Device and a MeasureReport, conditional creates)."""
         body = measure_report.transaction(delivery.report, delivery.item.idempotency_key,
                                           self.config)
         for entry in body["entry"]:
             validate(entry["resource"])
         validate(body)
-        self._post(body)
+        self._send(body)
 
-    def _post(self, body: dict[str, Any]) -> None:
+    def _send(self, body: dict[str, Any]) -> None:
+        """POST one validated transaction as the stages of :func:`stages`, each stage's
+        ``urn:uuid`` references to resources filed by an earlier stage made literal."""
+        filed: dict[str, str] = {}
+        for stage in stages(body["entry"]):
+            entries = [_literal(entry, filed) for entry in stage]
+            answer = self._post({"resourceType": "Bundle", "type": "transaction",
+                                 "entry": entries})
+            filed |= _filed_as(entries, answer)
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             response = self.session.post(self.url + "/", json=body,
                                          timeout=self.config.sync_timeout_s,
@@ -389,10 +403,71 @@ class FhirDestination:
         except requests.RequestException as exc:
             raise unreachable("fhir", str(exc)) from exc
         check_response(response)
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
+
+
+#: The most entries a transaction with a conditional create may hold on the servers met: a
+#: conditional create needs strict (serializable) isolation, and Medplum refuses such a
+#: transaction over 8 entries ("requires strict isolation but has too many entries").
+CONDITIONAL_PER_TRANSACTION = 8
+#: The most updates in one transaction (Medplum's limit is 50).
+UPDATES_PER_TRANSACTION = 50
+
+
+def stages(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The transaction's entries as the transactions that are sent, in order: first the
+    conditional creates (Patient, Devices, the films' studies), at most
+    :data:`CONDITIONAL_PER_TRANSACTION` at a time, then the updates of client-assigned ids
+    (the kiosk's study, the Observations, the report, its Provenance), at most
+    :data:`UPDATES_PER_TRANSACTION` at a time, the report after its Observations.
+
+    Every stage is idempotent (found by identifier, or written to the same id), so a resend
+    after a failure between stages files nothing twice; a failure between stages leaves the
+    patient and the devices filed without the report until the resend completes it.
+    """
+    creates = [e for e in entries if e["request"].get("ifNoneExist")]
+    updates = [e for e in entries if not e["request"].get("ifNoneExist")]
+    return ([creates[i:i + CONDITIONAL_PER_TRANSACTION]
+             for i in range(0, len(creates), CONDITIONAL_PER_TRANSACTION)]
+            + [updates[i:i + UPDATES_PER_TRANSACTION]
+               for i in range(0, len(updates), UPDATES_PER_TRANSACTION)])
+
+
+def _literal(entry: dict[str, Any], filed: dict[str, str]) -> dict[str, Any]:
+    """The entry with every reference to an already filed resource made literal."""
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (filed.get(v, v) if k == "reference" and isinstance(v, str) else walk(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+    return {**entry, "resource": walk(entry["resource"])}
+
+
+def _filed_as(entries: list[dict[str, Any]], answer: dict[str, Any]) -> dict[str, str]:
+    """Each sent entry's fullUrl -> the literal reference the server filed it under (from the
+    answer's ``location``, else the returned resource's id)."""
+    replies = answer.get("entry", [])
+    if len(replies) != len(entries):
+        raise refused("fhir", f"the answer has {len(replies)} entries for {len(entries)} sent")
+    filed = {}
+    for entry, reply in zip(entries, replies, strict=True):
+        kind = entry["resource"]["resourceType"]
+        location = str(reply.get("response", {}).get("location") or "")
+        parts = location.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == kind and parts[-1]:
+            filed[entry["fullUrl"]] = f"{kind}/{parts[-1]}"
+        elif (reply.get("resource") or {}).get("id"):
+            filed[entry["fullUrl"]] = f"{kind}/{reply['resource']['id']}"
+        else:
+            raise refused("fhir", f"the server did not say where it filed the {kind}")
+    return filed
 
 
 def check_response(response: requests.Response) -> None:
