@@ -73,8 +73,7 @@ def _eyes(count: int, skip: int) -> list[tuple[str, Path, Path]]:
 
 def _as_op(jpeg: bytes, side: str, patient_id: str, name: str, birth: str, study: str) -> bytes:
     """The photograph as an OP DICOM carrying the patient's identity (as a camera sends it),
-    both eyes of the visit in one study (two studies make a FHIR transaction of 9 entries,
-    over the 8 this server allows one with conditional creates)."""
+    both eyes of the visit in one study."""
     ds = pydicom.dcmread(BytesIO(op_dicom(jpeg, laterality=side)))
     ds.PatientID, ds.PatientName, ds.PatientBirthDate = patient_id, name, birth.replace("-", "")
     ds.StudyInstanceUID = study
