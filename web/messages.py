@@ -50,6 +50,8 @@ QUALITY = {
                   "and retake."),
     "low_contrast": N_("The film has too little contrast to read (under- or over-exposed): check "
                        "the exposure settings and retake."),
+    "film_blurred": N_("The film is blurred, or is a small copy enlarged (too little fine detail "
+                       "to read): send the original film from the X-ray unit, or retake it."),
 }
 SIDES = {"left": N_("left"), "right": N_("right")}
 
