@@ -182,4 +182,6 @@ def test_a_name_never_split_stays_text_and_says_its_parts_are_unknown(config: Co
     assert name["text"] == "Kwame Nkrumah Mensah" and "family" not in name and "given" not in name
     assert name["extension"] == [{"url": "http://hl7.org/fhir/StructureDefinition/"
                                   "data-absent-reason", "valueCode": "unknown"}]
-    assert _medplum([{"resource": patient, "profile": None}]) == [[]]
+    assert patient["extension"] == name["extension"]  # where US Core 5.0.1's us-core-6 reads it
+    assert _medplum([{"resource": patient, "profile": None},
+                     {"resource": patient, "profile": US_CORE_PATIENT}]) == [[], []]

@@ -107,6 +107,10 @@ def patient(s: Screening, config: Config) -> dict:
     }
     if p.birth_date:
         resource["birthDate"] = p.birth_date
+    if any(e.get("url") == DATA_ABSENT for n in resource["name"] for e in n.get("extension", [])):
+        # US Core 5.0.1's us-core-6 reads the data-absent-reason on the Patient itself
+        # (``extension.where(...)`` in the Patient's context); later versions read the name's
+        resource["extension"] = [{"url": DATA_ABSENT, "valueCode": "unknown"}]
     return resource
 
 
