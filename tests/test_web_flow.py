@@ -136,6 +136,35 @@ def test_kept_images_can_be_discarded_and_belong_to_one_patient(kiosk) -> None:
     assert empty.status_code == 422 and store.worklist() == []
 
 
+def test_two_visits_in_two_tabs_keep_their_images_and_an_older_cookie_loses_none(kiosk) -> None:
+    """The kept images were named in the session cookie, one patient at a time: a second tab's
+    visit replaced the first's, and any response carrying an older cookie (a request in flight
+    when the capture answered) wrote the list back without them. They are in the store now, per
+    user and patient (kiosk/store/visit_images.py). Both assertions fail on the cookie version."""
+    app, store, _ = kiosk
+    client = app.test_client()
+    login(client, "nurse")
+    first, second = _register(client, "TAB-1"), _register(client, "TAB-2")
+    before = client.get_cookie("kiosk_session")
+    assert before is not None
+    _upload(client, first, right_eye=(darkened(_fundus("13_right.jpeg")), "dark.jpg"),
+            left_eye=(_fundus(), "13_left.jpeg"))
+    _upload(client, second, right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"),
+            left_eye=(darkened(_fundus()), "dark-left.jpg"))
+    for patient, name in ((first, "13_left.jpeg"), (second, "13_right.jpeg")):
+        page = client.get(f"/patients/{patient}/capture").get_data(as_text=True)
+        assert "Already taken" in page and name in page, patient
+    client.set_cookie("kiosk_session", before.value)  # a late response wrote the older cookie back
+    assert "Already taken" in client.get(f"/patients/{first}/capture").get_data(as_text=True)
+    retaken = _upload(client, first, right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"))
+    assert retaken.status_code == 302, retaken.get_data(as_text=True)[:1500]
+    [screening] = store.worklist()
+    assert [r["input"] for r in screening.results] == ["13_right.jpeg", "13_left.jpeg"]
+    other = app.test_client()  # another user sees none of the nurse's kept images
+    login(other, "doctor")
+    assert "Already taken" not in other.get(f"/patients/{second}/capture").get_data(as_text=True)
+
+
 def _check(client: FlaskClient, patient_id: int, name: str, eye: str) -> str:
     """The capture page's instant check of one photo; the handle it gives the form."""
     token = page_token(client, f"/patients/{patient_id}/capture")

@@ -169,5 +169,5 @@ def history(patient_id: int) -> ResponseReturnValue:
 @bp.post("/patients/<int:patient_id>/capture/clear")
 def start_again(patient_id: int) -> ResponseReturnValue:
     """Forget the images kept while waiting for a retake."""
-    kept.forget()
+    kept.forget(patient_id)
     return redirect(url_for("patients.capture", patient_id=patient_id))

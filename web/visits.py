@@ -165,7 +165,7 @@ def _screen_visit(patient_id: int, offered: list[Offered],
     visit.note_missing(screened, missing_reasons())
     screening = visit.record(svc.store, patient_id, screened, actor=current_user.username,
                              form_token=token)
-    kept.forget()
+    kept.forget(patient_id)
     return redirect(url_for("results.result", screening_id=screening.id)), screening.id
 
 

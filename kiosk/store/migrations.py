@@ -230,5 +230,18 @@ _V8: list[str] = [
     "CREATE INDEX form_tokens_created ON form_tokens (created)",
 ]
 
+#: The images of a visit kept while another is retaken, per user and patient (they were named
+#: in the session cookie, which every response rewrites: a request still in flight from another
+#: tab, or from the same page, wrote an older list back and the kept eyes were lost).
+_V9: list[str] = [
+    """CREATE TABLE visit_images (
+        username TEXT NOT NULL,
+        patient_id INTEGER NOT NULL REFERENCES patients (id),
+        items TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        PRIMARY KEY (username, patient_id))""",
+    "CREATE INDEX visit_images_updated ON visit_images (updated)",
+]
+
 #: Every migration, oldest first; index + 1 is the schema version it brings the store to.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
