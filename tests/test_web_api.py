@@ -117,6 +117,12 @@ def test_patient_screening_read_and_sign_off_through_the_api(kiosk) -> None:
     screening = _conforms("/api/screenings", "post", created)
     assert created.status_code == 201 and screening["results"][0]["task"] == "cxr-pneumonia"
     assert store.outbox_status()[0].waiting == 1
+    again = post_multipart(client, "/api/screenings", headers=nurse, data={
+        "patient_id": str(patient["id"]), "image": (io.BytesIO(chest), "siim-again.dcm"),
+        "identity_checked": "yes"})  # the same film again: never a second screening
+    seen = _conforms("/api/screenings", "post", again)
+    assert again.status_code == 409 and seen["code"] == "film_seen_before"
+    assert seen["screening_id"] == screening["id"] and store.outbox_status()[0].waiting == 1
     url = f"/api/screenings/{screening['id']}"
     read = _conforms("/api/screenings/{screening_id}", "get", client.get(url, headers=nurse))
     assert read["verdict"] == screening["verdict"] and "not for clinical" in read["intended_use"]

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from browser.screening_setup import darkened, model_settings, open_pipeline
 from browser.web_support import (
@@ -252,6 +253,49 @@ def test_chest_dicom_then_clinician_overrules_and_the_slip_prints(kiosk) -> None
     assert b"(No referral needed)" in slip.data and b"Decided by the clinician" in slip.data
     assert b"not for clinical decisions" in slip.data and b"CXR-7" in slip.data
     assert store.audit_entries("export_referral_slip")
+
+
+def test_the_same_film_sent_again_is_not_screened_twice(kiosk) -> None:
+    """A DICOM film uploaded again (or first pushed by the X-ray unit) is the same film: its
+    result is shown, not a second screening sent twice to the EHR and the PACS. For another
+    patient it is refused with the reason; a film whose UID comes back with other pixels is
+    screened, with a warning. Before, the web app screened every upload again."""
+    app, store, _ = kiosk
+    nurse = app.test_client()
+    login(nurse, "nurse")
+    patient_id = _register(nurse, "FILM-1")
+    first = _upload(nurse, patient_id, chest=(_chest(), "siim.dcm"), fields=CHECKED)
+    assert first.status_code == 302, first.get_data(as_text=True)[:2000]
+    again = _upload(nurse, patient_id, chest=(_chest(), "siim-again.dcm"), fields=CHECKED)
+    assert again.status_code == 302 and again.headers["Location"] == first.headers["Location"]
+    page = nurse.get(again.headers["Location"]).get_data(as_text=True)
+    screening_id = int(first.headers["Location"].rsplit("/", 1)[1])
+    assert f"This film was screened before: this is its result (screening {screening_id})" in page
+    assert len(store.worklist()) == 1
+    other = _register(nurse, "FILM-2")
+    refused = _upload(nurse, other, chest=(_chest(), "siim.dcm"), fields=CHECKED)
+    assert refused.status_code == 422 and len(store.worklist()) == 1
+    assert "was screened before for another patient" in refused.get_data(as_text=True)
+    with_eyes = _upload(nurse, patient_id, chest=(_chest(), "siim.dcm"),
+                        right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"),
+                        left_eye=(_fundus("13_left.jpeg"), "13_left.jpeg"), fields=CHECKED)
+    assert with_eyes.status_code == 422 and len(store.worklist()) == 1
+    assert "take the film out of this visit" in with_eyes.get_data(as_text=True)
+    assert "13_left.jpeg" in with_eyes.get_data(as_text=True)  # the eyes stay kept
+    assert len(store.audit_entries("capture_film_seen_before")) == 3
+    uid = pydicom.dcmread(io.BytesIO(_chest())).SOPInstanceUID
+    ds = pydicom.dcmread(shared("dicom", "RG1_J2KI.dcm"))  # another chest film under that UID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.PatientID = "FILM-1"
+    changed = io.BytesIO()
+    ds.save_as(changed)
+    reused = _upload(nurse, patient_id, chest=(changed.getvalue(), "reused-uid.dcm"),
+                     fields=CHECKED)
+    assert reused.status_code == 302, reused.get_data(as_text=True)[:2000]
+    second = store.get_screening(int(reused.headers["Location"].rsplit("/", 1)[1]))
+    assert second.id != screening_id
+    [film] = [r for r in second.results if r["input"] == "reused-uid.dcm"]  # the kept eyes joined
+    assert any("was screened before with different pixels" in w for w in film["warnings"])
 
 
 def test_worklist_puts_urgent_chest_findings_first(kiosk) -> None:

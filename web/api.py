@@ -140,6 +140,14 @@ def create_screening() -> ResponseReturnValue:
     reasons = {eye: request.form.get(f"missing_{eye}", "").strip()[:200] for eye in ("R", "L")}
     if visit.missing_eyes(offered) and not gate(svc.pipeline, offered):
         visit.require_complete(offered, reasons)  # 422 incomplete_visit: both eyes, or why not
+    films = visits.films_of(offered)
+    if films.earlier:  # the same film (UID and pixels) is never screened twice
+        index, earlier = next(iter(films.earlier.items()))
+        audit("api_film_seen_before", patient_id=patient_id,
+              detail=f"{offered[index].name}: screening {earlier}")
+        return jsonify({"code": "film_seen_before", "screening_id": earlier,
+                        "message": f"The film {offered[index].name} was screened before "
+                                   f"(screening {earlier}): it is not screened twice."}), 409
     screened = visit.screen(svc.pipeline, offered, age=visit.age_years(patient.birth_date))
     needed = retakes(screened)
     if needed:
@@ -155,7 +163,9 @@ def create_screening() -> ResponseReturnValue:
         result["warnings"].extend(messages.say("identity_confirmed", user=current_user.username,
                                                warning=line) for line in found)
     visit.note_missing(screened, reasons)
-    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username)
+    films.warn_conflicts(screened)
+    screening = visit.record(svc.store, patient_id, screened, actor=current_user.username,
+                             films=films.received)
     audit("api_create_screening", patient_id=patient_id, detail=f"screening={screening.id}")
     return jsonify(screening_json(screening)), 201
 

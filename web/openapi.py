@@ -49,6 +49,8 @@ SCHEMAS: dict[str, Any] = {
             "message": {"type": "string", "description": "The kiosk's words, in English."},
             "words": {"type": "string",
                       "description": "The same in the reader's language (Accept-Language)."},
+            "screening_id": {"type": "integer", "description": "With film_seen_before (409): "
+                             "the screening of the same film (SOP Instance UID and pixels)."},
         },
     },
     "Patient": {
@@ -193,7 +195,7 @@ def _paths() -> dict[str, Any]:
             "responses": {"201": _json({"$ref": "#/components/schemas/Screening"}, "Screened"),
                           "422": _json({"anyOf": [{"$ref": "#/components/schemas/Retake"},
                                                   _ERROR]}, "Retake or refused"),
-                          **_errors(400, 401, 404)}}},
+                          **_errors(400, 401, 404, 409)}}},
         "/api/screenings/{screening_id}": {"get": {
             "summary": "Read a screening", "operationId": "readScreening",
             "parameters": [_id_param("screening_id")],
