@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from conftest import shared
 
@@ -93,6 +94,16 @@ def _choose(page: Any, slot: str, path: str) -> None:
     page.wait_for_selector(f"label:has(input[name={slot}]) .gate.ok, "
                            f"label:has(input[name={slot}]) .gate.warn, "
                            f"label:has(input[name={slot}]) .gate.bad")
+
+
+def _new_film(folder: Path) -> str:
+    """The SIIM chest film as a new exposure (a new SOP Instance UID): the kiosk screens a film
+    it has seen before only once, and these tests share one kiosk."""
+    film = pydicom.dcmread(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm"))
+    film.SOPInstanceUID = film.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path = folder / "film.dcm"
+    film.save_as(path)
+    return str(path)
 
 
 def _screenings_of(store: Any, identifier: str) -> list[Any]:
@@ -315,12 +326,12 @@ def test_outside_the_models_population_is_its_own_state(
 
 
 def test_a_child_of_five_and_a_half_is_inside_ages_one_to_five(
-        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+        page: Any, live_kiosk: Any, artifacts: Path, tmp_path: Path) -> None:
     _log_in(page, "nurse")
     born = (date.today() - timedelta(days=int(5.6 * 365.25))).isoformat()
     _register(page, "CXR-14-10", "Bekele", "Hana", born=born)
     page.wait_for_url(re.compile(r".*/capture$"))
-    _choose(page, "chest", str(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm")))
+    _choose(page, "chest", _new_film(tmp_path))
     page.click("text=Check and screen")
     page.wait_for_selector("#identity-warnings")  # the film's own header names someone else
     page.check("input[name=identity_checked]")
@@ -433,12 +444,12 @@ def test_an_admin_resets_and_disables_users(
 
 
 def test_heat_map_or_original_zoom_and_window_level(
-        page: Any, live_kiosk: Any, artifacts: Path) -> None:
+        page: Any, live_kiosk: Any, artifacts: Path, tmp_path: Path) -> None:
     _log_in(page, "nurse")
     born = (date.today() - timedelta(days=3 * 366)).isoformat()
     _register(page, "CXR-14-12", "Okafor", "Chidi", born=born, sex="male")
     page.wait_for_url(re.compile(r".*/capture$"))
-    _choose(page, "chest", str(shared("dicom", "SIIM-CXR-no-pneumothorax.dcm")))
+    _choose(page, "chest", _new_film(tmp_path))
     page.click("text=Check and screen")
     page.wait_for_selector("#identity-warnings")
     page.check("input[name=identity_checked]")
