@@ -73,7 +73,13 @@ class _WebServer:
             server.close()
             return
         LOG.info("web app on http://%s:%s", self.config.host, server.effective_port)
-        server.run()
+        try:
+            server.run()
+        except (OSError, ValueError):
+            # ``interrupt`` closes the socket from another thread while the loop may be inside
+            # select(): EBADF (or a negative fd) then ends the loop. That is the stop, not a crash.
+            if not stop.is_set():
+                raise
 
     def interrupt(self) -> None:
         """Close the listening socket; ``run`` returns."""
