@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -180,10 +181,31 @@ def test_power_cuts_during_capture_lose_and_duplicate_nothing(tmp_path: Path, sh
         assert run.status == -signal.SIGKILL, run.stderr[-2000:]
         undone += powerloss.power_cut(journal).undone_writes
         acked |= run.acked
-        _assert_whole(_census(data_dir, acked), len(acked))
+        census = _census(data_dir, acked)
+        if census != _census_of_nothing_lost(census):
+            _keep_evidence(tmp_path, round_, cut_at, census, run)
+        _assert_whole(census, len(acked))
     assert len(acked) >= ROUNDS
     print(f"\npower cut during capture: {ROUNDS} cuts, {undone} unsynced writes dropped, "
           f"{len(acked)} acknowledged, 0 lost, 0 duplicated, audit chain and head ok")
+
+
+def _census_of_nothing_lost(census: Census) -> Census:
+    """The census a whole store gives (to compare with)."""
+    return Census(lost=[], duplicated=[], bad_images=[], bad_outbox=[], integrity="ok",
+                  audit_ok=True, head_unreadable=False)
+
+
+def _keep_evidence(tmp_path: Path, round_: int, cut_at: int | None, census: Census,
+                   run: Run) -> None:
+    """A failed round's store, shim journal and workload output, kept for whoever looks next
+    (tests/artifacts/powerloss/, git-ignored): this test failed once in a full suite on
+    2026-12-04 (acknowledged screenings lost, audit chain broken) and passed 250 rounds after."""
+    kept = ROOT / "tests" / "artifacts" / "powerloss" / f"round-{round_}"
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(tmp_path, kept)
+    (kept / "what.txt").write_text(f"round {round_}, cut_at_write {cut_at}\n{census}\n"
+                                   f"stderr:\n{run.stderr[-20000:]}\n")
 
 
 # Found with the shim at 11:25 (audit.head replaced without fsync, left empty by a cut: a false
