@@ -208,7 +208,9 @@ def check_backend(config: Config) -> list[Check]:
     for model in described:
         if model.get("backend") is None:  # a refused bundle: the models check says why
             continue
-        detail = f"{model['id']} runs on {model['backend']} (warm-up {model.get('warmup_ms')} ms)"
+        warmup = model.get("warmup_ms")
+        took = f"{warmup:.0f} ms" if isinstance(warmup, (int, float)) else "not measured"
+        detail = f"{model['id']} runs on {model['backend']} (warm-up {took})"
         if model["backend"] != first:
             skipped = "; ".join(model.get("skipped", []))
             checks.append(warn("back-end", f"{detail}, not {first}: {skipped}",
