@@ -114,11 +114,18 @@ def _census(data_dir: Path, acked: dict[str, list[str]]) -> Census:
                   if _has_image(store, sha)}
     finally:
         store.close()
-    with sqlite3.connect(config.db_path) as conn:
+    # Closed, not only a ``with`` block (which commits but leaves it open): a connection this
+    # process kept would keep the WAL index mapped, and the next round's census would trust that
+    # stale index instead of recovering from the WAL, which hid the round's commits and once
+    # checkpointed over them (the test "lost" acknowledged screenings that SQLite had kept).
+    conn = sqlite3.connect(config.db_path)
+    try:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         counts = dict(conn.execute("SELECT uid, COUNT(*) FROM screenings GROUP BY uid").fetchall())
         outbox = dict(conn.execute("SELECT s.uid, COUNT(o.id) FROM screenings s LEFT JOIN outbox o "
                                    "ON o.screening_id = s.id GROUP BY s.uid").fetchall())
+    finally:
+        conn.close()
     bad_images = [sha for shas in acked.values() for sha in shas
                   if sha not in images or hashlib.sha256(images[sha].read_bytes()).hexdigest() != sha]
     return Census(
@@ -179,6 +186,14 @@ def test_power_cuts_during_capture_lose_and_duplicate_nothing(tmp_path: Path, sh
         run = _run(data_dir, round_ * 1000, env=env,
                    kill_after_s=None if cut_at else rng.uniform(0.05, 1.5))
         assert run.status == -signal.SIGKILL, run.stderr[-2000:]
+        before = tmp_path / "before-cut"  # the round's journal and files as the kill left them
+        shutil.rmtree(before, ignore_errors=True)
+        before.mkdir()
+        if journal.exists():
+            shutil.copy2(journal, before / "journal")
+        for name in ("kiosk.db", "kiosk.db-wal", "kiosk.db-shm", "audit.head"):
+            if (data_dir / name).exists():
+                shutil.copy2(data_dir / name, before / name)
         undone += powerloss.power_cut(journal).undone_writes
         acked |= run.acked
         census = _census(data_dir, acked)
