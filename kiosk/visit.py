@@ -3,15 +3,15 @@
 The web capture page, the DICOM listener's pushed films and ``kiosk screen`` all go through
 here: ``check`` (the instant quality gate, no inference), ``screen`` (every image through every
 task that fits it and the patient), ``record`` (images, heat-maps and results kept in one
-screening) and ``already_screened`` / ``film_seen`` (a film seen before is not screened twice,
-whoever sends it again).
+screening) and ``already_screened`` / ``film_seen`` / ``known_films`` (a film seen before is not
+screened twice, whoever sends it again).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
@@ -20,6 +20,7 @@ from kiosk.config import Config
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError, KioskError
 from kiosk.intake import sniff_format
+from kiosk.intake.header import read_header
 from kiosk.lifecycle import models as lineup
 from kiosk.lifecycle import validation
 from kiosk.pipeline import ImageOutcome, Pipeline, Shadow
@@ -185,6 +186,45 @@ def film_seen(store: Store, sop_uid: str, pixel_sha256: str) -> FilmSeen:
     return FilmSeen(same[0] if same else None,
                     [f.screening_id for f in known if f.pixel_sha256 != pixel_sha256
                      and f.screening_id is not None])
+
+
+@dataclass
+class Films:
+    """The DICOM films among a visit's images, by what the store knows of their SOP Instance
+    UIDs (``known_films``)."""
+
+    received: list[ReceivedFilm] = field(default_factory=list)  # to record with the screening
+    earlier: dict[int, int] = field(default_factory=dict)  # image -> the same film's screening
+    conflicts: dict[int, tuple[str, list[int]]] = field(default_factory=dict)  # other pixels
+
+    def warn_conflicts(self, screened: Screened) -> None:
+        """A UID screened before with other pixels: say so on that film's results."""
+        for index, (uid, earlier) in self.conflicts.items():
+            for outcome in screened.outcomes[index]:
+                outcome.result["warnings"].append(uid_conflict_warning(uid, earlier))
+
+
+def known_films(store: Store, offered: Sequence[Offered], sender: str = "") -> Films:
+    """What the store knows of each offered DICOM film: the same film (same UID and pixels) is
+    never screened twice, whoever sends it; a UID with other pixels is screened with a warning.
+    An image that is no readable DICOM is left to intake, which says what is wrong with it."""
+    films = Films()
+    for index, item in enumerate(offered):
+        try:
+            if sniff_format(item.data) != "dicom":
+                continue
+            film = read_header(item.data)
+        except IntakeError:
+            continue
+        if film.sop_uid == "unknown":
+            continue
+        seen = film_seen(store, film.sop_uid, film.pixel_sha256)
+        films.received.append(ReceivedFilm(film.sop_uid, film.pixel_sha256, sender))
+        if seen.screening is not None:
+            films.earlier[index] = seen.screening
+        elif seen.conflicts:
+            films.conflicts[index] = (film.sop_uid, seen.conflicts)
+    return films
 
 
 def uid_conflict_warning(sop_uid: str, conflicts: list[int]) -> str:

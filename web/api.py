@@ -140,7 +140,7 @@ def create_screening() -> ResponseReturnValue:
     reasons = {eye: request.form.get(f"missing_{eye}", "").strip()[:200] for eye in ("R", "L")}
     if visit.missing_eyes(offered) and not gate(svc.pipeline, offered):
         visit.require_complete(offered, reasons)  # 422 incomplete_visit: both eyes, or why not
-    films = visits.films_of(offered)
+    films = visit.known_films(svc.store, offered, sender="web")
     if films.earlier:  # the same film (UID and pixels) is never screened twice
         index, earlier = next(iter(films.earlier.items()))
         audit("api_film_seen_before", patient_id=patient_id,

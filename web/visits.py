@@ -8,10 +8,8 @@ patient) must be confirmed by the nurse before anything is recorded.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -19,13 +17,11 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from hardware.pushed import read_header
 from kiosk import messages as kiosk_messages
 from kiosk import visit
 from kiosk.domain import ImageKind
-from kiosk.errors import IntakeError, KioskError
-from kiosk.intake import sniff_format
-from kiosk.store import ReceivedFilm, form_tokens
+from kiosk.errors import KioskError
+from kiosk.store import form_tokens
 from kiosk.visit import Offered, Screened
 from web import checks, kept, messages, words
 from web.capture import Retake, gate, retakes
@@ -157,7 +153,7 @@ def _screen_visit(patient_id: int, offered: list[Offered],
         visit.require_complete(images, missing_reasons())
     except visit.IncompleteVisit as exc:  # the eye taken is gated now, so it is kept only if good
         return _incomplete(patient_id, images, _problem(exc)), None
-    films = films_of(images)
+    films = visit.known_films(svc.store, images, sender="web")
     if films.earlier:
         return _seen_before(patient_id, images, films), None
     screened = visit.screen(svc.pipeline, images, age=visit.age_years(patient.birth_date))
@@ -178,44 +174,7 @@ def _screen_visit(patient_id: int, offered: list[Offered],
     return redirect(url_for("results.result", screening_id=screening.id)), screening.id
 
 
-@dataclass
-class Films:
-    """The DICOM films of a visit, by what the kiosk already knows of their SOP Instance UIDs."""
-
-    received: list[ReceivedFilm] = dataclasses.field(default_factory=list)  # recorded with the screening
-    earlier: dict[int, int] = dataclasses.field(default_factory=dict)  # image -> the same film's screening
-    conflicts: dict[int, tuple[str, list[int]]] = dataclasses.field(default_factory=dict)  # other pixels
-
-    def warn_conflicts(self, screened: Screened) -> None:
-        """A UID screened before with other pixels: say so on that film's results."""
-        for index, (uid, earlier) in self.conflicts.items():
-            for outcome in screened.outcomes[index]:
-                outcome.result["warnings"].append(visit.uid_conflict_warning(uid, earlier))
-
-
-def films_of(images: list[Offered]) -> Films:
-    """What the store knows of each offered DICOM film (as for a film the X-ray unit pushes:
-    the same film, same UID and pixels, is never screened twice, whoever sends it)."""
-    films = Films()
-    for index, item in enumerate(images):
-        try:
-            if sniff_format(item.data) != "dicom":
-                continue
-            film = read_header(item.data)
-        except IntakeError:
-            continue  # intake says what is wrong with it when it is screened
-        if film.sop_uid == "unknown":
-            continue
-        seen = visit.film_seen(services().store, film.sop_uid, film.pixel_sha256)
-        films.received.append(ReceivedFilm(film.sop_uid, film.pixel_sha256, "web"))
-        if seen.screening is not None:
-            films.earlier[index] = seen.screening
-        elif seen.conflicts:
-            films.conflicts[index] = (film.sop_uid, seen.conflicts)
-    return films
-
-
-def _seen_before(patient_id: int, images: list[Offered], films: Films) -> ResponseReturnValue:
+def _seen_before(patient_id: int, images: list[Offered], films: visit.Films) -> ResponseReturnValue:
     """A film screened before: its result when the visit is that film alone and this patient's;
     else the capture page says which film, and the other images stay kept."""
     store = services().store

@@ -16,9 +16,9 @@ import hashlib
 import sys
 from collections.abc import Sequence
 
-from hardware.pushed import PushedFilm, read_header
 from kiosk import names, visit
 from kiosk.errors import IntakeError
+from kiosk.intake.header import PushedFilm, read_header
 from kiosk.pipeline import ImageOutcome
 from kiosk.result import Result
 from kiosk.store import ReceivedFilm, Store
