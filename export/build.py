@@ -366,7 +366,7 @@ def load_members(recipe: Recipe, work: Path, name: str = "") -> list[Any]:
             raise ExportError(
                 f"no fine-tuned checkpoint at {best}: run `python -m export train {recipe.task}`"
             )
-        lite_net = architecture(recipe.backbone, recipe.outputs, recipe.spec["channels"])
+        lite_net = architecture(recipe.backbone, recipe.outputs, recipe.spec["channels"], recipe.upscale)
         lite_net.load_state_dict(torch.load(best, weights_only=True)["ema"])
         return [lite_net.eval()]
     nets = []

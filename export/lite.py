@@ -133,9 +133,17 @@ class LiteNet(nn.Module):
     """
 
     def __init__(
-        self, state: dict[str, torch.Tensor], outputs: int, channels: int = 3, dropout: float = 0.2
+        self,
+        state: dict[str, torch.Tensor],
+        outputs: int,
+        channels: int = 3,
+        dropout: float = 0.2,
+        upscale: float = 1.0,
     ) -> None:
         super().__init__()
+        #: The input is enlarged (bilinear) by this factor first: small lesions in a 256 px
+        #: photograph then span more than the stem's stride (part of the exported graph).
+        self.upscale = upscale
         stem = state["_conv_stem.weight"]
         self._conv_stem = nn.Conv2d(channels, stem.shape[0], 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(stem.shape[0], eps=1e-3, momentum=0.01)
@@ -149,6 +157,8 @@ class LiteNet(nn.Module):
 
     def prefix(self, x: torch.Tensor, split: int) -> torch.Tensor:
         """Stem and the first ``split`` blocks."""
+        if self.upscale != 1.0:
+            x = F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
         x = F.relu6(self._bn0(self._conv_stem(same_pad(x, 3, 2))))
         for block in self._blocks[:split]:
             x = block(x)
@@ -167,13 +177,15 @@ class LiteNet(nn.Module):
         return self.tail(self.prefix(x, 0), 0)
 
 
-def from_state(state: dict[str, torch.Tensor], outputs: int, channels: int = 3) -> LiteNet:
+def from_state(
+    state: dict[str, torch.Tensor], outputs: int, channels: int = 3, upscale: float = 1.0
+) -> LiteNet:
     """A LiteNet with the ImageNet body of ``state`` (strict) and a fresh CAM head.
 
     With one input channel the stem's RGB filters are summed: a grey film gives exactly what the
     RGB network gives on the film copied into three channels.
     """
-    net = LiteNet(state, outputs, channels)
+    net = LiteNet(state, outputs, channels, upscale=upscale)
     body = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     if channels == 1:
         body["_conv_stem.weight"] = body["_conv_stem.weight"].sum(dim=1, keepdim=True)
@@ -185,12 +197,13 @@ def from_state(state: dict[str, torch.Tensor], outputs: int, channels: int = 3) 
     return net
 
 
-def pretrained(backbone: str, outputs: int, channels: int = 3) -> LiteNet:
+def pretrained(backbone: str, outputs: int, channels: int = 3, upscale: float = 1.0) -> LiteNet:
     """A LiteNet from the installed, sha256-checked ImageNet weights of ``backbone``."""
     info = WEIGHTS[backbone]
-    return from_state(load_checked(weights_path(backbone), info.sha256), outputs, channels)
+    return from_state(load_checked(weights_path(backbone), info.sha256), outputs, channels, upscale)
 
 
-def architecture(backbone: str, outputs: int, channels: int = 3) -> LiteNet:
+def architecture(backbone: str, outputs: int, channels: int = 3, upscale: float = 1.0) -> LiteNet:
     """The same network with untrained weights (to load a fine-tuned checkpoint into)."""
-    return LiteNet(load_checked(weights_path(backbone), WEIGHTS[backbone].sha256), outputs, channels)
+    state = load_checked(weights_path(backbone), WEIGHTS[backbone].sha256)
+    return LiteNet(state, outputs, channels, upscale=upscale)

@@ -126,6 +126,8 @@ class Recipe:
     cached_views: int = 6
     #: Staged unfreezing: (epochs, first trainable block); the head is always trained.
     unfreeze: tuple[tuple[int, int], ...] = ()
+    #: The backbone enlarges its input by this factor first (export/lite.py: LiteNet.upscale).
+    upscale: float = 1.0
     #: Sensitivity the shipped ('screening') threshold reaches on the calibration split.
     screening_sensitivity: float = 0.90
     #: Discriminative learning rates: each block deeper from the head trains at this factor less.
@@ -279,4 +281,12 @@ RECIPES["fundus-dr-b"] = replace(
 RECIPES["fundus-dr-2.1"] = replace(
     RECIPES["fundus-dr"], version="2.1.0", cached_views=8, lr=1e-3, weight_decay=1e-2,
     unfreeze=((1, 16), (1, 11), (8, 5)), extra={},
+)
+
+# fundus-dr 2.2 (issue 12): both cached recipes over-fitted their few cached views within five
+# epochs. Here every training image is augmented afresh at every step (cached_views = 0: the
+# frozen stem and first five blocks run forward on each batch, export/transfer.py: FreshViews).
+RECIPES["fundus-dr-2.2"] = replace(
+    RECIPES["fundus-dr"], version="2.2.0", cached_views=0, lr=1.5e-3, weight_decay=1e-4,
+    unfreeze=((1, 16), (1, 11), (12, 5)), extra={},
 )

@@ -111,7 +111,7 @@ def feature_cache(
     """
     folder.mkdir(parents=True, exist_ok=True)
     train, cal = data.part("train"), data.part("calibration")
-    views = []
+    views: list[np.ndarray] = []
     for view in range(recipe.cached_views):
         started = time.time()
         generator = torch.Generator().manual_seed(recipe.seed * 1000 + view) if view else None
@@ -122,6 +122,44 @@ def feature_cache(
         log(f"feature cache: view {view + 1}/{recipe.cached_views} ready ({time.time() - started:.0f} s)")
     plain = cached(folder / "calibration.npy", lambda: frozen_features(net, cal.images, recipe, device, None))
     return views, plain
+
+
+class CachedViews:
+    """Training batches drawn from the feature cache: one cached view per image, mirrored at random."""
+
+    def __init__(self, views: list[np.ndarray], recipe: Recipe) -> None:
+        self.views, self.recipe = views, recipe
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def batch(self, index: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        which = torch.randint(0, len(self.views), (len(index),), generator=generator).numpy()
+        x = np.stack([self.views[w][i] for w, i in zip(which, index, strict=True)]).astype(np.float32)
+        return flip_features(torch.from_numpy(x), self.recipe, generator)
+
+
+class FreshViews:
+    """Training batches augmented afresh at every step (``cached_views = 0``): the frozen stages
+    run forward only, without gradients, on each newly augmented batch. About twice the cost of a
+    cached epoch, but the network never sees the same view twice, which the cached recipes
+    over-fitted within five epochs."""
+
+    def __init__(self, net: LiteNet, images: np.ndarray, recipe: Recipe, device: str) -> None:
+        self.net, self.images, self.recipe, self.device = net, images, recipe, device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @torch.no_grad()
+    def batch(self, index: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        net, split = self.net, self.recipe.cache_blocks
+        net._bn0.eval()
+        for block in net._blocks[:split]:
+            block.eval()
+        x = augment(to_tensor(np.asarray(self.images[index]), self.recipe.spec), self.recipe, generator)
+        with autocast(self.device):
+            return net.prefix(x.to(self.device), split).float()
 
 
 def shifted_features(
@@ -203,14 +241,17 @@ def fine_tune(
     torch.set_num_threads(threads or 2)
     seed_everything(recipe.seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    net = pretrained(recipe.backbone, recipe.outputs, recipe.spec["channels"]).to(device)
+    net = pretrained(recipe.backbone, recipe.outputs, recipe.spec["channels"], recipe.upscale).to(device)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     views, cal_features = feature_cache(net, data, recipe, workdir / "transfer", device, log, raw)
+    source: CachedViews | FreshViews = (
+        CachedViews(views, recipe) if views else FreshViews(net, data.part("train").images, recipe, device)
+    )
     train_targets = torch.from_numpy(data.part("train").targets)
     cal_targets = data.part("calibration").targets[:, recipe.head_index]
     groups = parameter_groups(net, recipe)
     optimiser = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    n, epochs = len(views[0]), total_epochs(recipe)
+    n, epochs = len(source), total_epochs(recipe)
     steps_per_epoch = max(n // recipe.batch, 1)
     ema = Ema(net, decay=0.998 if steps_per_epoch * epochs > 1500 else 0.99)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -230,7 +271,7 @@ def fine_tune(
         set_trainable(net, first)
         governor = ThreadGovernor((threads,) if threads else (2, 1))
         loss = run_epoch(
-            net, ema, optimiser, views, train_targets, recipe, epoch, schedule, generator, device, governor
+            net, ema, optimiser, source, train_targets, recipe, epoch, schedule, generator, device, governor
         )
         val_auc = auc(cal_targets, tail_logits(ema.model, cal_features, recipe, device)[:, recipe.head_index])
         record = {
@@ -269,7 +310,7 @@ def run_epoch(
     net: LiteNet,
     ema: Ema,
     optimiser: torch.optim.Optimizer,
-    views: list[np.ndarray],
+    source: CachedViews | FreshViews,
     targets: torch.Tensor,
     recipe: Recipe,
     epoch: int,
@@ -278,12 +319,11 @@ def run_epoch(
     device: str,
     governor: ThreadGovernor | None = None,
 ) -> float:
-    """One pass over the training images, each as one of its cached views; the mean loss.
+    """One pass over the training images, each as one view from ``source``; the mean loss.
 
     ``governor`` picks 1 or 2 threads per step, whichever is faster now on the shared cores."""
-    steps = max(len(views[0]) // recipe.batch, 1)
-    order = torch.randperm(len(views[0]), generator=generator).numpy()
-    which = torch.randint(0, len(views), (len(order),), generator=generator).numpy()
+    steps = max(len(source) // recipe.batch, 1)
+    order = torch.randperm(len(source), generator=generator).numpy()
     losses: list[float] = []
     for step in range(steps):
         at = epoch * steps + step
@@ -292,9 +332,7 @@ def run_epoch(
         if governor is not None:
             governor.before_step()
         index = np.sort(order[step * recipe.batch : (step + 1) * recipe.batch])
-        x = np.stack([views[which[i]][i] for i in index]).astype(np.float32)
-        x_t = flip_features(torch.from_numpy(x), recipe, generator)
-        x_t = x_t.to(device).contiguous(memory_format=torch.channels_last)
+        x_t = source.batch(index, generator).to(device).contiguous(memory_format=torch.channels_last)
         for group in optimiser.param_groups:
             group["lr"] = schedule.lr(at) * group["factor"]
         with autocast(device, training=True):

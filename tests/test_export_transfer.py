@@ -103,7 +103,7 @@ def tiny_recipe(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
     monkeypatch.setattr(
         transfer,
         "pretrained",
-        lambda backbone, outputs, channels: lite.from_state(tiny_state(), outputs, channels),
+        lambda backbone, outputs, channels, upscale=1.0: lite.from_state(tiny_state(), outputs, channels, upscale),
     )
     spec = {
         **RECIPES["cxr-adult"].spec,
@@ -134,6 +134,37 @@ def test_fine_tune_caches_views_and_resumes_where_it_stopped(tmp_path: Path, tin
     with torch.no_grad():
         logits, cam = shipped(torch.randn(2, 3, 32, 32))
     assert torch.allclose(logits, cam.mean(dim=(2, 3)), atol=1e-6)
+
+
+def test_fresh_views_augment_every_step_without_a_cache(tmp_path: Path, tiny_recipe) -> None:  # type: ignore[no-untyped-def]
+    fresh = replace(tiny_recipe, cached_views=0, unfreeze=((1, 4),))
+    data = tiny_data()
+    logs: list[str] = []
+    transfer.fine_tune(fresh, data, tmp_path, log=logs.append, threads=1)
+    assert sorted(p.name for p in (tmp_path / "transfer").iterdir()) == ["calibration.npy"]
+    net = lite.from_state(tiny_state(), 1)
+    source = transfer.FreshViews(net, data.part("train").images, fresh, "cpu")
+    index = np.arange(8)
+    first = source.batch(index, torch.Generator().manual_seed(1))
+    again = source.batch(index, torch.Generator().manual_seed(2))
+    assert first.shape == (8, 6, 8, 8) and not torch.equal(first, again)  # a new view each draw
+    assert not first.requires_grad and not net._blocks[0].training  # the frozen stages stay frozen
+    resumed = replace(fresh, unfreeze=((1, 4), (1, 2)))
+    transfer.fine_tune(resumed, data, tmp_path, log=logs.append, threads=1)
+    assert any(line.startswith("resumed after epoch 1 of 2") for line in logs)
+    history = torch.load(tmp_path / "last.pt", weights_only=True)["state"]["history"]
+    assert [h["first_trainable_block"] for h in history] == [4, 2]
+
+
+def test_upscaled_network_enlarges_its_input_inside_the_graph() -> None:
+    plain, larger = lite.from_state(tiny_state(), 1).eval(), lite.from_state(tiny_state(), 1, upscale=1.5).eval()
+    larger.head.load_state_dict(plain.head.state_dict())
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        cam_plain, cam_larger = plain(x)[1], larger(x)[1]
+        enlarged = torch.nn.functional.interpolate(x, scale_factor=1.5, mode="bilinear", align_corners=False)
+        assert torch.allclose(larger(x)[0], plain(enlarged)[0], atol=1e-5)
+    assert cam_plain.shape[-1] == 4 and cam_larger.shape[-1] == 6
 
 
 def test_staged_unfreezing_freezes_the_early_blocks(tiny_recipe) -> None:  # type: ignore[no-untyped-def]
