@@ -9,6 +9,7 @@ screened twice, whoever sends it again).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -205,13 +206,18 @@ class Films:
 
 
 def known_films(store: Store, offered: Sequence[Offered], sender: str = "") -> Films:
-    """What the store knows of each offered DICOM film: the same film (same UID and pixels) is
+    """What the store knows of each offered image: the same DICOM film (same UID and pixels) is
     never screened twice, whoever sends it; a UID with other pixels is screened with a warning.
-    An image that is no readable DICOM is left to intake, which says what is wrong with it."""
+    A photograph (PNG, JPEG) has no UID: the very same file (by sha256) is not screened twice
+    either (a double upload, the same file chosen again). An image that is unreadable is left
+    to intake, which says what is wrong with it."""
     films = Films()
     for index, item in enumerate(offered):
         try:
             if sniff_format(item.data) != "dicom":
+                earlier = already_screened(store, hashlib.sha256(item.data).hexdigest())
+                if earlier is not None:
+                    films.earlier[index] = earlier
                 continue
             film = read_header(item.data)
         except IntakeError:

@@ -270,7 +270,7 @@ def test_the_same_film_sent_again_is_not_screened_twice(kiosk) -> None:
     assert again.status_code == 302 and again.headers["Location"] == first.headers["Location"]
     page = nurse.get(again.headers["Location"]).get_data(as_text=True)
     screening_id = int(first.headers["Location"].rsplit("/", 1)[1])
-    assert f"This film was screened before: this is its result (screening {screening_id})" in page
+    assert f"This image was screened before: this is its result (screening {screening_id})" in page
     assert len(store.worklist()) == 1
     other = _register(nurse, "FILM-2")
     refused = _upload(nurse, other, chest=(_chest(), "siim.dcm"), fields=CHECKED)
@@ -280,7 +280,7 @@ def test_the_same_film_sent_again_is_not_screened_twice(kiosk) -> None:
                         right_eye=(_fundus("13_right.jpeg"), "13_right.jpeg"),
                         left_eye=(_fundus("13_left.jpeg"), "13_left.jpeg"), fields=CHECKED)
     assert with_eyes.status_code == 422 and len(store.worklist()) == 1
-    assert "take the film out of this visit" in with_eyes.get_data(as_text=True)
+    assert "take the image out of this visit" in with_eyes.get_data(as_text=True)
     assert "13_left.jpeg" in with_eyes.get_data(as_text=True)  # the eyes stay kept
     assert len(store.audit_entries("capture_film_seen_before")) == 3
     uid = pydicom.dcmread(io.BytesIO(_chest())).SOPInstanceUID
@@ -478,6 +478,35 @@ def test_the_nurse_types_family_and_given_names_apart(kiosk) -> None:
     assert (patient.person_name.parts.family, patient.person_name.parts.given) == (
         "van der Berg", ("Anna Maria",))
     assert "Anna Maria van der Berg" in client.get(answer.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_same_photographs_sent_again_are_not_screened_twice(kiosk) -> None:
+    """A photograph has no UID, but the very same file (by sha256) chosen again, or uploaded
+    twice, is the image already screened: its result is shown, and for another patient the
+    upload is refused with the reason. Before, every upload of a photograph was screened anew
+    (a second screening, sent twice to the EHR)."""
+    app, store, _ = kiosk
+    nurse = app.test_client()
+    login(nurse, "nurse")
+    patient_id = _register(nurse, "EYE-1")
+    eyes = {"right_eye": (_fundus("13_right.jpeg"), "13_right.jpeg"),
+            "left_eye": (_fundus("13_left.jpeg"), "13_left.jpeg")}
+    first = _upload(nurse, patient_id, fields=CHECKED, **eyes)
+    assert first.status_code == 302, first.get_data(as_text=True)[:2000]
+    screening_id = int(first.headers["Location"].rsplit("/", 1)[1])
+    again = _upload(nurse, patient_id, fields=CHECKED,  # renamed, the same bytes
+                    right_eye=(_fundus("13_right.jpeg"), "renamed.jpeg"), left_eye=eyes["left_eye"])
+    assert again.status_code == 302 and again.headers["Location"] == first.headers["Location"]
+    page = nurse.get(again.headers["Location"]).get_data(as_text=True)
+    assert f"This image was screened before: this is its result (screening {screening_id})" in page
+    mixed = _upload(nurse, patient_id, fields=CHECKED, right_eye=eyes["right_eye"],
+                    left_eye=(_fundus("10_left.jpeg"), "10_left.jpeg"))  # one new photograph
+    assert mixed.status_code == 422 and "take the image out of this visit" in mixed.get_data(as_text=True)
+    other = _register(nurse, "EYE-2")
+    refused = _upload(nurse, other, fields=CHECKED, **eyes)
+    assert refused.status_code == 422
+    assert "was screened before for another patient" in refused.get_data(as_text=True)
+    assert len(store.worklist()) == 1 and len(store.audit_entries("capture_film_seen_before")) == 3
 
 
 def test_the_same_capture_form_sent_twice_at_once_records_one_screening(kiosk) -> None:

@@ -141,12 +141,12 @@ def create_screening() -> ResponseReturnValue:
     if visit.missing_eyes(offered) and not gate(svc.pipeline, offered):
         visit.require_complete(offered, reasons)  # 422 incomplete_visit: both eyes, or why not
     films = visit.known_films(svc.store, offered, sender="web")
-    if films.earlier:  # the same film (UID and pixels) is never screened twice
+    if films.earlier:  # the same film (UID and pixels) or photograph file is never screened twice
         index, earlier = next(iter(films.earlier.items()))
         audit("api_film_seen_before", patient_id=patient_id,
               detail=f"{offered[index].name}: screening {earlier}")
         return jsonify({"code": "film_seen_before", "screening_id": earlier,
-                        "message": f"The film {offered[index].name} was screened before "
+                        "message": f"The image {offered[index].name} was screened before "
                                    f"(screening {earlier}): it is not screened twice."}), 409
     screened = visit.screen(svc.pipeline, offered, age=visit.age_years(patient.birth_date))
     needed = retakes(screened)

@@ -175,25 +175,26 @@ def _screen_visit(patient_id: int, offered: list[Offered],
 
 
 def _seen_before(patient_id: int, images: list[Offered], films: visit.Films) -> ResponseReturnValue:
-    """A film screened before: its result when the visit is that film alone and this patient's;
-    else the capture page says which film, and the other images stay kept."""
+    """Images screened before: their result when the visit is that screening's images alone and
+    this patient's (a double upload); else the capture page says which image, and the other
+    images stay kept."""
     store = services().store
     index, earlier = next(iter(films.earlier.items()))
     same_patient = store.get_screening(earlier).patient.id == patient_id
     audit("capture_film_seen_before", patient_id=patient_id,
           detail=f"{images[index].name}: screening {earlier}")
-    if same_patient and len(images) == 1:
+    if same_patient and len(films.earlier) == len(images) and set(films.earlier.values()) == {earlier}:
         kept.forget(patient_id)
-        flash(_("This film was screened before: this is its result (screening %(id)s).",
+        flash(_("This image was screened before: this is its result (screening %(id)s).",
                 id=earlier), "info")
         return redirect(url_for("results.result", screening_id=earlier))
     kept.keep(patient_id, [item for i, item in enumerate(images) if i not in films.earlier])
     if same_patient:
-        problem = _("The film %(name)s was screened before (screening %(id)s): open that result, "
-                    "or take the film out of this visit.", name=images[index].name, id=earlier)
+        problem = _("The image %(name)s was screened before (screening %(id)s): open that result, "
+                    "or take the image out of this visit.", name=images[index].name, id=earlier)
     else:
-        problem = _("The film %(name)s was screened before for another patient (screening "
-                    "%(id)s): check that the right film was chosen.", name=images[index].name,
+        problem = _("The image %(name)s was screened before for another patient (screening "
+                    "%(id)s): check that the right image was chosen.", name=images[index].name,
                     id=earlier)
     return capture_page(patient_id, problem=problem, status=422)
 
