@@ -26,7 +26,7 @@ from conftest import ROOT, shared
 from kiosk.errors import IntakeError
 from kiosk.intake import read_image
 from kiosk.pixels import as_grey
-from kiosk.quality.chest import MIN_DETAIL, assess_chest, fine_detail
+from kiosk.quality.chest import MIN_DETAIL, MIN_LINES, assess_chest, distinct_lines, fine_detail
 
 SAMPLE = ("cxr", "samples", "nih-00027426_000-no-finding.png")
 
@@ -63,6 +63,28 @@ def test_a_real_film_passes_and_its_blurred_or_enlarged_copies_do_not() -> None:
     assert _codes(_grey(_png(blurred))) == ["film_blurred"]
     slightly = cv2.GaussianBlur(film, (0, 0), film.shape[1] * 0.001)  # a soft but real film
     assert _codes(_grey(_png(slightly))) == []
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 80) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return encoded.tobytes()
+
+
+def test_a_blocky_enlarged_copy_is_caught_though_its_edges_are_sharp() -> None:
+    """A small copy enlarged by repeating its pixels (nearest neighbour) has sharp block edges,
+    so ``fine_detail`` passed it; it has only as many distinct lines as the small copy had."""
+    film = cv2.imread(str(shared(*SAMPLE)), cv2.IMREAD_GRAYSCALE)
+    assert distinct_lines(_grey(_png(film))) > 1.2 * MIN_LINES
+    thumbnail = cv2.resize(film, (28, 28), interpolation=cv2.INTER_AREA)
+    for side in (224, 512, 1024):
+        blocky = cv2.resize(thumbnail, (side, side), interpolation=cv2.INTER_NEAREST)
+        for data, name in ((_png(blocky), "film.png"), (_jpeg(blocky), "film.jpg")):
+            grey = _grey(data, name)
+            assert fine_detail(grey) >= MIN_DETAIL  # the old measure alone let it through
+            assert distinct_lines(grey) < MIN_LINES and _codes(grey) == ["film_blurred"], (side, name)
+    doubled = cv2.resize(film, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)  # a real film
+    assert _codes(_grey(_png(doubled))) == []  # enlarged 2x is still a whole film: it passes
 
 
 def test_the_reason_says_what_to_do() -> None:
@@ -113,7 +135,7 @@ def test_every_real_film_passes_and_enlarged_small_films_are_caught() -> None:
         except IntakeError:
             continue  # not a chest film, or refused by intake for its own reason
         read += 1
-        if fine_detail(grey) < MIN_DETAIL:
+        if fine_detail(grey) < MIN_DETAIL or distinct_lines(grey) < MIN_LINES:
             refused.append(path.name)
     print(f"\nreal chest films: {read} read, {len(refused)} refused as blurred {refused}")
     assert read > 6000 and len(refused) <= 0.005 * read  # issue 13.4: <= 0.5%; measured 0
@@ -125,3 +147,11 @@ def test_every_real_film_passes_and_enlarged_small_films_are_caught() -> None:
         print(f"PneumoniaMNIST 28 px enlarged to {side} ({interpolation}): caught {caught} of "
               f"{len(smalls)}")
         assert caught >= 0.95 * len(smalls)  # measured 97.8% and 97.8%
+    for side, name in ((224, "film.png"), (512, "film.jpg")):  # blocky copies, PNG and JPEG
+        encode = _png if name.endswith(".png") else _jpeg
+        caught = sum(distinct_lines(_grey(encode(cv2.resize(s, (side, side),
+                                                           interpolation=cv2.INTER_NEAREST)),
+                                          name)) < MIN_LINES for s in smalls)
+        print(f"PneumoniaMNIST 28 px enlarged to {side} by repeating pixels ({name}): caught "
+              f"{caught} of {len(smalls)}")
+        assert caught >= 0.99 * len(smalls)
