@@ -2,7 +2,9 @@
 
 The stem and the first ``recipe.cache_blocks`` blocks stay frozen; their activations are computed
 once for ``recipe.cached_views`` augmented views of every training image (view 0 unaugmented)
-and kept in ``export/work/<task>/transfer/``. Training then runs only the rest of the network:
+and kept in ``export/work/<task>/transfer/``; with ``cached_views = 0`` nothing is cached and
+every batch is augmented afresh and run through the frozen stages (``FreshViews``, about twice
+the cost of a cached epoch). Training then runs only the rest of the network:
 the head first, then deeper blocks in stages (``recipe.unfreeze``), each block at a learning
 rate ``recipe.lr_decay`` times the one above it, with EMA weights, channels-last, bf16 autocast
 where the CPU has AMX (elsewhere bf16 is slower than fp32, measured), and a checkpoint every
