@@ -11,8 +11,8 @@ from export.data import SHARED_DATA, WORK
 
 #: Recipes the CLI trains: the task ids, plus the from-scratch ones kept for comparison.
 RECIPE_NAMES = (
-    "fundus-dr", "fundus-dr-b", "fundus-dr-2.1", "fundus-dr-2.2", "fundus-dr-2.3", "cxr-adult",
-    "cxr-pneumonia", "cxr-pneumonia-1.1", "fundus-dr-1.1",
+    "fundus-dr", "fundus-dr-b", "fundus-dr-2.1", "fundus-dr-2.2", "fundus-dr-2.3", "fundus-dr-2.4",
+    "cxr-adult", "cxr-pneumonia", "cxr-pneumonia-1.1", "fundus-dr-1.1",
 )
 
 

@@ -107,6 +107,9 @@ class Recipe:
     film_shifts: bool = False
     #: Seed of the patient split (fixed for every member) and of the first member's training.
     seed: int = 2026
+    #: A fine-tune's own training seed (initial head, batches, views), when not ``seed``: the
+    #: split stays that of ``seed``.
+    train_seed: int = 0
     #: Networks trained independently (seeds seed, seed + 1, ...) and averaged in the shipped graph.
     members: int = 1
     #: Test-time views averaged in the shipped graph: 1 (none), 2 (+ mirror) or 4 (+ both flips).
@@ -301,4 +304,10 @@ RECIPES["fundus-dr-2.2"] = replace(
 # also ends its cosine schedule where 2.2 peaked (7 epochs in all).
 RECIPES["fundus-dr-2.3"] = replace(
     RECIPES["fundus-dr-2.2"], version="2.3.0", upscale=1.25, unfreeze=((1, 16), (1, 11), (5, 5))
+)
+
+# fundus-dr 2.4: 2.2 (256 px) with 2.3's short schedule and its own training seed; the split is
+# the same (seed 2026). A control for 2.3's larger input, and an ingredient of a weight average.
+RECIPES["fundus-dr-2.4"] = replace(
+    RECIPES["fundus-dr-2.2"], version="2.4.0", train_seed=2027, unfreeze=((1, 16), (1, 11), (5, 5))
 )

@@ -241,7 +241,7 @@ def fine_tune(
 
     ``raw``: the training split's films before CLAHE, for a recipe with ``film_shifts``."""
     torch.set_num_threads(threads or 2)
-    seed_everything(recipe.seed)
+    seed_everything(recipe.train_seed or recipe.seed)
     workdir.mkdir(parents=True, exist_ok=True)
     net = pretrained(recipe.backbone, recipe.outputs, recipe.spec["channels"], recipe.upscale).to(device)
     net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -256,7 +256,7 @@ def fine_tune(
     n, epochs = len(source), total_epochs(recipe)
     steps_per_epoch = max(n // recipe.batch, 1)
     ema = Ema(net, decay=0.998 if steps_per_epoch * epochs > 1500 else 0.99)
-    generator = torch.Generator().manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.train_seed or recipe.seed)
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "history": [], "device": device}
     last = workdir / "last.pt"
     if resume and last.exists():
