@@ -243,3 +243,17 @@ def test_platt_offset_recovers_a_known_logit_shift() -> None:
     labels = rng.random(4000) < sigmoid(0.25 * logits + 1.5)  # true: (logit + 6) / 4
     a, b = fit_platt(labels, logits)
     assert a == pytest.approx(0.25, abs=0.03) and b / a == pytest.approx(6.0, abs=0.8)
+
+
+def test_a_weight_average_of_runs_is_their_mean_and_keeps_counters_whole() -> None:
+    from export.soup import average
+
+    a, b = lite.from_state(tiny_state(), 1).state_dict(), lite.from_state(tiny_state(), 1).state_dict()
+    b = {k: v + 1 if v.is_floating_point() else v + 3 for k, v in b.items()}
+    mean = average([a, b])
+    key = "_blocks.0._depthwise_conv.weight"
+    assert torch.allclose(mean[key], a[key] + 0.5)
+    counter = "_bn0.num_batches_tracked"
+    assert mean[counter].dtype == a[counter].dtype and int(mean[counter]) == int(a[counter]) + 1
+    net = lite.from_state(tiny_state(), 1)
+    net.load_state_dict(mean)  # one network of the same architecture
