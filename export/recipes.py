@@ -310,6 +310,9 @@ RECIPES["fundus-dr-2.3"] = replace(
 
 # fundus-dr 2.4: 2.2 (256 px) with 2.3's short schedule and its own training seed; the split is
 # the same (seed 2026). A control for 2.3's larger input, and an ingredient of a weight average.
+# Tried 2026-12-04 (90-140 s per epoch, 13 min): 0.793 at epoch 5. The weight average of 2.2, 2.3
+# and 2.4 (python -m export.soup) reached 0.807 against 2.0.1's 0.800 (paired difference +0.007,
+# 95% CI -0.018 to +0.031): not built (docs/models.md).
 RECIPES["fundus-dr-2.4"] = replace(
     RECIPES["fundus-dr-2.2"], version="2.4.0", train_seed=2027, unfreeze=((1, 16), (1, 11), (5, 5))
 )

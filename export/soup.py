@@ -31,7 +31,7 @@ State = dict[str, torch.Tensor]
 
 def average(states: list[State]) -> State:
     """The element-wise mean of state dicts of one architecture (counters keep their dtype)."""
-    return {k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype) for k in states[0]}
+    return {k: torch.stack([s[k].double() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
 
 
 @torch.no_grad()
@@ -84,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                 kind = "run" if size == 1 else "average"
                 print(f"{kind} {' + '.join(key[0])} at x{upscale}: calibration AUC "
                       f"{auc(labels, scores[key]):.4f}", flush=True)
-    singles = {runs[0]: z for (runs, up), z in scores.items() if len(runs) == 1 and up == RECIPES[runs[0]].upscale}
+    singles = {
+        runs[0]: z for (runs, up), z in scores.items() if len(runs) == 1 and up == RECIPES[runs[0]].upscale
+    }
     for size in range(2, len(args.runs) + 1):
-        for combo in itertools.combinations(args.runs, size):
-            print(f"logit ensemble {' + '.join(combo)}: calibration AUC "
-                  f"{auc(labels, sum(singles[c] for c in combo)):.4f}")
+        for names in itertools.combinations(args.runs, size):
+            summed = np.sum([singles[name] for name in names], axis=0)
+            print(f"logit ensemble {' + '.join(names)}: calibration AUC {auc(labels, summed):.4f}")
     best = max((k for k in scores if len(k[0]) > 1), key=lambda k: auc(labels, scores[k]), default=None)
     if args.against and best is not None:
         shipped = bundle_logits(args.against, cal, first.spec)

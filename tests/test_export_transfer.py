@@ -103,7 +103,9 @@ def tiny_recipe(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def
     monkeypatch.setattr(
         transfer,
         "pretrained",
-        lambda backbone, outputs, channels, upscale=1.0: lite.from_state(tiny_state(), outputs, channels, upscale),
+        lambda backbone, outputs, channels, upscale=1.0: lite.from_state(
+            tiny_state(), outputs, channels, upscale
+        ),
     )
     spec = {
         **RECIPES["cxr-adult"].spec,
@@ -157,7 +159,8 @@ def test_fresh_views_augment_every_step_without_a_cache(tmp_path: Path, tiny_rec
 
 
 def test_upscaled_network_enlarges_its_input_inside_the_graph() -> None:
-    plain, larger = lite.from_state(tiny_state(), 1).eval(), lite.from_state(tiny_state(), 1, upscale=1.5).eval()
+    plain = lite.from_state(tiny_state(), 1).eval()
+    larger = lite.from_state(tiny_state(), 1, upscale=1.5).eval()
     larger.head.load_state_dict(plain.head.state_dict())
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
