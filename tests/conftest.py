@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from kiosk.config import Config, load_config
@@ -20,6 +22,19 @@ def shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (see ../shared/data/README.md)")
     return path
+
+
+def new_shot(jpeg: bytes) -> bytes:
+    """A JPEG photograph as a new shot: other pixels where nothing is read (an 8x8 patch of
+    random dark values in the top-left corner, outside the eye's disc), re-encoded at quality
+    97. The kiosk screens a photograph it has seen before only once (the browser re-encodes a
+    large photograph, so only new pixels make new bytes), so a test that screens one photograph
+    again, in one store, takes a new shot of it."""
+    pixels = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    pixels[:8, :8] = np.random.default_rng().integers(0, 24, (8, 8, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 97])
+    assert ok
+    return encoded.tobytes()
 
 
 @pytest.fixture

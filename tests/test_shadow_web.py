@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from browser.web_support import add_user, login, make_app, page_token, post_multipart, web_config
-from conftest import shared
+from conftest import new_shot, shared
 from flask import Flask
 from flask.testing import FlaskClient
 from shadow_support import Models, make_candidate, models_with
@@ -61,7 +61,7 @@ def kiosk(tmp_path: Path) -> Iterator[tuple[Flask, Store, Models, dict[str, Any]
 
 def _photos() -> list[bytes]:
     folder = shared("fundus", "eyepacs-256", "images")
-    return [(folder / name).read_bytes() for name in EYES]
+    return [new_shot((folder / name).read_bytes()) for name in EYES]  # each capture a new one
 
 
 def _capture(client: FlaskClient, patient_id: int) -> int:

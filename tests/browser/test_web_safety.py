@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import shared
+from conftest import new_shot, shared
 
 from browser.web_support import PASSWORD
 
@@ -84,8 +85,16 @@ def _register(page: Any, identifier: str, family: str, given: str, born: str = "
     page.click("text=Register and capture")
 
 
+#: The photographs' new shots, removed when the test process ends.
+_SHOTS = tempfile.TemporaryDirectory(prefix="kiosk-shots-")
+
+
 def _photo(name: str) -> str:
-    return str(shared("fundus", "eyepacs-fullres") / name)
+    """The photograph as a new shot under its own name (``new_shot``): the kiosk screens a file
+    it has seen before only once, and these tests share one kiosk."""
+    folder = Path(tempfile.mkdtemp(prefix="shot-", dir=_SHOTS.name))
+    (folder / name).write_bytes(new_shot((shared("fundus", "eyepacs-fullres") / name).read_bytes()))
+    return str(folder / name)
 
 
 def _choose(page: Any, slot: str, path: str) -> None:
