@@ -22,6 +22,7 @@ import torch
 from export.compare import paired_auc_difference
 from export.data import WORK, Dataset, load_real
 from export.lite import LiteNet, architecture
+from export.onnx_export import cpu_session
 from export.recipes import RECIPES
 from export.train import to_tensor
 from kiosk.stats import auc
@@ -45,9 +46,7 @@ def logits(net: LiteNet, images: np.ndarray, spec: dict[str, object], head: int)
 
 def bundle_logits(bundle: Path, data: Dataset, spec: dict[str, object]) -> np.ndarray:
     """A shipped bundle's fp32 network on the same rendered images."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = cpu_session(bundle / "model.onnx")
     name = session.get_inputs()[0].name
     batches = [
         session.run(None, {name: to_tensor(data.images[i : i + 32], spec).contiguous().numpy()})[0]

@@ -15,7 +15,6 @@ UID with other pixels is screened as a new film, with a warning on its results a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -44,10 +43,8 @@ def screen_spooled_film(path: Path, pipeline: Pipeline, store: Store) -> None:
     data = path.read_bytes()
     film = read_header(data)
     known = film.sop_uid != "unknown"
-    seen = visit.film_seen(store, film.sop_uid, film.pixel_sha256) if known else None
-    earlier = seen.screening if seen is not None else None
-    if earlier is None:  # films screened before the store knew received films (schema 3)
-        earlier = visit.already_screened(store, hashlib.sha256(data).hexdigest())
+    seen = visit.seen_before(store, data, film)  # also films kept before schema 3, by file
+    earlier = seen.screening
     if earlier is not None:
         # the same film again: a resend by this or another modality, or a crash after the
         # screening was recorded but before the spool file was removed; twice would report twice
@@ -57,7 +54,7 @@ def screen_spooled_film(path: Path, pipeline: Pipeline, store: Store) -> None:
         return
     source = f"dicom://{film.calling_ae or 'unknown'}/{film.sop_uid}"
     screened = visit.screen(pipeline, [visit.Offered(data, source)])
-    if seen is not None and seen.conflicts:
+    if seen.conflicts:
         _warn_uid_conflict(store, film, screened, seen.conflicts)
     refusal = _refusal(screened.outcomes[0][0].result)
     if refusal is not None:

@@ -3,8 +3,8 @@
 The web capture page, the DICOM listener's pushed films and ``kiosk screen`` all go through
 here: ``check`` (the instant quality gate, no inference), ``screen`` (every image through every
 task that fits it and the patient), ``record`` (images, heat-maps and results kept in one
-screening) and ``already_screened`` / ``film_seen`` / ``known_films`` (a film seen before is not
-screened twice, whoever sends it again).
+screening) and ``seen_before`` / ``known_films`` (an image seen before is not screened twice,
+whoever sends it again).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from kiosk.config import Config
 from kiosk.domain import ImageKind
 from kiosk.errors import IntakeError, KioskError
 from kiosk.intake import sniff_format
-from kiosk.intake.header import read_header
+from kiosk.intake.header import PushedFilm, read_header
 from kiosk.lifecycle import models as lineup
 from kiosk.lifecycle import validation
 from kiosk.pipeline import ImageOutcome, Pipeline, Shadow
@@ -189,13 +189,36 @@ def film_seen(store: Store, sop_uid: str, pixel_sha256: str) -> FilmSeen:
                      and f.screening_id is not None])
 
 
+def seen_before(store: Store, data: bytes, film: PushedFilm | None) -> FilmSeen:
+    """The one rule for an image sent again, whoever sends it (web, API, the DICOM listener,
+    ``kiosk screen --keep``): a DICOM film with a UID by its UID and pixels (``film_seen``);
+    then, and for photographs and films without a UID, by the file's sha256 (which also finds
+    films kept before the store knew received films). ``film``: the header already read, or
+    None for a photograph."""
+    seen = (film_seen(store, film.sop_uid, film.pixel_sha256)
+            if film is not None and film.sop_uid != "unknown" else FilmSeen(None, []))
+    if seen.screening is None:
+        earlier = already_screened(store, hashlib.sha256(data).hexdigest())
+        if earlier is not None:
+            return FilmSeen(earlier, seen.conflicts)
+    return seen
+
+
+def dicom_header(data: bytes) -> PushedFilm | None:
+    """A DICOM file's header identity; None for a photograph or a file intake will refuse."""
+    try:
+        return read_header(data) if sniff_format(data) == "dicom" else None
+    except IntakeError:
+        return None
+
+
 @dataclass
 class Films:
-    """The DICOM films among a visit's images, by what the store knows of their SOP Instance
-    UIDs (``known_films``)."""
+    """What the store knows of a visit's images (``known_films``): DICOM films by their SOP
+    Instance UIDs and pixels, photographs by their files."""
 
     received: list[ReceivedFilm] = field(default_factory=list)  # to record with the screening
-    earlier: dict[int, int] = field(default_factory=dict)  # image -> the same film's screening
+    earlier: dict[int, int] = field(default_factory=dict)  # image -> its earlier screening
     conflicts: dict[int, tuple[str, list[int]]] = field(default_factory=dict)  # other pixels
 
     def warn_conflicts(self, screened: Screened) -> None:
@@ -206,29 +229,18 @@ class Films:
 
 
 def known_films(store: Store, offered: Sequence[Offered], sender: str = "") -> Films:
-    """What the store knows of each offered image: the same DICOM film (same UID and pixels) is
-    never screened twice, whoever sends it; a UID with other pixels is screened with a warning.
-    A photograph (PNG, JPEG) has no UID: the very same file (by sha256) is not screened twice
-    either (a double upload, the same file chosen again). An image that is unreadable is left
-    to intake, which says what is wrong with it."""
+    """What the store knows of each offered image (``seen_before``): an image screened before is
+    never screened twice; a UID with other pixels is screened with a warning. An image that is
+    unreadable is left to intake, which says what is wrong with it."""
     films = Films()
     for index, item in enumerate(offered):
-        try:
-            if sniff_format(item.data) != "dicom":
-                earlier = already_screened(store, hashlib.sha256(item.data).hexdigest())
-                if earlier is not None:
-                    films.earlier[index] = earlier
-                continue
-            film = read_header(item.data)
-        except IntakeError:
-            continue
-        if film.sop_uid == "unknown":
-            continue
-        seen = film_seen(store, film.sop_uid, film.pixel_sha256)
-        films.received.append(ReceivedFilm(film.sop_uid, film.pixel_sha256, sender))
+        film = dicom_header(item.data)
+        seen = seen_before(store, item.data, film)
+        if film is not None and film.sop_uid != "unknown":
+            films.received.append(ReceivedFilm(film.sop_uid, film.pixel_sha256, sender))
         if seen.screening is not None:
             films.earlier[index] = seen.screening
-        elif seen.conflicts:
+        elif film is not None and seen.conflicts:
             films.conflicts[index] = (film.sop_uid, seen.conflicts)
     return films
 

@@ -17,8 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from kiosk import names, visit
-from kiosk.errors import IntakeError
-from kiosk.intake.header import PushedFilm, read_header
+from kiosk.intake.header import PushedFilm
 from kiosk.pipeline import ImageOutcome
 from kiosk.result import Result
 from kiosk.store import ReceivedFilm, Store
@@ -32,10 +31,8 @@ def keep(store: Store, data: bytes, name: str, answers: Sequence[tuple[Result, b
     """Record one screened file; the screening's id (None when refused or already kept)."""
     if answers[0][0]["error"]:
         return None
-    film = _film(data)
-    earlier = visit.already_screened(store, hashlib.sha256(data).hexdigest())
-    if earlier is None and film is not None and film.sop_uid != "unknown":
-        earlier = visit.film_seen(store, film.sop_uid, film.pixel_sha256).screening
+    film = visit.dicom_header(data)
+    earlier = visit.seen_before(store, data, film).screening
     if earlier is not None:
         print(f"{name}: already kept as screening {earlier}; not recorded again", file=sys.stderr)
         return None
@@ -47,14 +44,6 @@ def keep(store: Store, data: bytes, name: str, answers: Sequence[tuple[Result, b
                 if film is not None and film.sop_uid != "unknown" else [])
     screened = visit.Screened([visit.Offered(data, name)], [outcomes])
     return visit.record(store, patient, screened, actor=ACTOR, films=received).id
-
-
-def _film(data: bytes) -> PushedFilm | None:
-    """The header of a DICOM file (None for a photograph or an exported film)."""
-    try:
-        return read_header(data)
-    except IntakeError:
-        return None
 
 
 def _patient(store: Store, data: bytes, film: PushedFilm | None, args: argparse.Namespace) -> int:

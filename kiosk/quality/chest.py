@@ -109,9 +109,17 @@ def fine_detail(grey: np.ndarray) -> float:
     confidence and no sense (issue 13.3's probe: the children's model called 93% of the 28 px
     copies of healthy films pneumonia).
     """
+    return _fine_detail(_exposed(grey))
+
+
+def _exposed(grey: np.ndarray) -> np.ndarray:
+    """The film's exposed area (what the detail measures read; cropped once per film)."""
     rows, cols = exposed_area(grey)
-    area = cv2.resize(grey[rows, cols], (128, 128), interpolation=cv2.INTER_AREA)
-    area = area.astype(np.float32)
+    return grey[rows, cols]
+
+
+def _fine_detail(exposed: np.ndarray) -> float:
+    area = cv2.resize(exposed, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
     edges = np.abs(cv2.Laplacian(area, cv2.CV_32F)).mean()
     return float(edges / (float(area.std()) + 1.0))
 
@@ -121,8 +129,11 @@ def distinct_lines(grey: np.ndarray) -> int:
     neighbour: a real film's working copy has about as many as it has pixels; a small copy
     enlarged by repeating pixels has only as many as the small copy had (a 28 px data-set image
     enlarged to 512 px: 28-56, at the working copy's resolution)."""
-    rows, cols = exposed_area(grey)
-    area = grey[rows, cols].astype(np.float32)
+    return _distinct_lines(_exposed(grey))
+
+
+def _distinct_lines(exposed: np.ndarray) -> int:
+    area = exposed.astype(np.float32)
     if min(area.shape) < 2:
         return min(area.shape)
     across = np.abs(np.diff(area, axis=1)).mean(axis=0)
@@ -182,8 +193,9 @@ def assess_chest(grey: np.ndarray) -> QualityReport:
     film says so first ("check the right image was chosen" before "retake"); orientation and
     polarity are judged only on a well-exposed film.
     """
-    measures = exposure_measures(grey) | {"fine_detail": fine_detail(grey),
-                                          "distinct_lines": float(distinct_lines(grey))}
+    exposed = _exposed(grey)
+    measures = exposure_measures(grey) | {"fine_detail": _fine_detail(exposed),
+                                          "distinct_lines": float(_distinct_lines(exposed))}
     verdict = judge_film(grey)
     measures.update(verdict.measures())
     exposure = exposure_failure(measures)
