@@ -54,3 +54,21 @@ def test_pages_follow_the_browser_and_the_users_choice(tmp_path: Path) -> None:
     assert "Lista de trabajo" in spanish  # the user's choice wins over the browser
     assert "Ningún cribado coincide." in client.get("/worklist").get_data(as_text=True)
     store.close()
+
+
+def test_a_stylesheet_fetched_with_an_older_cookie_does_not_undo_a_language_choice(
+        tmp_path: Path) -> None:
+    """The browser fetches the last page's stylesheet and icon while the next page, ?lang=fr,
+    sets a new cookie; the static answers come last. They must not send the old cookie back, or
+    the kiosk's own words (a retake's reason) come back in English (seen in CI, 2026-12-04)."""
+    app, store = make_app(web_config(tmp_path))
+    add_user(store, "nurse", "operator")
+    client = app.test_client()
+    login(client, "nurse")
+    with client.get("/static/kiosk.css") as static:
+        assert static.status_code == 200
+        assert "Set-Cookie" not in static.headers, static.headers.get("Set-Cookie")
+    chosen = client.get("/worklist?lang=fr")
+    assert "kiosk_session=" in chosen.headers.get("Set-Cookie", "")  # the choice is kept
+    assert 'lang="fr"' in client.get("/worklist").get_data(as_text=True)
+    store.close()

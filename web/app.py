@@ -70,6 +70,10 @@ def _flask_settings(config: Config) -> dict[str, Any]:
         "REMEMBER_COOKIE_SECURE": config.secure_cookies,
         "REMEMBER_COOKIE_HTTPONLY": True,
         "PERMANENT_SESSION_LIFETIME": timedelta(minutes=config.session_timeout_min),
+        # The cookie is sent back only when the session changes (every page and API call notes
+        # the time it was seen): a stylesheet or icon fetched with an older cookie, and answered
+        # after a newer one was set (a language chosen, a log-in), must not put the old one back.
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "MAX_CONTENT_LENGTH": config.max_upload_mb * 2**20 * 4,
         "WTF_CSRF_CHECK_DEFAULT": False,  # checked in security.before_request (bearer exempt)
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
