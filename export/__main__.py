@@ -12,6 +12,8 @@ from export.data import SHARED_DATA, WORK
 #: Recipes the CLI trains: the task ids, plus the from-scratch ones kept for comparison.
 RECIPE_NAMES = (
     "fundus-dr", "fundus-dr-b", "fundus-dr-2.1", "fundus-dr-2.2", "fundus-dr-2.3", "fundus-dr-2.4",
+    "fundus-dr-3.0", "fundus-dr-3.1", "fundus-dr-3.2", "fundus-dr-3.3",
+    "fundus-dr-3.4", "fundus-dr-3.5", "fundus-dr-3.6", "fundus-dr-3.7",
     "cxr-adult", "cxr-pneumonia", "cxr-pneumonia-1.1", "fundus-dr-1.1",
 )
 
@@ -28,7 +30,16 @@ def command_train(args: argparse.Namespace) -> int:
     from export.train import member_dir, train
 
     recipe = RECIPES[args.task]
-    data = load_real(recipe.task, recipe.spec, recipe.seed, data=Path(args.data), fractions=recipe.fractions)
+    fitting = ("train", "calibration")  # the test split is for the card alone, never opened here
+    data = load_real(
+        recipe.task,
+        recipe.spec,
+        recipe.seed,
+        data=Path(args.data),
+        cache=Path(args.work),
+        fractions=recipe.fractions,
+        splits=fitting,
+    )
     log_line(
         f"{args.task}: {len(data.images)} images, splits by patient "
         + str({s: int((data.split == s).sum()) for s in ("train", "calibration", "test")})
@@ -42,7 +53,9 @@ def command_train(args: argparse.Namespace) -> int:
             from export.film_shift import raw_spec
 
             spec = raw_spec(recipe.spec)
-            films = load_real(recipe.task, spec, recipe.seed, Path(args.data), fractions=recipe.fractions)
+            films = load_real(
+                recipe.task, spec, recipe.seed, Path(args.data), Path(args.work), recipe.fractions, fitting
+            )
             raw = films.part("train").images
         fine_tune(
             recipe,
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument(
                 "--device",
                 default="cpu",
-                help="cpu, or cuda on a lent GPU (transfer recipes; the CUDA path is untested here)",
+                help="cpu, or cuda on a GPU (transfer recipes; scripts/train-gpu.sh runs several at once)",
             )
             sub.add_argument("--no-build", action="store_true", help="train only")
             sub.add_argument(

@@ -367,7 +367,7 @@ def load_members(recipe: Recipe, work: Path, name: str = "") -> list[Any]:
                 f"no fine-tuned checkpoint at {best}: run `python -m export train {recipe.task}`"
             )
         lite_net = architecture(recipe.backbone, recipe.outputs, recipe.spec["channels"], recipe.upscale)
-        lite_net.load_state_dict(torch.load(best, weights_only=True)["ema"])
+        lite_net.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["ema"])
         return [lite_net.eval()]
     nets = []
     for member in range(recipe.members):
@@ -378,7 +378,7 @@ def load_members(recipe: Recipe, work: Path, name: str = "") -> list[Any]:
                 f"run `python -m export train {recipe.task} --member {member}`"
             )
         net = build(recipe.spec["channels"], recipe.widths, recipe.blocks, recipe.outputs)
-        net.load_state_dict(torch.load(best, weights_only=True)["ema"])
+        net.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["ema"])
         nets.append(net.eval())
     return nets
 
@@ -388,7 +388,7 @@ def read_history(workdir: Path) -> dict[str, Any]:
     finished = workdir / "history.json"
     if finished.is_file():
         return dict(json.loads(finished.read_text()))
-    return dict(torch.load(workdir / "last.pt", weights_only=True)["state"])
+    return dict(torch.load(workdir / "last.pt", map_location="cpu", weights_only=True)["state"])
 
 
 def retrain_command(recipe: Recipe, member: int, history: dict[str, Any]) -> str:

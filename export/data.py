@@ -127,10 +127,23 @@ def load_real(
     data: Path = SHARED_DATA,
     cache: Path = WORK,
     fractions: tuple[float, float] = (0.70, 0.15),
+    splits: tuple[str, ...] = SPLITS,
 ) -> Dataset:
-    """The task's real data set, rendered (cached in ``export/work``) and split by patient."""
+    """The task's real data set, rendered (cached in ``export/work``) and split by patient.
+
+    ``splits``: only the images of these splits are listed and read, so training (train and
+    calibration) never opens a test image, and a copy of the data made for another machine (a
+    lent GPU) may leave the test split out. The split is made from every patient in the labels,
+    so it is the same either way.
+    """
     paths, targets, patients = LISTERS[task](data)
-    cache_file = cache / f"{task}-{spec['size']}-{_spec_key(spec)}-{len(paths)}.npy"
+    split = split_patients(patients, seed, fractions)
+    if tuple(splits) != SPLITS:
+        keep = np.isin(split, splits)
+        paths = [p for p, k in zip(paths, keep, strict=True) if k]
+        targets, patients, split = targets[keep], patients[keep], split[keep]
+    part = "" if tuple(splits) == SPLITS else "-" + "+".join(splits)
+    cache_file = cache / f"{task}-{spec['size']}-{_spec_key(spec)}-{len(paths)}{part}.npy"
     if cache_file.exists():
         images = np.load(cache_file)
     else:
@@ -140,7 +153,7 @@ def load_real(
         np.save(partial, images)
         os.replace(partial, cache_file)  # two members starting together: whole file or none
     names = np.array([p.name for p in paths])
-    return Dataset(images, targets, patients, split_patients(patients, seed, fractions), names)
+    return Dataset(images, targets, patients, split, names)
 
 
 def load_mnist(path: Path, spec: dict[str, Any]) -> Dataset:

@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     data = load_real(first.task, first.spec, first.seed, cache=args.work, fractions=first.fractions)
     cal = data.part("calibration")
     labels = cal.targets[:, first.head_index]
-    states = [torch.load(args.work / run / "lite" / "best.pt", weights_only=True)["ema"] for run in args.runs]
+    states = [
+        torch.load(args.work / run / "lite" / "best.pt", map_location="cpu", weights_only=True)["ema"]
+        for run in args.runs
+    ]
     scores: dict[tuple[tuple[str, ...], float], np.ndarray] = {}
     for size in range(1, len(args.runs) + 1):
         for combo in itertools.combinations(range(len(args.runs)), size):

@@ -72,12 +72,14 @@ def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torc
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip_x, cos
     theta[:, 1] *= flip_y.view(n, 1)
     theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.06, 0.06), uniform(-0.06, 0.06)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # The numbers are drawn on the CPU (one seeded generator, whatever the device); the pixels
+    # are moved where the batch lives, so on a GPU the augmentation runs there too.
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if recipe.sharpness:
-        x = sharpen(x, uniform(-0.8, 0.6).view(n, 1, 1, 1))
-    contrast = uniform(0.8, 1.2).view(n, 1, 1, 1)
-    brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1)
+        x = sharpen(x, uniform(-0.8, 0.6).view(n, 1, 1, 1).to(x.device))
+    contrast = uniform(0.8, 1.2).view(n, 1, 1, 1).to(x.device)
+    brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1).to(x.device)
     return (x * contrast + brightness).contiguous(memory_format=torch.channels_last)
 
 
@@ -91,7 +93,7 @@ def sharpen(x: torch.Tensor, amount: torch.Tensor, sigma: float = 1.0) -> torch.
     taps = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
     taps = taps / taps.sum()
     channels = x.shape[1]
-    kernel = (taps[:, None] * taps[None, :]).expand(channels, 1, -1, -1).contiguous()
+    kernel = (taps[:, None] * taps[None, :]).expand(channels, 1, -1, -1).contiguous().to(x.device)
     blurred = F.conv2d(F.pad(x, (radius,) * 4, mode="replicate"), kernel, groups=channels)
     return x + amount * (x - blurred)
 

@@ -159,9 +159,10 @@ class FreshViews:
         net._bn0.eval()
         for block in net._blocks[:split]:
             block.eval()
-        x = augment(to_tensor(np.asarray(self.images[index]), self.recipe.spec), self.recipe, generator)
+        x = to_tensor(np.asarray(self.images[index]), self.recipe.spec).to(self.device)
+        x = augment(x, self.recipe, generator)  # on the GPU, when training runs there
         with autocast(self.device):
-            return net.prefix(x.to(self.device), split).float()
+            return net.prefix(x, split).float()
 
 
 def shifted_features(
@@ -296,7 +297,7 @@ def fine_tune(
             log(f"schedule finished after epoch {epoch + 1}")
             break
     (workdir / "history.json").write_text(json.dumps(state, indent=2))
-    best = torch.load(workdir / "best.pt", weights_only=True)
+    best = torch.load(workdir / "best.pt", map_location="cpu", weights_only=True)
     ema.model.load_state_dict(best["ema"])
     return ema.model.eval()
 

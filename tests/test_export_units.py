@@ -11,7 +11,7 @@ from conftest import shared
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engines.bundle import load_bundle
-from export.data import kermany_patient, split_patients
+from export.data import kermany_patient, load_real, split_patients
 from export.errors import ExportError
 from export.signing import generate_key, load_private_key, public_key_text, sign
 from kiosk import stats as m
@@ -85,6 +85,35 @@ def test_split_keeps_each_patient_in_one_split() -> None:
         0.15, abs=0.01
     )
     assert (split == split_patients(patients, seed=7)).all()
+
+
+def test_training_data_leaves_the_test_split_unopened(tmp_path: Path) -> None:
+    """``python -m export train`` reads the train and calibration images only: a copy of the data
+    without the test images (as sent to a lent GPU) gives the same split and the same pixels."""
+    from export.recipes import RECIPES
+
+    source = shared("fundus", "eyepacs-256")
+    recipe = RECIPES["fundus-dr"]
+    rows = (source / "labels.csv").read_text().splitlines()[:61]  # header + 60 eyes
+    whole = tmp_path / "whole" / "fundus" / "eyepacs-256"
+    partial = tmp_path / "part" / "fundus" / "eyepacs-256"
+    for folder in (whole, partial):
+        (folder / "images").mkdir(parents=True)
+        (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    for row in rows[1:]:
+        name = row.split(",")[0]
+        os.symlink(source / "images" / name, whole / "images" / name)
+    full = load_real("fundus-dr", recipe.spec, recipe.seed, data=whole.parent.parent, cache=tmp_path / "c1",
+                     fractions=recipe.fractions)
+    assert set(full.split) == {"train", "calibration", "test"}
+    for name, split in zip(full.names, full.split, strict=True):
+        if split != "test":
+            os.symlink(source / "images" / name, partial / "images" / name)
+    fitting = load_real("fundus-dr", recipe.spec, recipe.seed, data=partial.parent.parent,
+                        cache=tmp_path / "c2", fractions=recipe.fractions, splits=("train", "calibration"))
+    kept = full.split != "test"
+    assert (fitting.names == full.names[kept]).all() and (fitting.split == full.split[kept]).all()
+    assert np.array_equal(fitting.images, full.images[kept]) and "test" not in set(fitting.split)
 
 
 @pytest.mark.parametrize(
