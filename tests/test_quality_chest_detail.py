@@ -26,7 +26,14 @@ from conftest import ROOT, shared
 from kiosk.errors import IntakeError
 from kiosk.intake import read_image
 from kiosk.pixels import as_grey
-from kiosk.quality.chest import MIN_DETAIL, MIN_LINES, assess_chest, distinct_lines, fine_detail
+from kiosk.quality.chest import (
+    MIN_DETAIL,
+    MIN_LINES,
+    assess_chest,
+    distinct_lines,
+    fine_detail,
+    judge_film,
+)
 
 SAMPLE = ("cxr", "samples", "nih-00027426_000-no-finding.png")
 
@@ -63,6 +70,19 @@ def test_a_real_film_passes_and_its_blurred_or_enlarged_copies_do_not() -> None:
     assert _codes(_grey(_png(blurred))) == ["film_blurred"]
     slightly = cv2.GaussianBlur(film, (0, 0), film.shape[1] * 0.001)  # a soft but real film
     assert _codes(_grey(_png(slightly))) == []
+
+
+def test_the_gate_reads_the_film_as_each_measure_does_alone() -> None:
+    """The gate crops the exposed area once for all its measures; each agrees with the measure
+    made on its own (as ``export/chest_check.py`` trains the learned check)."""
+    film = _grey(_png(cv2.imread(str(shared(*SAMPLE)), cv2.IMREAD_GRAYSCALE)))
+    border = np.zeros((film.shape[0] + 80, film.shape[1] + 120), np.uint8)  # padding to crop
+    border[40:-40, 60:-60] = film
+    for grey in (film, border):
+        measures = assess_chest(grey).measures
+        assert measures["fine_detail"] == fine_detail(grey)
+        assert measures["distinct_lines"] == distinct_lines(grey)
+        assert {k: measures[k] for k in judge_film(grey).measures()} == judge_film(grey).measures()
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 80) -> bytes:

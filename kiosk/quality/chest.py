@@ -34,7 +34,7 @@ import numpy as np
 
 from kiosk.domain import QualityReason, QualityReport
 from kiosk.quality.chest_check import ChestVerdict, shipped_check
-from kiosk.quality.film import exposed_area, film_thumbnail
+from kiosk.quality.film import exposed_area, exposed_thumbnail, film_thumbnail
 from kiosk.quality.layout import (
     STRONG,
     ChestLayout,
@@ -113,7 +113,8 @@ def fine_detail(grey: np.ndarray) -> float:
 
 
 def _exposed(grey: np.ndarray) -> np.ndarray:
-    """The film's exposed area (what the detail measures read; cropped once per film)."""
+    """The film's exposed area (what the detail measures and the learned check read; cropped
+    once per film)."""
     rows, cols = exposed_area(grey)
     return grey[rows, cols]
 
@@ -196,7 +197,7 @@ def assess_chest(grey: np.ndarray) -> QualityReport:
     exposed = _exposed(grey)
     measures = exposure_measures(grey) | {"fine_detail": _fine_detail(exposed),
                                           "distinct_lines": float(_distinct_lines(exposed))}
-    verdict = judge_film(grey)
+    verdict = shipped_check().judge(exposed_thumbnail(exposed))  # judge_film, on the same crop
     measures.update(verdict.measures())
     exposure = exposure_failure(measures)
     content = [] if exposure == "mostly_blank" else content_failures(verdict)

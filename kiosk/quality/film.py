@@ -34,7 +34,12 @@ def film_thumbnail(grey: np.ndarray) -> np.ndarray:
     dental panoramic looks like one; the second plane is 1 on the film and 0 on the padding.
     """
     rows, cols = exposed_area(grey)
-    area = grey[rows, cols]
+    return exposed_thumbnail(grey[rows, cols])
+
+
+def exposed_thumbnail(area: np.ndarray) -> np.ndarray:
+    """:func:`film_thumbnail` of a film's exposed area already cropped (the quality gate crops
+    it once for all its measures)."""
     height, width = area.shape
     scale = SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h) for OpenCV
