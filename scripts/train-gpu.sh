@@ -6,7 +6,8 @@
 #
 # (DEVICE=cpu runs the same on the CPU, as a smoke test.)
 # DATA: a copy of ../shared/data holding at least the train and calibration images (the test
-# split is never opened); WORK: caches and checkpoints; OUT: where each run's best.pt (the EMA
+# split is never opened; `python -m export.pack RECIPE OUT` makes one, in parts of a size, with
+# the ImageNet weights' package to put on PYTHONPATH); WORK: caches and checkpoints; OUT: where each run's best.pt (the EMA
 # weights of its best calibration-split epoch) and history.json are copied; MINUTES: each run's
 # time budget (its cosine schedule is compressed to end within it). The images are rendered once
 # through the kiosk's preprocessing before the runs start. Then on this machine:
