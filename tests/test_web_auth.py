@@ -112,6 +112,23 @@ def test_inactivity_logs_off(client: FlaskClient) -> None:
     assert "without activity" in client.get("/login").get_data(as_text=True)
 
 
+def test_a_burst_of_requests_sends_no_cookie_until_the_seen_time_is_due(client: FlaskClient) -> None:
+    """Only a request that changes the session sends the cookie back: within a burst none does,
+    so a late answer cannot restore an older session (a language just chosen, say)."""
+    login(client, "nurse")
+    client.get("/worklist")  # the first page after log-in makes the session's form token
+    for path in ("/worklist", "/", "/patients", "/worklist"):
+        response = client.get(path)
+        assert response.status_code == 200 and "Set-Cookie" not in response.headers, path
+    with client.session_transaction() as session:
+        session["seen"] = session["seen"] - 31  # half a minute later
+        before = session["seen"]
+    response = client.get("/worklist")
+    assert "kiosk_session=" in response.headers.get("Set-Cookie", "")  # the expiry slides on
+    with client.session_transaction() as session:
+        assert session["seen"] > before + 30
+
+
 def test_timeout_setting_is_used(tmp_path: Path) -> None:
     app, store = make_app(web_config(tmp_path, session_timeout_min=3))
     add_user(store, "nurse", "operator")

@@ -24,6 +24,12 @@ from kiosk.errors import AuthError
 from web.services import services
 
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
+#: The time a user was last seen is written back at most this often (or a tenth of the idle
+#: limit, if less). A request inside a burst (a page, its image checks, its heat-maps) then
+#: changes nothing in the session and sends no cookie, so an answer that arrives late cannot put
+#: an older session back (a language just chosen, a log-in). The idle log-off is that much less
+#: exact.
+SEEN_EVERY_S = 30.0
 
 #: Content Security Policy: everything from this kiosk only, no inline script or style.
 CSP = (
@@ -179,7 +185,8 @@ def _check_inactivity(limit_s: float) -> ResponseReturnValue | None:
         flash(_("You were logged off after %(minutes)d minutes without activity.",
                 minutes=int(limit_s // 60)), "info")
         return _unauthorized()
-    session["seen"] = now
+    if "seen" not in session or now - seen >= min(SEEN_EVERY_S, limit_s / 10):
+        session["seen"] = now
     return None
 
 
